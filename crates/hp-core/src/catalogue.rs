@@ -1,0 +1,231 @@
+//! The functions hp_patcher knows how to intercept, with their arguments
+//! described well enough to log them by name.
+//!
+//! The table is data only; `Selection` and `select` hold the rules for the
+//! `functions=` parameter. Names are the symbols a compiled module calls on
+//! Linux 6.12 (the `_noprof` names appeared with memory allocation profiling).
+
+use core::fmt;
+
+/// How an argument or a return value is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A byte count, printed in decimal.
+    Size,
+    /// A `gfp_t`, printed as flag names.
+    Gfp,
+    /// A NUMA node id, printed as a signed decimal (-1 is NUMA_NO_NODE).
+    Node,
+    /// Any pointer, printed in hex.
+    Ptr,
+    /// A code address, printed in hex.
+    CodePtr,
+    /// Nothing: a `void` return.
+    Void,
+}
+
+/// One register argument.
+#[derive(Clone, Copy, Debug)]
+pub struct Arg {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Present only when the kernel is built with CONFIG_SLAB_BUCKETS
+    /// (`DECL_BUCKET_PARAMS` adds a `kmem_buckets *` after the size).
+    pub only_with_slab_buckets: bool,
+}
+
+/// One interceptable function.
+#[derive(Clone, Copy, Debug)]
+pub struct Function {
+    pub name: &'static str,
+    pub args: &'static [Arg],
+    pub ret: Kind,
+}
+
+/// Facts about the running kernel's build that change argument layouts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelConfig {
+    pub slab_buckets: bool,
+}
+
+impl Function {
+    /// The arguments as the running kernel passes them, in register order.
+    pub fn args_for(&self, config: KernelConfig) -> impl Iterator<Item = &'static Arg> {
+        self.args
+            .iter()
+            .filter(move |a| config.slab_buckets || !a.only_with_slab_buckets)
+    }
+}
+
+const fn arg(name: &'static str, kind: Kind) -> Arg {
+    Arg { name, kind, only_with_slab_buckets: false }
+}
+
+const BUCKETS: Arg = Arg { name: "b", kind: Kind::Ptr, only_with_slab_buckets: true };
+const SIZE: Arg = arg("size", Kind::Size);
+const FLAGS: Arg = arg("flags", Kind::Gfp);
+const NODE: Arg = arg("node", Kind::Node);
+const CACHE: Arg = arg("s", Kind::Ptr);
+const OBJ: Arg = arg("objp", Kind::Ptr);
+
+const fn f(name: &'static str, args: &'static [Arg], ret: Kind) -> Function {
+    Function { name, args, ret }
+}
+
+/// The memory catalogue. Order is the index used everywhere else; at most 64
+/// entries so that a selection fits in a `u64`.
+pub const MEMORY: &[Function] = &[
+    f("__kmalloc_noprof", &[SIZE, FLAGS], Kind::Ptr),
+    f("__kmalloc_node_noprof", &[SIZE, BUCKETS, FLAGS, NODE], Kind::Ptr),
+    f("__kmalloc_cache_noprof", &[CACHE, FLAGS, SIZE], Kind::Ptr),
+    f("__kmalloc_cache_node_noprof", &[CACHE, FLAGS, NODE, SIZE], Kind::Ptr),
+    f("__kmalloc_large_noprof", &[SIZE, FLAGS], Kind::Ptr),
+    f("__kmalloc_large_node_noprof", &[SIZE, FLAGS, NODE], Kind::Ptr),
+    f(
+        "__kmalloc_node_track_caller_noprof",
+        &[SIZE, BUCKETS, FLAGS, NODE, arg("caller", Kind::CodePtr)],
+        Kind::Ptr,
+    ),
+    f("kmem_cache_alloc_noprof", &[CACHE, FLAGS], Kind::Ptr),
+    f("kmem_cache_alloc_lru_noprof", &[CACHE, arg("lru", Kind::Ptr), FLAGS], Kind::Ptr),
+    f("kmem_cache_alloc_node_noprof", &[CACHE, FLAGS, NODE], Kind::Ptr),
+    f("kmem_cache_free", &[CACHE, OBJ], Kind::Void),
+    f("kfree", &[OBJ], Kind::Void),
+    f("kvfree", &[arg("addr", Kind::Ptr)], Kind::Void),
+    f("kfree_sensitive", &[OBJ], Kind::Void),
+    f("krealloc_noprof", &[OBJ, arg("new_size", Kind::Size), FLAGS], Kind::Ptr),
+    f("vmalloc_noprof", &[SIZE], Kind::Ptr),
+    f("vzalloc_noprof", &[SIZE], Kind::Ptr),
+    f("__vmalloc_noprof", &[SIZE, arg("gfp_mask", Kind::Gfp)], Kind::Ptr),
+    f("vfree", &[arg("addr", Kind::Ptr)], Kind::Void),
+    f("__kvmalloc_node_noprof", &[SIZE, BUCKETS, FLAGS, NODE], Kind::Ptr),
+    f("kmemdup_noprof", &[arg("src", Kind::Ptr), arg("len", Kind::Size), arg("gfp", Kind::Gfp)], Kind::Ptr),
+    f("kstrdup", &[arg("s", Kind::Ptr), arg("gfp", Kind::Gfp)], Kind::Ptr),
+];
+
+/// Index of a catalogue function by its symbol name.
+pub fn index_of(name: &str) -> Option<usize> {
+    MEMORY.iter().position(|f| f.name == name)
+}
+
+/// A set of catalogue indices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Selection(u64);
+
+impl Selection {
+    pub fn contains(self, index: usize) -> bool {
+        index < 64 && self.0 & (1 << index) != 0
+    }
+    pub fn insert(&mut self, index: usize) {
+        self.0 |= 1 << index;
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        (0..MEMORY.len()).filter(move |&i| self.contains(i))
+    }
+}
+
+/// Why a `functions=` list was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectError<'a> {
+    /// Not in the catalogue at all.
+    Unknown(&'a str),
+    /// In the catalogue, but this kernel lacks it or does not export it.
+    Unavailable(&'a str),
+    /// The list names nothing, or nothing in the default set is available.
+    Empty,
+}
+
+impl fmt::Display for SelectError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SelectError::Unknown(name) => {
+                write!(f, "unknown function '{name}'; supported:")?;
+                for func in MEMORY {
+                    write!(f, " {}", func.name)?;
+                }
+                Ok(())
+            }
+            SelectError::Unavailable(name) => {
+                write!(f, "function '{name}' is not exported by this kernel")
+            }
+            SelectError::Empty => write!(f, "no function selected"),
+        }
+    }
+}
+
+/// Parses the comma-separated `functions=` parameter. An empty list means
+/// every available function; a name asked for explicitly must be available.
+pub fn select(list: &str, available: impl Fn(usize) -> bool) -> Result<Selection, SelectError<'_>> {
+    let mut selection = Selection::default();
+    let mut named_any = false;
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        named_any = true;
+        let index = index_of(name).ok_or(SelectError::Unknown(name))?;
+        if !available(index) {
+            return Err(SelectError::Unavailable(name));
+        }
+        selection.insert(index);
+    }
+    if !named_any {
+        (0..MEMORY.len()).filter(|&i| available(i)).for_each(|i| selection.insert(i));
+    }
+    if selection.is_empty() {
+        return Err(SelectError::Empty);
+    }
+    Ok(selection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::string::ToString;
+
+    #[test]
+    fn catalogue_fits_a_selection_and_has_unique_names() {
+        assert!(MEMORY.len() <= 64);
+        for (i, f) in MEMORY.iter().enumerate() {
+            assert_eq!(index_of(f.name), Some(i), "duplicate {}", f.name);
+            assert!(f.args.len() <= 6, "{} has more than 6 register args", f.name);
+        }
+    }
+
+    #[test]
+    fn buckets_argument_depends_on_config() {
+        let f = &MEMORY[index_of("__kmalloc_node_noprof").unwrap()];
+        let with: std::vec::Vec<_> =
+            f.args_for(KernelConfig { slab_buckets: true }).map(|a| a.name).collect();
+        let without: std::vec::Vec<_> =
+            f.args_for(KernelConfig { slab_buckets: false }).map(|a| a.name).collect();
+        assert_eq!(with, ["size", "b", "flags", "node"]);
+        assert_eq!(without, ["size", "flags", "node"]);
+    }
+
+    #[test]
+    fn empty_list_selects_every_available_function() {
+        let kfree = index_of("kfree").unwrap();
+        let sel = select("", |i| i != kfree).unwrap();
+        assert!(!sel.contains(kfree));
+        assert_eq!(sel.iter().count(), MEMORY.len() - 1);
+    }
+
+    #[test]
+    fn explicit_names_are_checked() {
+        let sel = select(" kfree, vfree ", |_| true).unwrap();
+        assert_eq!(sel.iter().map(|i| MEMORY[i].name).collect::<std::vec::Vec<_>>(), ["kfree", "vfree"]);
+        assert_eq!(select("kfree,bogus", |_| true), Err(SelectError::Unknown("bogus")));
+        let kfree = index_of("kfree").unwrap();
+        assert_eq!(select("kfree", |i| i != kfree), Err(SelectError::Unavailable("kfree")));
+        assert_eq!(select(",,", |_| false), Err(SelectError::Empty));
+    }
+
+    #[test]
+    fn unknown_name_message_lists_the_catalogue() {
+        let msg = SelectError::Unknown("kmalloc").to_string();
+        assert!(msg.starts_with("unknown function 'kmalloc'; supported: __kmalloc_noprof"));
+        assert!(msg.contains(" kstrdup"));
+    }
+}

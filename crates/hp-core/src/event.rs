@@ -1,0 +1,130 @@
+//! Text of one intercepted call, as it goes to the kernel log.
+//!
+//! The format is `name(arg=value, ...) = ret`; the C layer appends the call
+//! site, CPU and task. Everything here writes into a caller's buffer: the
+//! replacement runs in the target's context, where allocating is not allowed.
+
+use core::fmt::{self, Write};
+
+use crate::catalogue::{Function, KernelConfig, Kind};
+use crate::gfp::{write_gfp, GfpName};
+
+/// Register arguments in System V order: rdi, rsi, rdx, rcx, r8, r9.
+pub type RegisterArgs = [u64; 6];
+
+fn write_value(w: &mut impl Write, kind: Kind, value: u64, gfp: &[GfpName<'_>]) -> fmt::Result {
+    match kind {
+        Kind::Size => write!(w, "{value}"),
+        Kind::Gfp => write_gfp(w, value & 0xffff_ffff, gfp),
+        Kind::Node => write!(w, "{}", value as u32 as i32),
+        Kind::Ptr | Kind::CodePtr => write!(w, "{value:#x}"),
+        Kind::Void => Ok(()),
+    }
+}
+
+/// Writes `name(arg=value, ...)`, then ` = ret` unless the function is void.
+pub fn write_call(
+    w: &mut impl Write,
+    func: &Function,
+    config: KernelConfig,
+    args: &RegisterArgs,
+    ret: u64,
+    gfp: &[GfpName<'_>],
+) -> fmt::Result {
+    w.write_str(func.name)?;
+    w.write_char('(')?;
+    for (i, (arg, &value)) in func.args_for(config).zip(args.iter()).enumerate() {
+        if i > 0 {
+            w.write_str(", ")?;
+        }
+        write!(w, "{}=", arg.name)?;
+        write_value(w, arg.kind, value, gfp)?;
+    }
+    w.write_char(')')?;
+    if func.ret != Kind::Void {
+        w.write_str(" = ")?;
+        write_value(w, func.ret, ret, gfp)?;
+    }
+    Ok(())
+}
+
+/// A `fmt::Write` over a fixed buffer that truncates instead of failing, and
+/// always leaves room for a terminating NUL for the C side.
+pub struct LineBuf<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for LineBuf<N> {
+    fn default() -> Self {
+        Self { bytes: [0; N], len: 0 }
+    }
+}
+
+impl<const N: usize> LineBuf<N> {
+    pub fn as_str(&self) -> &str {
+        // Only whole UTF-8 sequences are ever copied in (see write_str).
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+    /// The text followed by a NUL byte.
+    pub fn as_c_bytes(&mut self) -> &[u8] {
+        self.bytes[self.len] = 0;
+        &self.bytes[..=self.len]
+    }
+}
+
+impl<const N: usize> Write for LineBuf<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = N - 1 - self.len;
+        let mut take = s.len().min(room);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::{index_of, MEMORY};
+    use crate::gfp::tests::GFP_6_12;
+
+    fn line(name: &str, args: RegisterArgs, ret: u64, slab_buckets: bool) -> LineBuf<256> {
+        let mut buf = LineBuf::default();
+        let func = &MEMORY[index_of(name).unwrap()];
+        write_call(&mut buf, func, KernelConfig { slab_buckets }, &args, ret, GFP_6_12).unwrap();
+        buf
+    }
+
+    #[test]
+    fn allocation_with_flags_and_result() {
+        let b = line("__kmalloc_noprof", [128, 0xcc0 | 0x100, 0, 0, 0, 0], 0xffff_8880_0123_4000, false);
+        assert_eq!(b.as_str(), "__kmalloc_noprof(size=128, flags=GFP_KERNEL|__GFP_ZERO) = 0xffff888001234000");
+    }
+
+    #[test]
+    fn node_is_signed_and_buckets_follow_config() {
+        let args = [64, 0, 0xcc0, 0xffff_ffff, 0, 0];
+        let b = line("__kmalloc_node_noprof", args, 0, true);
+        assert_eq!(b.as_str(), "__kmalloc_node_noprof(size=64, b=0x0, flags=GFP_KERNEL, node=-1) = 0x0");
+        let b = line("__kmalloc_node_noprof", [64, 0xcc0, 0xffff_ffff, 0, 0, 0], 0, false);
+        assert_eq!(b.as_str(), "__kmalloc_node_noprof(size=64, flags=GFP_KERNEL, node=-1) = 0x0");
+    }
+
+    #[test]
+    fn void_functions_have_no_result() {
+        let b = line("kfree", [0xffff_8880_0000_1000, 7, 7, 7, 7, 7], 0xdead, false);
+        assert_eq!(b.as_str(), "kfree(objp=0xffff888000001000)");
+    }
+
+    #[test]
+    fn long_lines_are_truncated_with_room_for_nul() {
+        let mut b = LineBuf::<8>::default();
+        write!(b, "0123456789").unwrap();
+        assert_eq!(b.as_str(), "0123456");
+        assert_eq!(b.as_c_bytes(), b"0123456\0");
+    }
+}
