@@ -1,1 +1,102 @@
-fn main() {}
+//! `cargo xtask`: build hp_patcher, run the demo, run the tests.
+
+mod build;
+mod guest;
+mod kernel;
+mod real_modules;
+mod scenarios;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use kernel::Kernel;
+
+#[derive(Parser)]
+#[command(about = "Build, demo and test hp_patcher")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args)]
+struct KernelChoice {
+    /// Kernel release to build for (default: the lab's Debian kernel).
+    #[arg(long, conflicts_with = "kdir")]
+    kernel: Option<String>,
+    /// Kernel build directory to build against.
+    #[arg(long)]
+    kdir: Option<PathBuf>,
+}
+
+impl KernelChoice {
+    fn resolve(&self) -> Result<Kernel> {
+        match (&self.kernel, &self.kdir) {
+            (_, Some(kdir)) => Kernel::from_kdir(kdir),
+            (Some(release), None) => Kernel::release(release),
+            (None, None) => Kernel::default_release(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install host packages and fetch the lab kernel.
+    Setup,
+    /// Build hp_patcher.ko and the test modules into target/kmod/<release>/.
+    Build(KernelChoice),
+    /// Boot a guest, attach to cr_target, show intercepted calls, detach.
+    Demo,
+    /// Host unit tests, then the guest tests.
+    Test {
+        /// Run only the guest scenarios whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+        /// Skip the host unit tests.
+        #[arg(long)]
+        guest_only: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => {
+            kernel::ensure_host_packages()?;
+            Kernel::default_release().map(drop)
+        }
+        Cmd::Build(choice) => {
+            kernel::ensure_host_packages()?;
+            let built = build::build_all(&choice.resolve()?)?;
+            println!("{}\n{}", built.hp_patcher.display(), built.cr_target.display());
+            Ok(())
+        }
+        Cmd::Demo => {
+            kernel::ensure_host_packages()?;
+            scenarios::demo(&Kernel::default_release()?)
+        }
+        Cmd::Test { only, guest_only } => {
+            kernel::ensure_host_packages()?;
+            let kernel = Kernel::default_release()?;
+            if !guest_only {
+                run(Command::new(env!("CARGO")).args(["test", "--workspace"]).current_dir(repo_root()))?;
+                real_modules::check(&kernel)?;
+            }
+            scenarios::test(&kernel, only.as_deref())
+        }
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Runs a command, failing with its name if it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Mirror of kmod/hp_glue.h: the types and C functions the Rust side uses.
+
+use core::ffi::c_char;
+
+#[repr(C)]
+pub struct AttachRequest {
+    pub target_name: *const c_char,
+    pub text: *const u8,
+    pub text_base: u64,
+    pub text_size: u64,
+    pub symtab: *const Elf64Sym,
+    pub num_symtab: u64,
+    pub catalogue_addrs: *const u64,
+    pub catalogue_len: u64,
+    pub gfp_names: *const TracePrintFlags,
+    pub num_gfp_names: u64,
+    pub functions: *const c_char,
+    pub log_burst: u64,
+    pub slab_buckets: u32,
+    pub pad: u32,
+}
+
+/// The kernel's `Elf64_Sym`.
+#[repr(C)]
+pub struct Elf64Sym {
+    pub st_name: u32,
+    pub st_info: u8,
+    pub st_other: u8,
+    pub st_shndx: u16,
+    pub st_value: u64,
+    pub st_size: u64,
+}
+
+pub const STT_FUNC: u8 = 2;
+
+/// The kernel's `struct trace_print_flags`.
+#[repr(C)]
+pub struct TracePrintFlags {
+    pub mask: u64,
+    pub name: *const c_char,
+}
+
+pub const HP_ERR: u32 = 0;
+pub const HP_WARN: u32 = 1;
+pub const HP_INFO: u32 = 2;
+
+pub const EINVAL: i32 = 22;
+pub const ENOENT: i32 = 2;
+
+extern "C" {
+    pub fn hp_c_log(level: u32, msg: *const c_char);
+    pub fn hp_c_log_at(level: u32, msg: *const c_char, addr: u64);
+    pub fn hp_c_emit_call(text: *const c_char, site_addr: u64);
+    pub fn hp_c_log_window() -> u64;
+    pub fn hp_c_alloc(size: usize) -> *mut u8;
+    pub fn hp_c_free(ptr: *mut u8);
+    pub fn hp_c_panic(msg: *const u8, len: usize) -> !;
+}

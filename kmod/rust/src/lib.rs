@@ -1,0 +1,106 @@
+//! The Rust part of the hp_patcher kernel module.
+//!
+//! `hp_plan` turns what the C layer knows of the target into a `Session`: the
+//! sites to redirect, each with its own hit counter. `hp_on_entry` and
+//! `hp_on_exit` are called by the trampoline around every redirected call.
+//! Every `extern "C"` item here is declared in kmod/hp_glue.h.
+#![no_std]
+
+extern crate alloc;
+
+mod ffi;
+mod log;
+mod runtime;
+mod session;
+
+use core::ffi::{c_char, CStr};
+
+use session::{Session, SiteRecord};
+
+/// # Safety
+/// `req` points to a valid request whose pointers are valid for the sizes
+/// it gives and outlive the call (the text copy, symbols and tables are kept
+/// by the C layer); `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn hp_plan(req: *const ffi::AttachRequest, out: *mut *mut Session) -> i32 {
+    // SAFETY: per this function's contract.
+    let req = unsafe { &*req };
+    match unsafe { Session::plan(req) } {
+        Ok(session) => {
+            // SAFETY: out is writable per the contract.
+            unsafe { *out = alloc::boxed::Box::into_raw(session) };
+            0
+        }
+        Err(errno) => -errno,
+    }
+}
+
+/// # Safety
+/// `s` came from `hp_plan` and has not been freed.
+#[no_mangle]
+pub unsafe extern "C" fn hp_session_site_count(s: *const Session) -> u64 {
+    unsafe { &*s }.sites().len() as u64
+}
+
+/// # Safety
+/// `s` came from `hp_plan`; `index` is below the site count; `addr` and
+/// `tail_jump` are writable.
+#[no_mangle]
+pub unsafe extern "C" fn hp_session_site(
+    s: *const Session,
+    index: u64,
+    addr: *mut u64,
+    tail_jump: *mut bool,
+) -> *const SiteRecord {
+    let site = &unsafe { &*s }.sites()[index as usize];
+    unsafe {
+        *addr = site.addr();
+        *tail_jump = site.is_tail_jump();
+    }
+    site
+}
+
+/// # Safety
+/// `s` came from `hp_plan` and has not been freed.
+#[no_mangle]
+pub unsafe extern "C" fn hp_session_inflight(s: *const Session) -> u64 {
+    unsafe { &*s }.inflight()
+}
+
+/// # Safety
+/// `s` came from `hp_plan`; `why` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn hp_session_report(s: *const Session, why: *const c_char) {
+    let why = unsafe { CStr::from_ptr(why) }.to_str().unwrap_or("?");
+    unsafe { &*s }.report(why);
+}
+
+/// # Safety
+/// `s` came from `hp_plan` (or is null), and no site of it can be entered
+/// any more: the C layer has finished the detach sequence.
+#[no_mangle]
+pub unsafe extern "C" fn hp_session_free(s: *mut Session) {
+    if !s.is_null() {
+        drop(unsafe { alloc::boxed::Box::from_raw(s) });
+    }
+}
+
+/// Called by the trampoline before the real function; returns its address.
+///
+/// # Safety
+/// `site` is a live `SiteRecord` (the detach sequence guarantees it while
+/// any task can still reach the trampoline); `args` points to six `u64`.
+#[no_mangle]
+pub unsafe extern "C" fn hp_on_entry(site: *const SiteRecord, _args: *const [u64; 6]) -> u64 {
+    unsafe { &*site }.enter()
+}
+
+/// Called by the trampoline after the real function; returns what the
+/// caller will see.
+///
+/// # Safety
+/// As for `hp_on_entry`.
+#[no_mangle]
+pub unsafe extern "C" fn hp_on_exit(site: *const SiteRecord, ret: u64, args: *const [u64; 6]) -> u64 {
+    unsafe { &*site }.exit(ret, unsafe { &*args })
+}

@@ -1,0 +1,229 @@
+//! One attachment to one target: its sites, counters and log state.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ffi::{c_char, CStr};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use hp_core::catalogue::{self, KernelConfig, MEMORY};
+use hp_core::event::{write_call, LineBuf, RegisterArgs};
+use hp_core::gfp::GfpName;
+use hp_core::ratelimit::RateLimit;
+use hp_core::sites::{self, Site, SiteKind, Symbol, Target};
+
+use crate::ffi::{self, AttachRequest};
+use crate::log::{error, info, log_at};
+
+pub struct SiteRecord {
+    site: Site,
+    /// Where the trampoline makes the real call.
+    real: u64,
+    hits: AtomicU64,
+    /// The owning session, which outlives every site (both are freed together).
+    session: *const Session,
+}
+
+pub struct Session {
+    target: String,
+    config: KernelConfig,
+    gfp: Vec<GfpName<'static>>,
+    sites: Vec<SiteRecord>,
+    inflight: AtomicU64,
+    logged: AtomicU64,
+    suppressed: AtomicU64,
+    ratelimit: RateLimit,
+}
+
+/// # Safety
+/// `ptr` is a NUL-terminated string that lives as long as the module.
+unsafe fn static_str(ptr: *const c_char) -> &'static str {
+    unsafe { CStr::from_ptr(ptr) }.to_str().unwrap_or("?")
+}
+
+/// # Safety
+/// `ptr` is valid for `len` elements (or `len` is 0).
+unsafe fn slice<'a, T>(ptr: *const T, len: u64) -> &'a [T] {
+    if len == 0 {
+        &[]
+    } else {
+        unsafe { core::slice::from_raw_parts(ptr, len as usize) }
+    }
+}
+
+impl Session {
+    /// Decides what to redirect. Errors are logged here and returned as a
+    /// positive errno.
+    ///
+    /// # Safety
+    /// Every pointer in `req` is valid for the length it gives; the gfp names
+    /// are static strings of the module.
+    pub unsafe fn plan(req: &AttachRequest) -> Result<Box<Session>, i32> {
+        let target = unsafe { CStr::from_ptr(req.target_name) }.to_str().unwrap_or("?");
+        let addrs = unsafe { slice(req.catalogue_addrs, req.catalogue_len) };
+        let available = |i: usize| addrs.get(i).is_some_and(|&a| a != 0);
+        let functions = unsafe { CStr::from_ptr(req.functions) }.to_str().map_err(|_| ffi::EINVAL)?;
+        let selection = catalogue::select(functions, available).map_err(|e| {
+            error!("functions={functions}: {e}");
+            ffi::EINVAL
+        })?;
+        let targets: Vec<Target> = selection.iter().map(|func| Target { addr: addrs[func], func }).collect();
+
+        let text = unsafe { slice(req.text, req.text_size) };
+        let symbols = unsafe { slice(req.symtab, req.num_symtab) }.iter().map(|s| Symbol {
+            addr: s.st_value,
+            size: s.st_size,
+            is_function: s.st_info & 0xf == ffi::STT_FUNC,
+        });
+        let ranges = sites::function_ranges(symbols, req.text_base, req.text_base + req.text_size);
+        let found = sites::discover(text, req.text_base, &ranges, &targets);
+
+        info!(
+            "{target}: decoded {} functions, {} of {} text bytes",
+            found.functions_decoded, found.bytes_decoded, req.text_size
+        );
+        for probed in &found.foreign_probes {
+            log_at(
+                ffi::HP_WARN,
+                probed.addr,
+                format_args!("call to {} already probed by someone else: skipped", MEMORY[probed.func].name),
+            );
+        }
+        for jcc in &found.conditional_jumps {
+            log_at(
+                ffi::HP_WARN,
+                jcc.addr,
+                format_args!("conditional jump to {} cannot be redirected: skipped", MEMORY[jcc.func].name),
+            );
+        }
+        if found.sites.is_empty() {
+            error!("{target}: no call or tail call to the selected functions ({} selected)", targets.len());
+            return Err(ffi::ENOENT);
+        }
+        info!("{}", log_line_for_sites(target, &found.sites).as_str());
+
+        let gfp = unsafe { slice(req.gfp_names, req.num_gfp_names) }
+            .iter()
+            .map(|g| GfpName { mask: g.mask, name: unsafe { static_str(g.name) } })
+            .collect();
+        let mut session = Box::new(Session {
+            target: String::from(target),
+            config: KernelConfig { slab_buckets: req.slab_buckets != 0 },
+            gfp,
+            sites: Vec::new(),
+            inflight: AtomicU64::new(0),
+            logged: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            ratelimit: RateLimit::new(req.log_burst),
+        });
+        let owner: *const Session = &*session;
+        session.sites = found
+            .sites
+            .iter()
+            .map(|&site| SiteRecord { site, real: addrs[site.func], hits: AtomicU64::new(0), session: owner })
+            .collect();
+        Ok(session)
+    }
+
+    pub fn sites(&self) -> &[SiteRecord] {
+        &self.sites
+    }
+
+    pub fn inflight(&self) -> u64 {
+        self.inflight.load(Ordering::SeqCst)
+    }
+
+    /// One line with the totals and per-function hits, then one per site hit.
+    pub fn report(&self, why: &str) {
+        let mut per_func = [0u64; MEMORY.len()];
+        for s in &self.sites {
+            per_func[s.site.func] += s.hits.load(Ordering::Relaxed);
+        }
+        let total: u64 = per_func.iter().sum();
+        let mut line = String::new();
+        let _ = write!(line, "detached from {} ({why}): {total} calls", self.target);
+        for (func, hits) in per_func.iter().enumerate().filter(|(_, &h)| h > 0) {
+            let _ = write!(line, " {}={hits}", MEMORY[func].name);
+        }
+        let _ = write!(
+            line,
+            "; logged {} suppressed {}",
+            self.logged.load(Ordering::Relaxed),
+            self.suppressed.load(Ordering::Relaxed)
+        );
+        info!("{line}");
+        for s in self.sites.iter().filter(|s| s.hits.load(Ordering::Relaxed) > 0) {
+            log_at(
+                ffi::HP_INFO,
+                s.site.addr,
+                format_args!("site hits {} {}", MEMORY[s.site.func].name, s.hits.load(Ordering::Relaxed)),
+            );
+        }
+    }
+}
+
+/// `target: S sites: kfree=3 (1 tail) vfree=1 ...`
+fn log_line_for_sites(target: &str, found: &[Site]) -> crate::log::Line {
+    let mut calls = [0u32; MEMORY.len()];
+    let mut tails = [0u32; MEMORY.len()];
+    for s in found {
+        match s.kind {
+            SiteKind::Call => calls[s.func] += 1,
+            SiteKind::TailJump => tails[s.func] += 1,
+        }
+    }
+    let mut line = crate::log::Line::default();
+    let _ = write!(line, "{target}: {} sites:", found.len());
+    for func in 0..MEMORY.len() {
+        if calls[func] + tails[func] > 0 {
+            let _ = write!(line, " {}={}", MEMORY[func].name, calls[func] + tails[func]);
+            if tails[func] > 0 {
+                let _ = write!(line, " ({} tail)", tails[func]);
+            }
+        }
+    }
+    line
+}
+
+impl SiteRecord {
+    pub fn addr(&self) -> u64 {
+        self.site.addr
+    }
+
+    pub fn is_tail_jump(&self) -> bool {
+        self.site.kind == SiteKind::TailJump
+    }
+
+    fn session(&self) -> &Session {
+        // SAFETY: the session owns this site and is freed after it.
+        unsafe { &*self.session }
+    }
+
+    /// Counts the call; the C detach sequence waits for `inflight` to drain.
+    pub fn enter(&self) -> u64 {
+        self.session().inflight.fetch_add(1, Ordering::SeqCst);
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.real
+    }
+
+    /// Logs the call (or counts it as suppressed) and returns `ret` as is.
+    /// Runs in the target's context: no allocation, no lock, no sleep.
+    pub fn exit(&self, ret: u64, args: &RegisterArgs) -> u64 {
+        let session = self.session();
+        // SAFETY: a plain read of jiffies.
+        if session.ratelimit.allow(unsafe { ffi::hp_c_log_window() }) {
+            let mut line = LineBuf::<256>::default();
+            let func = &MEMORY[self.site.func];
+            let _ = write_call(&mut line, func, session.config, args, ret, &session.gfp);
+            // SAFETY: the buffer is NUL-terminated and outlives the call.
+            unsafe { ffi::hp_c_emit_call(line.as_c_bytes().as_ptr().cast(), self.site.addr) };
+            session.logged.fetch_add(1, Ordering::Relaxed);
+        } else {
+            session.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+        // Last touch of the session: after this the detach may free it.
+        session.inflight.fetch_sub(1, Ordering::SeqCst);
+        ret
+    }
+}

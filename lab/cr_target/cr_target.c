@@ -1,0 +1,439 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * cr_target - stand-in "driver" used as the victim of the hp_patcher
+ * hot-patching tests.
+ *
+ * One kthread per online CPU repeatedly performs a fixed "round" of
+ * memory allocation / free calls.  Every call is paired with an atomic
+ * counter increment placed directly before it, keyed by the symbol the
+ * compiler really emits for that call on 6.12 (e.g. kmalloc() with a
+ * variable size becomes a call to __kmalloc_noprof).  The tests compare
+ * these counters with hp_patcher's kprobe hit counters, so the counters
+ * must match the number of executed call/jmp instructions exactly.
+ *
+ * Nothing outside cr_round()/cr_release() calls any of the counted
+ * allocation functions, so there are no uncounted call sites.
+ *
+ * debugfs interface (/sys/kernel/debug/cr_target/):
+ *   pause     rw  write "1": pause and block until every worker is parked
+ *                 write "0": resume; read: "0\n" or "1\n"
+ *   counters  r   "<symbol> <count>\n" per function, then "rounds <n>\n"
+ *   text_crc  r   "%08x\n" crc32_le(~0, core text of this module)
+ *   cpus      r   number of worker threads
+ */
+
+#include <linux/module.h>
+#include <linux/kernel.h>
+#include <linux/version.h>
+#include <linux/init.h>
+#include <linux/kthread.h>
+#include <linux/sched.h>
+#include <linux/delay.h>
+#include <linux/cpu.h>
+#include <linux/cpumask.h>
+#include <linux/percpu.h>
+#include <linux/wait.h>
+#include <linux/mutex.h>
+#include <linux/atomic.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/vmalloc.h>
+#include <linux/mm.h>
+#include <linux/numa.h>
+#include <linux/debugfs.h>
+#include <linux/seq_file.h>
+#include <linux/fs.h>
+#include <linux/uaccess.h>
+#include <linux/crc32.h>
+
+/* Counter ids; the order here is the order of the "counters" file. */
+enum cr_fn {
+	CR_KMALLOC,		/* kmalloc(var)            */
+	CR_KMALLOC_CACHE,	/* kzalloc(64)             */
+	CR_KMALLOC_NODE,	/* kmalloc_node(var)       */
+	CR_CACHE_ALLOC,		/* kmem_cache_alloc()      */
+	CR_CACHE_FREE,		/* kmem_cache_free()       */
+	CR_KSTRDUP,		/* kstrdup()               */
+	CR_KMEMDUP,		/* kmemdup()               */
+	CR_KREALLOC,		/* krealloc()              */
+	CR_VMALLOC,		/* vmalloc()               */
+	CR_VFREE,		/* vfree()                 */
+	CR_KVMALLOC,		/* kvmalloc()              */
+	CR_KVFREE,		/* kvfree()                */
+	CR_KFREE,		/* kfree(), incl. tail jmp */
+	CR_NR_FN,
+};
+
+/* Symbol names actually referenced by the emitted call/jmp (6.12). */
+static const char *const cr_fn_name[CR_NR_FN] = {
+	[CR_KMALLOC]		= "__kmalloc_noprof",
+	[CR_KMALLOC_CACHE]	= "__kmalloc_cache_noprof",
+	[CR_KMALLOC_NODE]	= "__kmalloc_node_noprof",
+	[CR_CACHE_ALLOC]	= "kmem_cache_alloc_noprof",
+	[CR_CACHE_FREE]		= "kmem_cache_free",
+	[CR_KSTRDUP]		= "kstrdup",
+	[CR_KMEMDUP]		= "kmemdup_noprof",
+	[CR_KREALLOC]		= "krealloc_noprof",
+	[CR_VMALLOC]		= "vmalloc_noprof",
+	[CR_VFREE]		= "vfree",
+	[CR_KVMALLOC]		= "__kvmalloc_node_noprof",
+	[CR_KVFREE]		= "kvfree",
+	[CR_KFREE]		= "kfree",
+};
+
+static atomic64_t cr_calls[CR_NR_FN];
+static atomic64_t cr_rounds;
+
+/* Count one call; always placed immediately before the call it counts. */
+#define CR_COUNT(id)	atomic64_inc(&cr_calls[id])
+
+static struct kmem_cache *cr_cache;
+
+#define CR_OBJ_SIZE	96
+#define CR_VMALLOC_SIZE	8192
+#define CR_DUP_SIZE	48
+
+static const u8 cr_pattern[CR_DUP_SIZE] = {
+	0x63, 0x72, 0x5f, 0x74, 0x61, 0x72, 0x67, 0x65,
+	0x74, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
+	0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+	0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16,
+	0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e,
+	0x1f, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26,
+};
+
+/* Worker bookkeeping. */
+static DEFINE_PER_CPU(struct task_struct *, cr_task);
+static unsigned int cr_nr_workers;
+
+/* Pause protocol. */
+static bool cr_paused;
+static atomic_t cr_parked = ATOMIC_INIT(0);
+static DECLARE_WAIT_QUEUE_HEAD(cr_resume_wq);	/* workers wait here  */
+static DECLARE_WAIT_QUEUE_HEAD(cr_ack_wq);	/* pauser waits here  */
+static DEFINE_MUTEX(cr_pause_lock);		/* serialises writers */
+
+static struct dentry *cr_dir;
+
+/*
+ * Must stay a separate function whose body compiles to "jmp kfree"
+ * (a tail call), so that hp_patcher has a jmp site to patch.  The caller
+ * counts the kfree before calling this.
+ */
+static noinline void cr_release(void *p)
+{
+	kfree(p);
+}
+
+static inline void cr_touch(void *p, unsigned int seq)
+{
+	if (p)
+		*(volatile u8 *)p = (u8)seq;
+}
+
+/* One round: exactly one call per counter below (kfree: five). */
+static noinline void cr_round(unsigned int seq)
+{
+	size_t n = 32 + (seq * 37u) % 481u;		/* 32..512    */
+	size_t nn = 32 + (seq * 53u + 11u) % 481u;	/* 32..512    */
+	size_t kvn = 64 + (seq * 97u) % 4033u;		/* 64..4096   */
+	void *a, *z, *nd, *obj, *s, *d, *r, *v, *kv;
+
+	CR_COUNT(CR_KMALLOC);
+	a = kmalloc(n, GFP_KERNEL);
+
+	CR_COUNT(CR_KMALLOC_CACHE);
+	z = kzalloc(64, GFP_KERNEL);
+
+	CR_COUNT(CR_KMALLOC_NODE);
+	nd = kmalloc_node(nn, GFP_KERNEL, NUMA_NO_NODE);
+
+	CR_COUNT(CR_CACHE_ALLOC);
+	obj = kmem_cache_alloc(cr_cache, GFP_KERNEL);
+
+	CR_COUNT(CR_KSTRDUP);
+	s = kstrdup("cr_target", GFP_KERNEL);
+
+	CR_COUNT(CR_KMEMDUP);
+	d = kmemdup(cr_pattern, CR_DUP_SIZE, GFP_KERNEL);
+
+	/* On failure krealloc leaves d valid; on success d was freed. */
+	CR_COUNT(CR_KREALLOC);
+	r = krealloc(d, CR_DUP_SIZE + n, GFP_KERNEL);
+	if (r)
+		d = r;
+
+	CR_COUNT(CR_VMALLOC);
+	v = vmalloc(CR_VMALLOC_SIZE);
+
+	CR_COUNT(CR_KVMALLOC);
+	kv = kvmalloc(kvn, GFP_KERNEL);
+
+	cr_touch(a, seq);
+	cr_touch(z, seq);
+	cr_touch(nd, seq);
+	cr_touch(obj, seq);
+	cr_touch(d, seq);
+	cr_touch(v, seq);
+	cr_touch(kv, seq);
+
+	CR_COUNT(CR_KVFREE);
+	kvfree(kv);
+
+	CR_COUNT(CR_VFREE);
+	vfree(v);
+
+	/* kmem_cache_free() must not be given NULL; count only real calls. */
+	if (obj) {
+		CR_COUNT(CR_CACHE_FREE);
+		kmem_cache_free(cr_cache, obj);
+	}
+
+	CR_COUNT(CR_KFREE);
+	kfree(s);
+
+	CR_COUNT(CR_KFREE);
+	kfree(nd);
+
+	CR_COUNT(CR_KFREE);
+	kfree(z);
+
+	CR_COUNT(CR_KFREE);
+	kfree(a);
+
+	CR_COUNT(CR_KFREE);
+	cr_release(d);			/* tail call: jmp kfree */
+
+	atomic64_inc(&cr_rounds);
+}
+
+static int cr_worker_fn(void *data)
+{
+	unsigned int seq = (unsigned int)(unsigned long)data * 7919u;
+
+	while (!kthread_should_stop()) {
+		if (READ_ONCE(cr_paused)) {
+			/* Acknowledge: this worker is between rounds. */
+			atomic_inc(&cr_parked);
+			wake_up(&cr_ack_wq);
+			wait_event_interruptible(cr_resume_wq,
+						 !READ_ONCE(cr_paused) ||
+						 kthread_should_stop());
+			atomic_dec(&cr_parked);
+			/*
+			 * Pairs with smp_mb() in cr_pause(): either the pauser
+			 * sees this decrement, or we see cr_paused == true at
+			 * the top of the loop and park again without a round.
+			 */
+			smp_mb__after_atomic();
+			continue;
+		}
+
+		cr_round(seq++);
+		usleep_range(2000, 4000);
+	}
+
+	return 0;
+}
+
+static int cr_pause(void)
+{
+	WRITE_ONCE(cr_paused, true);
+	smp_mb();	/* pairs with smp_mb__after_atomic() in the worker */
+	return wait_event_killable(cr_ack_wq,
+				   atomic_read(&cr_parked) == cr_nr_workers);
+}
+
+static void cr_resume(void)
+{
+	WRITE_ONCE(cr_paused, false);
+	wake_up_all(&cr_resume_wq);
+}
+
+/* ---- debugfs ---------------------------------------------------------- */
+
+static ssize_t cr_pause_read(struct file *file, char __user *ubuf,
+			     size_t count, loff_t *ppos)
+{
+	char buf[2];
+
+	buf[0] = READ_ONCE(cr_paused) ? '1' : '0';
+	buf[1] = '\n';
+	return simple_read_from_buffer(ubuf, count, ppos, buf, sizeof(buf));
+}
+
+static ssize_t cr_pause_write(struct file *file, const char __user *ubuf,
+			      size_t count, loff_t *ppos)
+{
+	char buf[2];
+	int ret;
+
+	/* Accept exactly "0", "1", "0\n" or "1\n". */
+	if (count < 1 || count > sizeof(buf))
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, count))
+		return -EFAULT;
+	if (count == 2 && buf[1] != '\n')
+		return -EINVAL;
+	if (buf[0] != '0' && buf[0] != '1')
+		return -EINVAL;
+
+	ret = mutex_lock_killable(&cr_pause_lock);
+	if (ret)
+		return ret;
+
+	if (buf[0] == '1')
+		ret = cr_pause();
+	else
+		cr_resume();
+
+	mutex_unlock(&cr_pause_lock);
+
+	return ret ? ret : count;
+}
+
+static const struct file_operations cr_pause_fops = {
+	.owner	= THIS_MODULE,
+	.open	= simple_open,
+	.read	= cr_pause_read,
+	.write	= cr_pause_write,
+	.llseek	= default_llseek,
+};
+
+static int cr_counters_show(struct seq_file *m, void *v)
+{
+	int i;
+
+	for (i = 0; i < CR_NR_FN; i++)
+		seq_printf(m, "%s %lld\n", cr_fn_name[i],
+			   (long long)atomic64_read(&cr_calls[i]));
+	seq_printf(m, "rounds %lld\n", (long long)atomic64_read(&cr_rounds));
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(cr_counters);
+
+static int cr_text_crc_show(struct seq_file *m, void *v)
+{
+	const void *base;
+	unsigned int size;
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+	base = THIS_MODULE->mem[MOD_TEXT].base;
+	size = THIS_MODULE->mem[MOD_TEXT].size;
+#else
+	base = THIS_MODULE->core_layout.base;
+	size = THIS_MODULE->core_layout.text_size;
+#endif
+	seq_printf(m, "%08x\n", crc32_le(~0U, base, size));
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(cr_text_crc);
+
+static int cr_cpus_show(struct seq_file *m, void *v)
+{
+	seq_printf(m, "%u\n", cr_nr_workers);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(cr_cpus);
+
+static void cr_debugfs_init(void)
+{
+	cr_dir = debugfs_create_dir("cr_target", NULL);
+	debugfs_create_file("pause", 0600, cr_dir, NULL, &cr_pause_fops);
+	debugfs_create_file("counters", 0400, cr_dir, NULL, &cr_counters_fops);
+	debugfs_create_file("text_crc", 0400, cr_dir, NULL, &cr_text_crc_fops);
+	debugfs_create_file("cpus", 0400, cr_dir, NULL, &cr_cpus_fops);
+}
+
+/* ---- workers ---------------------------------------------------------- */
+
+static void cr_stop_workers(void)
+{
+	struct task_struct *t;
+	unsigned int cpu;
+
+	for_each_possible_cpu(cpu) {
+		t = per_cpu(cr_task, cpu);
+		if (!t)
+			continue;
+		/* Wakes the task; a parked worker sees kthread_should_stop(). */
+		kthread_stop(t);
+		per_cpu(cr_task, cpu) = NULL;
+	}
+}
+
+static int cr_start_workers(void)
+{
+	struct task_struct *t;
+	unsigned int cpu;
+	int ret = 0;
+
+	cpus_read_lock();
+	for_each_online_cpu(cpu) {
+		t = kthread_create_on_cpu(cr_worker_fn,
+					  (void *)(unsigned long)cpu, cpu,
+					  "cr_worker/%u");
+		if (IS_ERR(t)) {
+			ret = PTR_ERR(t);
+			break;
+		}
+		per_cpu(cr_task, cpu) = t;
+		cr_nr_workers++;
+		wake_up_process(t);
+	}
+	cpus_read_unlock();
+
+	return ret;
+}
+
+/*
+ * Delays that hold the module in MODULE_STATE_COMING or _GOING, so that the
+ * tests can try to attach to a module that is still loading or unloading.
+ */
+static uint init_delay_ms;
+module_param(init_delay_ms, uint, 0600);
+MODULE_PARM_DESC(init_delay_ms, "sleep this long at the end of init");
+
+static uint exit_delay_ms;
+module_param(exit_delay_ms, uint, 0600);
+MODULE_PARM_DESC(exit_delay_ms, "sleep this long at the start of exit");
+
+static int __init cr_target_init(void)
+{
+	int ret;
+
+	cr_cache = kmem_cache_create("cr_target_obj", CR_OBJ_SIZE, 0, 0, NULL);
+	if (!cr_cache)
+		return -ENOMEM;
+
+	ret = cr_start_workers();
+	if (ret) {
+		cr_stop_workers();
+		kmem_cache_destroy(cr_cache);
+		return ret;
+	}
+
+	cr_debugfs_init();
+
+	pr_info("cr_target: loaded, %d workers\n", (int)cr_nr_workers);
+	if (init_delay_ms)
+		msleep(init_delay_ms);
+	return 0;
+}
+
+static void __exit cr_target_exit(void)
+{
+	if (exit_delay_ms)
+		msleep(exit_delay_ms);
+	/* Waits for in-flight debugfs ops (e.g. a blocked pause writer). */
+	debugfs_remove_recursive(cr_dir);
+	cr_stop_workers();
+	kmem_cache_destroy(cr_cache);
+	pr_info("cr_target: unloaded\n");
+}
+
+module_init(cr_target_init);
+module_exit(cr_target_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("Hot-patching test target issuing counted memory calls");

@@ -1,0 +1,18 @@
+#!/bin/busybox sh
+# Guest /init: mount what the scripts need, run each script named in
+# /scripts/run, then power off. Output goes to the serial console.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+echo "HP-GUEST-START $(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo)"
+for script in $(cat /scripts/run); do
+	echo "HP-SCRIPT-BEGIN $script"
+	sh /scripts/$script.sh
+	echo "HP-SCRIPT-END $script"
+done
+echo "HP-GUEST-DONE"
+poweroff -f

@@ -1,0 +1,72 @@
+# Helpers for the guest scripts. Every check prints one line:
+#   HPTEST <check> PASS        or        HPTEST <check> FAIL <why>
+# and the host counts them. HPINFO lines carry measurements.
+
+CR=/sys/kernel/debug/cr_target
+HP=/modules/hp_patcher.ko
+
+pass() { echo "HPTEST $1 PASS"; }
+fail() { echo "HPTEST $1 FAIL $2"; }
+
+# check NAME COMMAND...: passes when the command succeeds.
+check() {
+	name=$1; shift
+	if "$@" >/dev/null 2>&1; then pass "$name"; else fail "$name" "command failed: $*"; fi
+}
+
+# expect_eq NAME GOT WANT
+expect_eq() {
+	if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "got '$2', want '$3'"; fi
+}
+
+# Marks the kernel log so that `log_since` shows only this script's lines.
+mark() { MARK="hp-mark-$1-$$"; echo "$MARK" > /dev/kmsg; }
+log_since() { dmesg | sed -n "/$MARK/,\$p"; }
+
+# expect_log NAME PATTERN: the kernel log since the mark matches PATTERN.
+expect_log() {
+	if log_since | grep -qE "$2"; then pass "$1"; else fail "$1" "no log line matches: $2"; fi
+}
+
+# expect_insmod_fails NAME ERRNO-TEXT LOG-PATTERN ARGS...
+expect_insmod_fails() {
+	name=$1; errtext=$2; pattern=$3; shift 3
+	out=$(insmod $HP "$@" 2>&1)
+	if [ $? -eq 0 ]; then
+		fail "$name" "insmod $* succeeded"; rmmod hp_patcher; return
+	fi
+	case "$out" in
+	*"$errtext"*) pass "$name.errno" ;;
+	*) fail "$name.errno" "insmod said: $out" ;;
+	esac
+	expect_log "$name.message" "$pattern"
+	if grep -q '^hp_patcher ' /proc/modules; then fail "$name.unloaded" "hp_patcher stayed loaded"; else pass "$name.unloaded"; fi
+	if grep -q 'hp_patcher\|cr_target' /sys/kernel/debug/kprobes/list 2>/dev/null; then
+		fail "$name.no_probes" "kprobes left: $(cat /sys/kernel/debug/kprobes/list)"
+	else
+		pass "$name.no_probes"
+	fi
+}
+
+# Counter of one function in cr_target.
+cr_count() { awk -v f="$1" '$1 == f { print $2 }' $CR/counters; }
+
+# Hits of one function in the last detach summary (0 when absent).
+hp_hits() {
+	log_since | grep 'hp_patcher: detached from' | tail -n 1 | tr ' ' '\n' |
+		awk -F= -v f="$1" 'BEGIN { n = 0 } $1 == f { n = $2 } END { print n }'
+}
+
+# A field "word N" from the last detach summary, e.g. hp_summary logged.
+hp_summary() {
+	log_since | grep 'hp_patcher: detached from' | tail -n 1 |
+		awk -v w="$1" '{ for (i = 1; i < NF; i++) if ($i == w) print $(i + 1) }' | tr -d ':;'
+}
+
+uptime_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+
+# Total calls in the last detach summary.
+hp_total() {
+	log_since | grep 'hp_patcher: detached from' | tail -n 1 |
+		awk '{ for (i = 2; i <= NF; i++) if ($i == "calls") print $(i - 1) }'
+}

@@ -1,0 +1,209 @@
+//! Building hp_patcher.ko (Rust object + C layer, linked by Kbuild) and the
+//! lab's test modules, out of tree, into target/kmod/<release>/.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags};
+
+use crate::kernel::Kernel;
+use crate::{repo_root, run};
+
+/// What rustc must do to produce code the 6.12 kernel accepts: the same
+/// code model, mitigations (retpoline, rethunk, IBT) and call padding as
+/// the kernel's own Rust, and no SSE, red zone or GOT.
+const KERNEL_RUSTFLAGS: &[&str] = &[
+    "-Crelocation-model=static",
+    "-Ccode-model=kernel",
+    "-Cno-redzone=y",
+    "-Cpanic=abort",
+    "-Cforce-frame-pointers=y",
+    "-Cforce-unwind-tables=n",
+    "-Cembed-bitcode=n",
+    "-Csymbol-mangling-version=v0",
+    "-Zretpoline-external-thunk",
+    "-Zfunction-return=thunk-extern",
+    "-Zcf-protection=branch",
+    "-Cjump-tables=n",
+    "-Zpatchable-function-entry=16,16",
+    "-Zfunction-sections=y",
+    "-Zplt=yes",
+];
+
+/// The Rust object's entry points, kept by `ld --gc-sections`.
+const RUST_EXPORTS: &[&str] = &[
+    "hp_plan",
+    "hp_session_site_count",
+    "hp_session_site",
+    "hp_session_inflight",
+    "hp_session_report",
+    "hp_session_free",
+    "hp_on_entry",
+    "hp_on_exit",
+];
+
+/// compiler_builtins brings weak copies of these; the kernel's must win.
+const KERNEL_MEM_FUNCTIONS: &[&str] = &["memcpy", "memset", "memmove", "memcmp", "bcmp", "strlen"];
+
+/// Relocation types the module loader accepts: NONE, 64, PC32, PLT32, 32S.
+const LOADER_RELOCATIONS: &[u32] = &[0, 1, 2, 4, 11];
+
+pub struct Built {
+    pub hp_patcher: PathBuf,
+    pub cr_target: PathBuf,
+}
+
+pub fn out_dir(kernel: &Kernel) -> PathBuf {
+    repo_root().join("target/kmod").join(&kernel.release)
+}
+
+pub fn build_all(kernel: &Kernel) -> Result<Built> {
+    let out = out_dir(kernel);
+    let rust_object = build_rust_object(&out)?;
+    let hp_dir = stage_sources(&repo_root().join("kmod"), &out.join("build/hp_patcher"))?;
+    write_if_changed(&hp_dir.join("hp_catalogue.h"), &catalogue_header(kernel)?)?;
+    copy_if_changed(&rust_object, &hp_dir.join("hp_rust.o_shipped"))?;
+    // Kbuild's _shipped rule leaves no .cmd file, which modpost needs.
+    write_if_changed(&hp_dir.join(".hp_rust.o.cmd"), "savedcmd_hp_rust.o := cp hp_rust.o_shipped hp_rust.o\n")?;
+    let hp_patcher = kbuild(kernel, &hp_dir, "hp_patcher.ko", &out)?;
+    let cr_dir = stage_sources(&repo_root().join("lab/cr_target"), &out.join("build/cr_target"))?;
+    let cr_target = kbuild(kernel, &cr_dir, "cr_target.ko", &out)?;
+    Ok(Built { hp_patcher, cr_target })
+}
+
+/// Builds kmod/rust with Debian's rustc-web (the rustup toolchain has no
+/// rust-src to build `core` from) and merges it into one relocatable object.
+fn build_rust_object(out: &Path) -> Result<PathBuf> {
+    let target_dir = repo_root().join("target/kmod-rust");
+    run(Command::new("/usr/bin/cargo")
+        .args(["build", "--release", "--target", "x86_64-unknown-none"])
+        .args(["-Z", "build-std=core,alloc", "-Z", "build-std-features="])
+        .current_dir(repo_root().join("kmod/rust"))
+        .env("RUSTC", "/usr/bin/rustc")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("RUSTFLAGS", KERNEL_RUSTFLAGS.join(" "))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO"))?;
+    let archive = target_dir.join("x86_64-unknown-none/release/libhp_kmod.a");
+
+    let work = out.join("rust-objects");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    run(Command::new("ar").arg("x").arg(&archive).current_dir(&work))?;
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir(&work)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("compiler_builtins") {
+            let mut objcopy = Command::new("objcopy");
+            for f in KERNEL_MEM_FUNCTIONS {
+                objcopy.arg(format!("--redefine-sym={f}=__hp_builtins_{f}"));
+            }
+            run(objcopy.arg(&path))?;
+        }
+        members.push(path);
+    }
+    members.sort();
+    let merged = out.join("hp_rust.o");
+    let mut ld = Command::new("ld");
+    ld.args(["-r", "--gc-sections", "-o"]).arg(&merged);
+    for sym in RUST_EXPORTS {
+        ld.arg("-u").arg(sym);
+    }
+    run(ld.args(&members))?;
+    check_rust_object(&merged)?;
+    Ok(merged)
+}
+
+/// The loader rejects GOT relocations, and a weak mem* from
+/// compiler_builtins would shadow the kernel's: refuse such an object here
+/// rather than in the guest.
+fn check_rust_object(path: &Path) -> Result<()> {
+    let data = std::fs::read(path)?;
+    let file = object::File::parse(&*data)?;
+    for section in file.sections() {
+        for (_, reloc) in section.relocations() {
+            if let RelocationFlags::Elf { r_type } = reloc.flags() {
+                if !LOADER_RELOCATIONS.contains(&r_type) {
+                    bail!("{}: relocation type {r_type} in {} is refused by the module loader", path.display(), section.name()?);
+                }
+            }
+        }
+    }
+    let defined: HashSet<&str> =
+        file.symbols().filter(|s| s.is_definition()).filter_map(|s| s.name().ok()).collect();
+    for f in KERNEL_MEM_FUNCTIONS {
+        if defined.contains(f) {
+            bail!("{}: defines {f}, which must come from the kernel", path.display());
+        }
+    }
+    for sym in RUST_EXPORTS {
+        if !defined.contains(sym) {
+            bail!("{}: {sym} is missing", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// `HP_CATALOGUE_FN(index, symbol)` for each catalogue function the kernel
+/// exports, so that the module never references a missing symbol.
+fn catalogue_header(kernel: &Kernel) -> Result<String> {
+    let symvers = std::fs::read_to_string(kernel.module_symvers())
+        .with_context(|| format!("reading {}", kernel.module_symvers().display()))?;
+    let exported: HashSet<&str> = symvers.lines().filter_map(|l| l.split('\t').nth(1)).collect();
+    let mut header = String::from("/* Generated by cargo xtask build from Module.symvers. */\n");
+    header += &format!("#define HP_CATALOGUE_LEN {}\n", hp_core::catalogue::MEMORY.len());
+    for (index, func) in hp_core::catalogue::MEMORY.iter().enumerate() {
+        if exported.contains(func.name) {
+            header += &format!("HP_CATALOGUE_FN({index}, {})\n", func.name);
+        }
+    }
+    Ok(header)
+}
+
+/// Copies a module's sources into its build directory, touching only
+/// changed files so that Kbuild stays incremental.
+fn stage_sources(src: &Path, dst: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let is_source = name == "Kbuild" || [".c", ".h", ".S"].iter().any(|e| name.ends_with(e));
+        if path.is_file() && is_source {
+            copy_if_changed(&path, &dst.join(&name))?;
+        }
+    }
+    Ok(dst.into())
+}
+
+fn kbuild(kernel: &Kernel, dir: &Path, ko: &str, out: &Path) -> Result<PathBuf> {
+    run(Command::new("make")
+        .arg("-C")
+        .arg(&kernel.kdir)
+        .arg("-f")
+        .arg(kernel.makefile()?)
+        .arg(format!("M={}", dir.display()))
+        .arg(format!("-j{}", std::thread::available_parallelism().map_or(2, |n| n.get())))
+        .arg("modules"))?;
+    let built = out.join(ko);
+    std::fs::copy(dir.join(ko), &built)?;
+    Ok(built)
+}
+
+fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
+    let data = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    if std::fs::read(to).ok().as_deref() != Some(&data[..]) {
+        std::fs::write(to, data)?;
+    }
+    Ok(())
+}
+
+fn write_if_changed(to: &Path, text: &str) -> Result<()> {
+    if std::fs::read_to_string(to).ok().as_deref() != Some(text) {
+        std::fs::write(to, text)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! A QEMU guest: a busybox initramfs with our modules and scripts, booted
+//! under TCG with a hard timeout, its serial output logged and checked.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::kernel::Kernel;
+use crate::{repo_root, run};
+
+/// Lines that mean the guest kernel is unwell, whatever the tests say.
+pub const KERNEL_TROUBLE: &[&str] =
+    &["Oops", "BUG:", "WARNING:", "Call Trace", "general protection", "Kernel panic"];
+
+/// Printed by lab/guest/init.sh when every script has run.
+const GUEST_DONE: &str = "HP-GUEST-DONE";
+
+pub struct Initramfs {
+    dir: PathBuf,
+}
+
+impl Initramfs {
+    /// A fresh tree with busybox, /init, the guest helpers and the scripts
+    /// to run, in order.
+    pub fn new(name: &str, scripts: &[&str]) -> Result<Initramfs> {
+        let dir = repo_root().join("target/lab/initramfs").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["bin", "dev", "proc", "sys", "mnt", "tmp", "modules", "scripts"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let fs = Initramfs { dir };
+        fs.add_file(Path::new("/bin/busybox"), "bin/busybox")?;
+        let guest = repo_root().join("lab/guest");
+        fs.add_file(&guest.join("init.sh"), "init")?;
+        fs.add_file(&guest.join("lib.sh"), "scripts/lib.sh")?;
+        for script in scripts {
+            fs.add_file(&guest.join(format!("{script}.sh")), &format!("scripts/{script}.sh"))?;
+        }
+        std::fs::write(fs.dir.join("scripts/run"), scripts.join("\n") + "\n")?;
+        Ok(fs)
+    }
+
+    pub fn add_file(&self, src: &Path, dest: &str) -> Result<()> {
+        let to = self.dir.join(dest);
+        std::fs::copy(src, &to).with_context(|| format!("copying {}", src.display()))?;
+        Ok(())
+    }
+
+    pub fn add_bytes(&self, dest: &str, bytes: &[u8]) -> Result<()> {
+        std::fs::write(self.dir.join(dest), bytes)?;
+        Ok(())
+    }
+
+    pub fn path(&self, dest: &str) -> PathBuf {
+        self.dir.join(dest)
+    }
+
+    /// Adds in-tree modules, decompressed, with their dependencies first;
+    /// `modules/<name>.order` lists the load order.
+    pub fn add_in_tree_module(&self, kernel: &Kernel, name: &str) -> Result<()> {
+        let mut order = Vec::new();
+        collect_dependencies(&kernel.modules_dir()?, name, &mut order)?;
+        for (module, path) in &order {
+            let out = std::fs::File::create(self.dir.join(format!("modules/{module}.ko")))?;
+            run(Command::new("xz").arg("-dc").arg(path).stdout(out))?;
+        }
+        let names: Vec<&str> = order.iter().map(|(m, _)| m.as_str()).collect();
+        self.add_bytes(&format!("modules/{name}.order"), (names.join("\n") + "\n").as_bytes())
+    }
+
+    pub fn pack(&self) -> Result<PathBuf> {
+        let out = self.dir.with_extension("cpio.gz");
+        for script in ["init"] {
+            run(Command::new("chmod").arg("+x").arg(self.dir.join(script)))?;
+        }
+        run(Command::new("sh")
+            .arg("-c")
+            .arg("find . | cpio -o -H newc --quiet | gzip -1 > \"$0\"")
+            .arg(&out)
+            .current_dir(&self.dir))?;
+        Ok(out)
+    }
+}
+
+fn find_module(dir: &Path, name: &str) -> Result<PathBuf> {
+    let wanted = format!("{}.ko.xz", name.replace('-', "_"));
+    let mut stack = vec![dir.join("kernel")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|f| f.to_string_lossy().replace('-', "_") == wanted) {
+                return Ok(path);
+            }
+        }
+    }
+    bail!("in-tree module {name} not found under {}", dir.display())
+}
+
+fn collect_dependencies(dir: &Path, name: &str, order: &mut Vec<(String, PathBuf)>) -> Result<()> {
+    if order.iter().any(|(m, _)| m == name) {
+        return Ok(());
+    }
+    let path = find_module(dir, name)?;
+    let out = Command::new("/sbin/modinfo").args(["-F", "depends"]).arg(&path).output()?;
+    let depends = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    for dep in depends.split(',').filter(|d| !d.is_empty()) {
+        collect_dependencies(dir, dep, order)?;
+    }
+    order.push((name.to_string(), path));
+    Ok(())
+}
+
+pub struct GuestOutput {
+    pub text: String,
+    pub log: PathBuf,
+    pub seconds: f64,
+}
+
+/// Boots the kernel with the initramfs; returns the serial output. With
+/// `echo`, the output is also shown as it comes.
+pub fn boot(kernel: &Kernel, initramfs: &Path, name: &str, timeout_secs: u32, echo: bool) -> Result<GuestOutput> {
+    let log = repo_root().join("target/lab").join(format!("{name}.log"));
+    let mut log_file = std::fs::File::create(&log)?;
+    let started = Instant::now();
+    let mut child = Command::new("timeout")
+        .args(["--kill-after=10", &timeout_secs.to_string(), "qemu-system-x86_64"])
+        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024"])
+        .args(["-nographic", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(kernel.image()?)
+        .arg("-initrd")
+        .arg(initramfs)
+        .arg("-append")
+        .arg("console=ttyS0 loglevel=5 panic=-1 oops=panic panic_on_warn=1 rdinit=/init")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let mut text = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).split(b'\n') {
+        let line = String::from_utf8_lossy(&line?).replace('\r', "");
+        writeln!(log_file, "{line}")?;
+        if echo {
+            println!("{line}");
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let status = child.wait()?;
+    let seconds = started.elapsed().as_secs_f64();
+    if status.code() == Some(124) || status.code() == Some(137) {
+        bail!("guest {name} timed out after {timeout_secs} s; log: {}", log.display());
+    }
+    Ok(GuestOutput { text, log, seconds })
+}
+
+impl GuestOutput {
+    pub fn finished(&self) -> bool {
+        self.text.lines().any(|l| l.trim() == GUEST_DONE)
+    }
+
+    /// Lines showing kernel trouble, with their line numbers.
+    pub fn trouble(&self) -> Vec<String> {
+        self.text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| KERNEL_TROUBLE.iter().any(|p| l.contains(p)))
+            .map(|(n, l)| format!("{}:{}: {l}", self.log.display(), n + 1))
+            .collect()
+    }
+}

@@ -1,0 +1,124 @@
+//! The guest test plan and the demo: which scripts run in which boot.
+//!
+//! The scripts in lab/guest/ print `HPTEST <check> PASS` or
+//! `HPTEST <check> FAIL <why>`; a boot passes when every check passed, every
+//! script ran to its end, and the kernel log shows no trouble.
+
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::build::{self, Built};
+use crate::guest::{self, Initramfs};
+use crate::kernel::Kernel;
+use crate::run;
+
+struct Boot {
+    name: &'static str,
+    scripts: &'static [&'static str],
+    /// In-tree modules to pack, each with its dependencies.
+    in_tree: &'static [&'static str],
+    ext4_image: bool,
+    timeout_secs: u32,
+}
+
+/// Grouped so that one boot runs several scenarios.
+const BOOTS: &[Boot] = &[
+    Boot {
+        name: "cr_target",
+        scripts: &["bad_input", "accounting", "target_unload", "cycles"],
+        in_tree: &[],
+        ext4_image: false,
+        timeout_secs: 900,
+    },
+    Boot { name: "ext4", scripts: &["ext4"], in_tree: &["ext4", "brd"], ext4_image: true, timeout_secs: 900 },
+];
+
+fn initramfs(kernel: &Kernel, built: &Built, name: &str, scripts: &[&str], boot: Option<&Boot>) -> Result<std::path::PathBuf> {
+    let fs = Initramfs::new(name, scripts)?;
+    fs.add_file(&built.hp_patcher, "modules/hp_patcher.ko")?;
+    fs.add_file(&built.cr_target, "modules/cr_target.ko")?;
+    if let Some(boot) = boot {
+        for module in boot.in_tree {
+            fs.add_in_tree_module(kernel, module)?;
+        }
+        if boot.ext4_image {
+            let image = fs.path("ext4.img");
+            std::fs::File::create(&image)?.set_len(8 << 20)?;
+            run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "hp_test"]).arg(&image))?;
+        }
+    }
+    fs.pack()
+}
+
+pub fn demo(kernel: &Kernel) -> Result<()> {
+    let built = build::build_all(kernel)?;
+    let image = initramfs(kernel, &built, "demo", &["demo"], None)?;
+    let out = guest::boot(kernel, &image, "demo", 600, true)?;
+    let trouble = out.trouble();
+    if !out.finished() || !trouble.is_empty() {
+        bail!("demo guest failed:\n{}", trouble.join("\n"));
+    }
+    println!("demo finished in {:.1} s; full log: {}", out.seconds, out.log.display());
+    Ok(())
+}
+
+pub fn test(kernel: &Kernel, only: Option<&str>) -> Result<()> {
+    let built = build::build_all(kernel)?;
+    let (mut passed, mut failed) = (0usize, 0usize);
+    let mut problems = Vec::new();
+    for boot in BOOTS {
+        let scripts: Vec<&str> =
+            boot.scripts.iter().copied().filter(|s| only.is_none_or(|o| s.contains(o))).collect();
+        if scripts.is_empty() {
+            continue;
+        }
+        let image = initramfs(kernel, &built, boot.name, &scripts, Some(boot))?;
+        println!("guest {}: running {}", boot.name, scripts.join(", "));
+        let out = match guest::boot(kernel, &image, boot.name, boot.timeout_secs, false) {
+            Ok(out) => out,
+            Err(e) => {
+                failed += 1;
+                problems.push(format!("{}: {e:#}", boot.name));
+                continue;
+            }
+        };
+        println!("guest {}: {:.1} s wall", boot.name, out.seconds);
+        for line in out.text.lines() {
+            if let Some(rest) = line.strip_prefix("HPTEST ") {
+                println!("  {rest}");
+                if rest.split_whitespace().nth(1) == Some("PASS") {
+                    passed += 1;
+                } else {
+                    failed += 1;
+                    problems.push(format!("{}: {rest}", boot.name));
+                }
+            } else if line.starts_with("HPINFO ") {
+                println!("  {line}");
+            }
+        }
+        for script in &scripts {
+            if !out.text.lines().any(|l| l.trim() == format!("HP-SCRIPT-END {script}")) {
+                failed += 1;
+                problems.push(format!("{}: script {script} did not finish; log: {}", boot.name, out.log.display()));
+            }
+        }
+        if !out.finished() {
+            failed += 1;
+            problems.push(format!("{}: guest did not finish; log: {}", boot.name, out.log.display()));
+        }
+        let trouble = out.trouble();
+        if !trouble.is_empty() {
+            failed += 1;
+            problems.push(format!("{}: kernel trouble:\n{}", boot.name, trouble.join("\n")));
+        }
+    }
+    for p in &problems {
+        println!("FAILED {p}");
+    }
+    println!("guest: {passed} passed, {failed} failed");
+    if failed > 0 || passed == 0 {
+        bail!("guest tests failed");
+    }
+    Ok(())
+}
