@@ -14,5 +14,9 @@ for script in $(cat /scripts/run); do
 	sh /scripts/$script.sh
 	echo "HP-SCRIPT-END $script"
 done
+# The whole kernel log, for the host to keep and scan.
+echo "HP-DMESG-BEGIN"
+dmesg
+echo "HP-DMESG-END"
 echo "HP-GUEST-DONE"
 poweroff -f

@@ -180,6 +180,11 @@ fn stage_sources(src: &Path, dst: &Path) -> Result<PathBuf> {
 }
 
 fn kbuild(kernel: &Kernel, dir: &Path, ko: &str, out: &Path) -> Result<PathBuf> {
+    // Kbuild did not always rerun modpost after an object changed, leaving
+    // stale symbol versions (the guest then refused the module): force it.
+    for stale in ["Module.symvers", &ko.replace(".ko", ".mod.c")] {
+        let _ = std::fs::remove_file(dir.join(stale));
+    }
     run(Command::new("make")
         .arg("-C")
         .arg(&kernel.kdir)
