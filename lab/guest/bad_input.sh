@@ -5,25 +5,25 @@ mark bad_input
 insmod /modules/cr_target.ko
 rounds=$(cr_count rounds)
 
-expect_insmod_fails bad.no_target "Invalid argument" 'target_name= is required'
-expect_insmod_fails bad.unknown_module "No such file" 'module no_such_module is not loaded' target_name=no_such_module
-expect_insmod_fails bad.self "Invalid argument" 'cannot instrument itself' target_name=hp_patcher
-expect_insmod_fails bad.unknown_function "Invalid argument" "unknown function 'kmalloc'; supported: __kmalloc_noprof" target_name=cr_target functions=kmalloc
-expect_insmod_fails bad.garbage_function "Invalid argument" "unknown function" 'target_name=cr_target' 'functions=kfree,;;%%'
-expect_insmod_fails bad.no_sites "No such file" 'no call or tail call to the selected functions' target_name=cr_target functions=kfree_sensitive
+expect_insmod_fails bad.no_target "$EINVAL_TEXT" 'target_name= is required'
+expect_insmod_fails bad.unknown_module "$ENOENT_TEXT" 'module no_such_module is not loaded' target_name=no_such_module
+expect_insmod_fails bad.self "$EINVAL_TEXT" 'cannot instrument itself' target_name=hp_patcher
+expect_insmod_fails bad.unknown_function "$EINVAL_TEXT" "unknown function 'kmalloc'; supported: __kmalloc_noprof" target_name=cr_target functions=kmalloc
+expect_insmod_fails bad.garbage_function "$EINVAL_TEXT" "unknown function" 'target_name=cr_target' 'functions=kfree,;;%%'
+expect_insmod_fails bad.no_sites "$ENOENT_TEXT" 'no call or tail call to the selected functions' target_name=cr_target functions=kfree_sensitive
 
 # A module still in its init function.
 rmmod cr_target
 insmod /modules/cr_target.ko init_delay_ms=4000 &
 sleep 1
-expect_insmod_fails bad.target_loading "Invalid argument" 'module cr_target is still loading' target_name=cr_target
+expect_insmod_fails bad.target_loading "$EINVAL_TEXT" 'module cr_target is still loading' target_name=cr_target
 wait
 
 # A module in its exit function.
 echo 4000 > /sys/module/cr_target/parameters/exit_delay_ms
 rmmod cr_target &
 sleep 1
-expect_insmod_fails bad.target_unloading "Invalid argument" 'module cr_target is (being unloaded|not live)' target_name=cr_target
+expect_insmod_fails bad.target_unloading "$EINVAL_TEXT" 'module cr_target is (being unloaded|not live)' target_name=cr_target
 wait
 
 # The target kept running through all of the above.
@@ -40,7 +40,7 @@ sites_before=$(log_since | grep -o 'cr_target: [0-9]* sites' | tail -n 1 | awk '
 echo "p:hp_foreign cr_target:$site" >> /sys/kernel/tracing/kprobe_events
 echo 1 > /sys/kernel/tracing/events/kprobes/hp_foreign/enable
 check foreign.attach_beside_probe insmod $HP target_name=cr_target functions=kfree log_burst=1
-expect_log foreign.warned "call to kfree already probed by someone else: skipped at $site"
+expect_log_text foreign.warned "call to kfree already probed by someone else: skipped at $site/"
 sites_after=$(log_since | grep -o 'cr_target: [0-9]* sites' | tail -n 1 | awk '{ print $2 }')
 expect_eq foreign.one_site_fewer "$sites_after" "$((sites_before - 1))"
 sleep 1

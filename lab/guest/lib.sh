@@ -28,6 +28,15 @@ expect_log() {
 	if log_since | grep -qE "$2"; then pass "$1"; else fail "$1" "no log line matches: $2"; fi
 }
 
+# expect_log_text NAME TEXT: like expect_log, for a fixed string.
+expect_log_text() {
+	if log_since | grep -qF "$2"; then pass "$1"; else fail "$1" "no log line contains: $2"; fi
+}
+
+# What busybox insmod says for the errno values we return.
+EINVAL_TEXT="Invalid argument"
+ENOENT_TEXT="unknown symbol in module, or unknown parameter"
+
 # expect_insmod_fails NAME ERRNO-TEXT LOG-PATTERN ARGS...
 expect_insmod_fails() {
 	name=$1; errtext=$2; pattern=$3; shift 3
@@ -54,7 +63,7 @@ cr_count() { awk -v f="$1" '$1 == f { print $2 }' $CR/counters; }
 # Hits of one function in the last detach summary (0 when absent).
 hp_hits() {
 	log_since | grep 'hp_patcher: detached from' | tail -n 1 | tr ' ' '\n' |
-		awk -F= -v f="$1" 'BEGIN { n = 0 } $1 == f { n = $2 } END { print n }'
+		tr -d ';' | awk -F= -v f="$1" 'BEGIN { n = 0 } $1 == f { n = $2 } END { print n }'
 }
 
 # A field "word N" from the last detach summary, e.g. hp_summary logged.

@@ -60,8 +60,18 @@ enum Cmd {
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    match run_command(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(command: Cmd) -> Result<()> {
+    match command {
         Cmd::Setup => {
             kernel::ensure_host_packages()?;
             Kernel::default_release().map(drop)

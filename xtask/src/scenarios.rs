@@ -31,7 +31,7 @@ const BOOTS: &[Boot] = &[
         ext4_image: false,
         timeout_secs: 900,
     },
-    Boot { name: "ext4", scripts: &["ext4"], in_tree: &["ext4", "brd"], ext4_image: true, timeout_secs: 900 },
+    Boot { name: "ext4", scripts: &["ext4"], in_tree: &["crc32c_generic", "ext4", "brd"], ext4_image: true, timeout_secs: 900 },
 ];
 
 fn initramfs(kernel: &Kernel, built: &Built, name: &str, scripts: &[&str], boot: Option<&Boot>) -> Result<std::path::PathBuf> {
