@@ -26,7 +26,7 @@ struct Boot {
 const BOOTS: &[Boot] = &[
     Boot {
         name: "cr_target",
-        scripts: &["bad_input", "accounting", "target_unload", "cycles"],
+        scripts: &["bad_input", "accounting", "target_unload", "race", "cycles"],
         in_tree: &[],
         ext4_image: false,
         timeout_secs: 900,

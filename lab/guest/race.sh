@@ -1,0 +1,28 @@
+# The target vanishing mid-attach: rmmod cr_target lands before, during or
+# after an attach. Whichever wins, the kernel stays well, the state is one of
+# the legal ones, and everything can be unloaded afterwards.
+. /scripts/lib.sh
+mark race
+i=0; clean=0
+while [ $i -lt 10 ]; do
+	i=$((i + 1))
+	insmod /modules/cr_target.ko
+	insmod $HP target_name=cr_target log_burst=1 2>/dev/null &
+	usleep $((i * 60000))
+	rmmod cr_target 2>/dev/null && echo "HPINFO race $i: target unloaded" || echo "HPINFO race $i: target busy, stayed"
+	wait
+	grep -q '^hp_patcher ' /proc/modules && rmmod hp_patcher
+	grep -q '^cr_target ' /proc/modules && rmmod cr_target
+	if grep -qE '^(hp_patcher|cr_target) ' /proc/modules; then
+		fail race.unload.$i "left loaded: $(cat /proc/modules)"
+	else
+		clean=$((clean + 1))
+	fi
+done
+expect_eq race.all_unloaded "$clean" 10
+if grep -q 'cr_target' /sys/kernel/debug/kprobes/list 2>/dev/null; then
+	fail race.no_probes_left "$(cat /sys/kernel/debug/kprobes/list)"
+else
+	pass race.no_probes_left
+fi
+echo "HPINFO race: $(log_since | grep -c 'is being unloaded: detaching') detaches by notifier, $(log_since | grep -c 'detached from cr_target (hp_patcher unloaded)') by rmmod"
