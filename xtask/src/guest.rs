@@ -73,9 +73,7 @@ impl Initramfs {
 
     pub fn pack(&self) -> Result<PathBuf> {
         let out = self.dir.with_extension("cpio.gz");
-        for script in ["init"] {
-            run(Command::new("chmod").arg("+x").arg(self.dir.join(script)))?;
-        }
+        run(Command::new("chmod").arg("+x").arg(self.dir.join("init")))?;
         run(Command::new("sh")
             .arg("-c")
             .arg("find . | cpio -o -H newc --quiet | gzip -1 > \"$0\"")
