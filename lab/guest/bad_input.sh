@@ -10,6 +10,9 @@ expect_insmod_fails bad.unknown_module "$ENOENT_TEXT" 'module no_such_module is 
 expect_insmod_fails bad.self "$EINVAL_TEXT" 'cannot instrument itself' target_name=hp_patcher
 expect_insmod_fails bad.unknown_function "$EINVAL_TEXT" "unknown function 'kmalloc'; supported: __kmalloc_noprof" target_name=cr_target functions=kmalloc
 expect_insmod_fails bad.garbage_function "$EINVAL_TEXT" "unknown function" 'target_name=cr_target' 'functions=kfree,;;%%'
+expect_insmod_fails bad.garbage_burst "$EINVAL_TEXT" "invalid for parameter .log_burst" target_name=cr_target log_burst=lots
+long=$(printf 'x%.0s' $(seq 1 300))
+expect_insmod_fails bad.long_name "$ENOENT_TEXT" "module $long is not loaded" target_name=$long
 expect_insmod_fails bad.no_sites "$ENOENT_TEXT" 'no call or tail call to the selected functions' target_name=cr_target functions=kfree_sensitive
 
 # A module still in its init function.

@@ -96,8 +96,8 @@ fn check_module(name: &str, data: &[u8]) -> Result<()> {
         let b = base.get(&s.section_index()?)?;
         Some(Symbol { addr: b + s.address(), size: s.size(), is_function: s.kind() == SymbolKind::Text })
     });
-    let ranges = function_ranges(symbols, MODULE_BASE, text_end);
-    let found = discover(&text, MODULE_BASE, &ranges, &targets);
+    let ranges = function_ranges(symbols, MODULE_BASE, text_end)?;
+    let found = discover(&text, MODULE_BASE, &ranges, &targets)?;
     let got: BTreeSet<_> = found.sites.iter().map(|s| (s.addr, s.func, s.kind == SiteKind::TailJump)).collect();
 
     let tails = got.iter().filter(|s| s.2).count();

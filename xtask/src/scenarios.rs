@@ -59,7 +59,16 @@ pub fn demo(kernel: &Kernel) -> Result<()> {
     if !out.finished() || !trouble.is_empty() {
         bail!("demo guest failed:\n{}", trouble.join("\n"));
     }
-    println!("demo finished in {:.1} s; full log: {}", out.seconds, out.log.display());
+    println!("\n== summary");
+    let wanted = ["sites:", "attached to", "detached from", "text identical"];
+    for line in out.text.lines().skip_while(|l| !l.starts_with("HP-DMESG-BEGIN")) {
+        if let Some((_, message)) = line.split_once("hp_patcher: ") {
+            if wanted.iter().any(|w| message.contains(w)) {
+                println!("{message}");
+            }
+        }
+    }
+    println!("guest run took {:.1} s wall; full log: {}", out.seconds, out.log.display());
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! to an instruction stream (padding, an `int3` from someone else's probe,
 //! data) can then only confuse the decoding of the one function it is in.
 
+use alloc::collections::TryReserveError;
 use alloc::vec::Vec;
 use iced_x86::{Code, Decoder, DecoderOptions};
 
@@ -30,19 +31,18 @@ pub struct FunctionRange {
 /// Function ranges inside `[text_start, text_end)`, sorted, each ending at
 /// the latest where the next one starts, so that no byte is decoded twice.
 /// A symbol of size 0 runs to the next function or the end of the text.
+///
+/// Allocation failure is an error, not a panic: in the kernel a panic is a crash.
 pub fn function_ranges(
     symbols: impl IntoIterator<Item = Symbol>,
     text_start: u64,
     text_end: u64,
-) -> Vec<FunctionRange> {
-    let mut ranges: Vec<FunctionRange> = symbols
-        .into_iter()
-        .filter(|s| s.is_function && s.addr >= text_start && s.addr < text_end)
-        .map(|s| {
-            let end = if s.size == 0 { text_end } else { s.addr.saturating_add(s.size).min(text_end) };
-            FunctionRange { start: s.addr, end }
-        })
-        .collect();
+) -> Result<Vec<FunctionRange>, TryReserveError> {
+    let mut ranges = Vec::new();
+    for s in symbols.into_iter().filter(|s| s.is_function && s.addr >= text_start && s.addr < text_end) {
+        let end = if s.size == 0 { text_end } else { s.addr.saturating_add(s.size).min(text_end) };
+        try_push(&mut ranges, FunctionRange { start: s.addr, end })?;
+    }
     ranges.sort_unstable_by_key(|r| (r.start, core::cmp::Reverse(r.end)));
     ranges.dedup_by_key(|r| r.start);
     for i in 1..ranges.len() {
@@ -50,7 +50,13 @@ pub fn function_ranges(
         let prev = &mut ranges[i - 1];
         prev.end = prev.end.min(next_start);
     }
-    ranges
+    Ok(ranges)
+}
+
+fn try_push<T>(v: &mut Vec<T>, item: T) -> Result<(), TryReserveError> {
+    v.try_reserve(1)?;
+    v.push(item);
+    Ok(())
 }
 
 /// A function we intercept, and where it is.
@@ -103,7 +109,12 @@ fn resolve(targets: &[Target], dest: u64) -> Option<usize> {
 
 /// Decodes each function of `text` (which starts at `text_base`) and finds
 /// every direct call or jump into `targets`.
-pub fn discover(text: &[u8], text_base: u64, functions: &[FunctionRange], targets: &[Target]) -> Discovery {
+pub fn discover(
+    text: &[u8],
+    text_base: u64,
+    functions: &[FunctionRange],
+    targets: &[Target],
+) -> Result<Discovery, TryReserveError> {
     let mut found = Discovery::default();
     let text_end = text_base + text.len() as u64;
     for range in functions {
@@ -111,14 +122,14 @@ pub fn discover(text: &[u8], text_base: u64, functions: &[FunctionRange], target
             continue;
         }
         let bytes = &text[(range.start - text_base) as usize..(range.end - text_base) as usize];
-        scan_function(bytes, range.start, targets, &mut found);
+        scan_function(bytes, range.start, targets, &mut found)?;
         found.functions_decoded += 1;
         found.bytes_decoded += bytes.len() as u64;
     }
-    found
+    Ok(found)
 }
 
-fn scan_function(bytes: &[u8], start: u64, targets: &[Target], found: &mut Discovery) {
+fn scan_function(bytes: &[u8], start: u64, targets: &[Target], found: &mut Discovery) -> Result<(), TryReserveError> {
     let mut decoder = Decoder::with_ip(64, bytes, start, DecoderOptions::NONE);
     while decoder.can_decode() {
         let position = decoder.position();
@@ -129,7 +140,7 @@ fn scan_function(bytes: &[u8], start: u64, targets: &[Target], found: &mut Disco
             Code::Jmp_rel32_64 => SiteKind::TailJump,
             Code::Int3 => {
                 if let Some(func) = probed_site_target(bytes, position, addr, targets) {
-                    found.foreign_probes.push(Site { addr, func, kind: SiteKind::Call });
+                    try_push(&mut found.foreign_probes, Site { addr, func, kind: SiteKind::Call })?;
                     // Skip what was the rest of the probed instruction.
                     let next = position + SiteKind::INSTRUCTION_LEN as usize;
                     if decoder.set_position(next).is_err() {
@@ -141,16 +152,17 @@ fn scan_function(bytes: &[u8], start: u64, targets: &[Target], found: &mut Disco
             }
             _ if is_jcc_rel32(bytes, position, insn.len()) => {
                 if let Some(func) = resolve(targets, insn.near_branch_target()) {
-                    found.conditional_jumps.push(Site { addr, func, kind: SiteKind::TailJump });
+                    try_push(&mut found.conditional_jumps, Site { addr, func, kind: SiteKind::TailJump })?;
                 }
                 continue;
             }
             _ => continue,
         };
         if let Some(func) = resolve(targets, insn.near_branch_target()) {
-            found.sites.push(Site { addr, func, kind });
+            try_push(&mut found.sites, Site { addr, func, kind })?;
         }
     }
+    Ok(())
 }
 
 /// `0f 8x rel32`: the only conditional jump that reaches outside the module.
@@ -194,8 +206,8 @@ mod tests {
     }
 
     fn discover_all(text: &[u8], symbols: &[Symbol]) -> Discovery {
-        let ranges = function_ranges(symbols.iter().copied(), TEXT, TEXT + text.len() as u64);
-        discover(text, TEXT, &ranges, TARGETS)
+        let ranges = function_ranges(symbols.iter().copied(), TEXT, TEXT + text.len() as u64).unwrap();
+        discover(text, TEXT, &ranges, TARGETS).unwrap()
     }
 
     #[test]
@@ -291,7 +303,7 @@ mod tests {
             Symbol { addr: 0x1f0, size: 0x40, is_function: true }, // runs past the end
             Symbol { addr: 0x300, size: 4, is_function: true },    // outside
         ];
-        let r = function_ranges(syms, 0x100, 0x200);
+        let r = function_ranges(syms, 0x100, 0x200).unwrap();
         assert_eq!(
             r,
             [
@@ -310,7 +322,7 @@ mod tests {
             a.call(KFREE).unwrap();
         }]);
         let ranges = [FunctionRange { start: TEXT, end: TEXT + 4 }];
-        let d = discover(&text, TEXT, &ranges, TARGETS);
+        let d = discover(&text, TEXT, &ranges, TARGETS).unwrap();
         assert!(d.sites.is_empty());
         assert_eq!(d.bytes_decoded, 4);
     }

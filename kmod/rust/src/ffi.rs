@@ -46,6 +46,7 @@ pub const HP_INFO: u32 = 2;
 
 pub const EINVAL: i32 = 22;
 pub const ENOENT: i32 = 2;
+pub const ENOMEM: i32 = 12;
 
 extern "C" {
     pub fn hp_c_log(level: u32, msg: *const c_char);

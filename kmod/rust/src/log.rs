@@ -7,7 +7,7 @@ use hp_core::event::LineBuf;
 
 use crate::ffi;
 
-pub type Line = LineBuf<768>;
+pub type Line = LineBuf<1024>;
 
 pub fn line(args: fmt::Arguments<'_>) -> Line {
     let mut line = Line::default();
@@ -16,7 +16,11 @@ pub fn line(args: fmt::Arguments<'_>) -> Line {
 }
 
 pub fn log(level: u32, args: fmt::Arguments<'_>) {
-    let mut line = line(args);
+    emit(level, &mut line(args));
+}
+
+/// Prints a line built piece by piece.
+pub fn emit(level: u32, line: &mut Line) {
     // SAFETY: as_c_bytes is NUL-terminated and outlives the call.
     unsafe { ffi::hp_c_log(level, line.as_c_bytes().as_ptr().cast()) }
 }

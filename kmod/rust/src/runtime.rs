@@ -10,19 +10,24 @@ use crate::ffi;
 
 struct KernelAllocator;
 
-/// kvmalloc gives at least 8-byte alignment; nothing here asks for more,
-/// and a request that did would get a null pointer (an allocation failure),
-/// never misaligned memory.
+/// kmalloc aligns every object to at least 8 bytes, and a power-of-two
+/// size to itself; vmalloc (kvmalloc's fallback) to a page.
 const KMALLOC_MIN_ALIGN: usize = 8;
+
+/// Size to ask kvmalloc for so that the result is aligned as `layout` needs.
+fn kvmalloc_size(layout: Layout) -> usize {
+    if layout.align() <= KMALLOC_MIN_ALIGN {
+        layout.size()
+    } else {
+        layout.size().max(layout.align()).next_power_of_two()
+    }
+}
 
 unsafe impl GlobalAlloc for KernelAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.align() > KMALLOC_MIN_ALIGN {
-            return core::ptr::null_mut();
-        }
         // SAFETY: hp_c_alloc is kvmalloc(GFP_KERNEL); Rust only allocates
         // while planning, in process context.
-        unsafe { ffi::hp_c_alloc(layout.size()) }
+        unsafe { ffi::hp_c_alloc(kvmalloc_size(layout)) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {

@@ -76,8 +76,10 @@ impl Session {
             size: s.st_size,
             is_function: s.st_info & 0xf == ffi::STT_FUNC,
         });
-        let ranges = sites::function_ranges(symbols, req.text_base, req.text_base + req.text_size);
-        let found = sites::discover(text, req.text_base, &ranges, &targets);
+        let ranges = sites::function_ranges(symbols, req.text_base, req.text_base + req.text_size)
+            .map_err(out_of_memory)?;
+        let found = sites::discover(text, req.text_base, &ranges, &targets).map_err(out_of_memory)?;
+        drop(ranges);
 
         info!(
             "{target}: decoded {} functions, {} of {} text bytes",
@@ -101,12 +103,12 @@ impl Session {
             error!("{target}: no call or tail call to the selected functions ({} selected)", targets.len());
             return Err(ffi::ENOENT);
         }
-        info!("{}", log_line_for_sites(target, &found.sites).as_str());
+        crate::log::emit(ffi::HP_INFO, &mut log_line_for_sites(target, &found.sites));
 
-        let gfp = unsafe { slice(req.gfp_names, req.num_gfp_names) }
-            .iter()
-            .map(|g| GfpName { mask: g.mask, name: unsafe { static_str(g.name) } })
-            .collect();
+        let gfp_names = unsafe { slice(req.gfp_names, req.num_gfp_names) };
+        let mut gfp = Vec::new();
+        gfp.try_reserve_exact(gfp_names.len()).map_err(out_of_memory)?;
+        gfp.extend(gfp_names.iter().map(|g| GfpName { mask: g.mask, name: unsafe { static_str(g.name) } }));
         let mut session = Box::new(Session {
             target: String::from(target),
             config: KernelConfig { slab_buckets: req.slab_buckets != 0 },
@@ -118,11 +120,13 @@ impl Session {
             ratelimit: RateLimit::new(req.log_burst),
         });
         let owner: *const Session = &*session;
-        session.sites = found
-            .sites
-            .iter()
-            .map(|&site| SiteRecord { site, real: addrs[site.func], hits: AtomicU64::new(0), session: owner })
-            .collect();
+        session.sites.try_reserve_exact(found.sites.len()).map_err(out_of_memory)?;
+        session.sites.extend(
+            found
+                .sites
+                .iter()
+                .map(|&site| SiteRecord { site, real: addrs[site.func], hits: AtomicU64::new(0), session: owner }),
+        );
         Ok(session)
     }
 
@@ -141,7 +145,7 @@ impl Session {
             per_func[s.site.func] += s.hits.load(Ordering::Relaxed);
         }
         let total: u64 = per_func.iter().sum();
-        let mut line = String::new();
+        let mut line = crate::log::Line::default();
         let _ = write!(line, "detached from {} ({why}): {total} calls", self.target);
         for (func, hits) in per_func.iter().enumerate().filter(|(_, &h)| h > 0) {
             let _ = write!(line, " {}={hits}", MEMORY[func].name);
@@ -152,7 +156,7 @@ impl Session {
             self.logged.load(Ordering::Relaxed),
             self.suppressed.load(Ordering::Relaxed)
         );
-        info!("{line}");
+        crate::log::emit(ffi::HP_INFO, &mut line);
         for s in self.sites.iter().filter(|s| s.hits.load(Ordering::Relaxed) > 0) {
             log_at(
                 ffi::HP_INFO,
@@ -161,6 +165,11 @@ impl Session {
             );
         }
     }
+}
+
+fn out_of_memory(_: alloc::collections::TryReserveError) -> i32 {
+    error!("out of memory while planning");
+    ffi::ENOMEM
 }
 
 /// `target: S sites: kfree=3 (1 tail) vfree=1 ...`
