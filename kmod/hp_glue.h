@@ -37,7 +37,7 @@ u64 hp_session_site_count(const struct hp_session *s);
 const struct hp_site *hp_session_site(const struct hp_session *s, u64 index,
 				      u64 *addr, bool *tail_jump);
 u64 hp_session_inflight(const struct hp_session *s);
-void hp_session_report(const struct hp_session *s, const char *why);
+void hp_session_report(const struct hp_session *s, const char *why, u64 missed);
 void hp_session_free(struct hp_session *s);
 u64 hp_on_entry(const struct hp_site *site, const u64 *args);
 u64 hp_on_exit(const struct hp_site *site, u64 ret, const u64 *args);

@@ -276,6 +276,8 @@ static void hp_check_text_restored(void)
 static void hp_detach(const char *why)
 {
 	unsigned long waited = 0;
+	u64 missed = 0;
+	unsigned int i;
 
 	lockdep_assert_held(&hp_lock);
 	unregister_kprobes(hp_kprobes, hp_nr_kprobes);
@@ -288,7 +290,11 @@ static void hp_detach(const char *why)
 	}
 	synchronize_rcu_tasks();
 	hp_check_text_restored();
-	hp_session_report(hp_session, why);
+	/* Hits kprobes did not hand to us (a probe hit inside another probe's
+	 * handling): the real call ran unlogged, so report how many. */
+	for (i = 0; i < hp_nr_kprobes; i++)
+		missed += hp_kprobes[i]->nmissed;
+	hp_session_report(hp_session, why, missed);
 	hp_free_attachment();
 }
 

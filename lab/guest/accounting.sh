@@ -32,6 +32,7 @@ if [ "$total" -gt 0 ]; then pass accounting.target_made_calls; else fail account
 expect_eq accounting.total "$(hp_total)" "$total"
 logged=$(hp_summary logged); suppressed=$(hp_summary suppressed)
 expect_eq accounting.logged_plus_suppressed "$((logged + suppressed))" "$total"
+expect_eq accounting.missed_by_kprobes "$(hp_summary missed)" 0
 expect_eq accounting.log_lines "$(log_since | grep -c 'hp_patcher: .*) .*from .* cpu=')" "$logged"
 
 # The kfree in .kprobes.text is refused by kprobes and reported as such.

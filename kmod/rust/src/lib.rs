@@ -68,11 +68,12 @@ pub unsafe extern "C" fn hp_session_inflight(s: *const Session) -> u64 {
 }
 
 /// # Safety
-/// `s` came from `hp_plan`; `why` is a NUL-terminated string.
+/// `s` came from `hp_plan`; `why` is a NUL-terminated string. `missed`
+/// counts probe hits kprobes did not pass to us.
 #[no_mangle]
-pub unsafe extern "C" fn hp_session_report(s: *const Session, why: *const c_char) {
+pub unsafe extern "C" fn hp_session_report(s: *const Session, why: *const c_char, missed: u64) {
     let why = unsafe { CStr::from_ptr(why) }.to_str().unwrap_or("?");
-    unsafe { &*s }.report(why);
+    unsafe { &*s }.report(why, missed);
 }
 
 /// # Safety

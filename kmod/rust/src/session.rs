@@ -139,7 +139,7 @@ impl Session {
     }
 
     /// One line with the totals and per-function hits, then one per site hit.
-    pub fn report(&self, why: &str) {
+    pub fn report(&self, why: &str, missed: u64) {
         let mut per_func = [0u64; MEMORY.len()];
         for s in &self.sites {
             per_func[s.site.func] += s.hits.load(Ordering::Relaxed);
@@ -152,7 +152,7 @@ impl Session {
         }
         let _ = write!(
             line,
-            "; logged {} suppressed {}",
+            "; logged {} suppressed {} missed {missed}",
             self.logged.load(Ordering::Relaxed),
             self.suppressed.load(Ordering::Relaxed)
         );
