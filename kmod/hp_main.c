@@ -83,7 +83,11 @@ void hp_c_log_at(u32 level, const char *msg, u64 addr)
 		pr_info("%s at %pS\n", msg, (void *)addr);
 }
 
-/* May run in any context the target calls from, so nothing here sleeps. */
+/*
+ * May run in any context the target calls from, so nothing here sleeps.
+ * printk_deferred would be safer under scheduler or console locks, but 6.12
+ * does not export it to modules (see README's limitations).
+ */
 void hp_c_emit_call(const char *text, u64 site_addr)
 {
 	pr_info("%s from %pS cpu=%u pid=%d comm=%s\n", text, (void *)site_addr,
@@ -315,11 +319,18 @@ static int hp_attach(struct module *mod)
 	};
 	int err;
 
+	/*
+	 * Set first: our reference does not stop `rmmod -f`. The notifier then
+	 * waits on hp_lock, and the text stays mapped until it returns.
+	 */
+	hp_target = mod;
 	hp_target_text(mod, &hp_text_base, &hp_text_size);
 	/* Rust decodes this private copy: nobody else's text_poke can race it. */
 	hp_text_copy = vmalloc(hp_text_size);
-	if (!hp_text_copy)
+	if (!hp_text_copy) {
+		hp_target = NULL;
 		return -ENOMEM;
+	}
 	memcpy(hp_text_copy, (const void *)hp_text_base, hp_text_size);
 	req.text = hp_text_copy;
 	req.text_base = hp_text_base;
@@ -332,10 +343,8 @@ static int hp_attach(struct module *mod)
 		if (hp_nr_kprobes)
 			unregister_kprobes(hp_kprobes, hp_nr_kprobes);
 		hp_free_attachment();
-		return err;
 	}
-	hp_target = mod;
-	return 0;
+	return err;
 }
 
 /* ---- following the target ---- */
@@ -382,9 +391,13 @@ static int __init hp_init(void)
 	}
 	mutex_lock(&hp_lock);
 	err = hp_attach(mod);
-	mutex_unlock(&hp_lock);
-	/* From here on the notifier, not a reference, follows the target. */
+	/*
+	 * From here on the notifier, not a reference, follows the target. Put
+	 * under the lock: a forced unload's notifier waits for it, so mod is
+	 * not freed before this.
+	 */
 	module_put(mod);
+	mutex_unlock(&hp_lock);
 	if (err)
 		unregister_module_notifier(&hp_module_nb);
 	return err;
@@ -392,12 +405,16 @@ static int __init hp_init(void)
 
 static void __exit hp_exit(void)
 {
-	/* Waits for a notifier call in progress, so detach happens once. */
-	unregister_module_notifier(&hp_module_nb);
+	/*
+	 * Detach before giving up the notifier: were the target unloaded in
+	 * between, its text would be freed under our feet. A notifier call that
+	 * comes meanwhile waits on hp_lock, then finds nothing to do.
+	 */
 	mutex_lock(&hp_lock);
 	if (hp_target)
 		hp_detach("hp_patcher unloaded");
 	mutex_unlock(&hp_lock);
+	unregister_module_notifier(&hp_module_nb);
 }
 
 module_init(hp_init);

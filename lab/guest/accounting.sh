@@ -16,7 +16,10 @@ echo 0 > $CR/pause
 sleep 4
 echo 1 > $CR/pause
 cp $CR/counters /tmp/after
+probes_attached=$(grep -c 'cr_target' /sys/kernel/debug/kprobes/list)
 check accounting.detach rmmod hp_patcher
+expect_eq accounting.probes_while_attached "$probes_attached" 16
+expect_eq accounting.probes_after_detach "$(grep -c 'cr_target' /sys/kernel/debug/kprobes/list)" 0
 expect_eq accounting.text_crc_restored "$(cat $CR/text_crc)" "$crc_before"
 expect_log accounting.text_identical 'hp_patcher: cr_target text identical to before attach'
 

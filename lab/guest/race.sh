@@ -25,4 +25,23 @@ if grep -q 'cr_target' /sys/kernel/debug/kprobes/list 2>/dev/null; then
 else
 	pass race.no_probes_left
 fi
+
+# Both unloads at once: whichever detaches, it must do so while the target's
+# text is still mapped.
+i=0; clean=0
+while [ $i -lt 6 ]; do
+	i=$((i + 1))
+	insmod /modules/cr_target.ko
+	insmod $HP target_name=cr_target log_burst=1
+	usleep $((i * 50000))
+	rmmod hp_patcher &
+	usleep $((i * 20000))
+	rmmod cr_target
+	wait
+	grep -q '^hp_patcher ' /proc/modules && rmmod hp_patcher
+	grep -q '^cr_target ' /proc/modules && rmmod cr_target
+	grep -qE '^(hp_patcher|cr_target) ' /proc/modules || clean=$((clean + 1))
+done
+expect_eq race.both_unloads "$clean" 6
+
 echo "HPINFO race: $(log_since | grep -c 'is being unloaded: detaching') detaches by notifier, $(log_since | grep -c 'detached from cr_target (hp_patcher unloaded)') by rmmod"

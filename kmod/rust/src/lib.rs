@@ -28,7 +28,7 @@ pub unsafe extern "C" fn hp_plan(req: *const ffi::AttachRequest, out: *mut *mut 
     match unsafe { Session::plan(req) } {
         Ok(session) => {
             // SAFETY: out is writable per the contract.
-            unsafe { *out = alloc::boxed::Box::into_raw(session) };
+            unsafe { *out = session };
             0
         }
         Err(errno) => -errno,

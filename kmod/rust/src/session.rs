@@ -1,8 +1,7 @@
 //! One attachment to one target: its sites, counters and log state.
 
-use alloc::boxed::Box;
-use alloc::string::String;
 use alloc::vec::Vec;
+use core::alloc::Layout;
 use core::ffi::{c_char, CStr};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +24,11 @@ pub struct SiteRecord {
     session: *const Session,
 }
 
+/// Module names are at most 55 bytes (MODULE_NAME_LEN).
+type TargetName = LineBuf<64>;
+
 pub struct Session {
-    target: String,
+    target: TargetName,
     config: KernelConfig,
     gfp: Vec<GfpName<'static>>,
     sites: Vec<SiteRecord>,
@@ -59,7 +61,8 @@ impl Session {
     /// # Safety
     /// Every pointer in `req` is valid for the length it gives; the gfp names
     /// are static strings of the module.
-    pub unsafe fn plan(req: &AttachRequest) -> Result<Box<Session>, i32> {
+    /// Returns a heap session for `hp_session_free` (`Box::from_raw`) to drop.
+    pub unsafe fn plan(req: &AttachRequest) -> Result<*mut Session, i32> {
         let target = unsafe { CStr::from_ptr(req.target_name) }.to_str().unwrap_or("?");
         let addrs = unsafe { slice(req.catalogue_addrs, req.catalogue_len) };
         let available = |i: usize| addrs.get(i).is_some_and(|&a| a != 0);
@@ -68,7 +71,9 @@ impl Session {
             error!("functions={functions}: {e}");
             ffi::EINVAL
         })?;
-        let targets: Vec<Target> = selection.iter().map(|func| Target { addr: addrs[func], func }).collect();
+        let mut targets = Vec::new();
+        targets.try_reserve_exact(MEMORY.len()).map_err(out_of_memory)?;
+        targets.extend(selection.iter().map(|func| Target { addr: addrs[func], func }));
 
         let text = unsafe { slice(req.text, req.text_size) };
         let symbols = unsafe { slice(req.symtab, req.num_symtab) }.iter().map(|s| Symbol {
@@ -109,25 +114,42 @@ impl Session {
         let mut gfp = Vec::new();
         gfp.try_reserve_exact(gfp_names.len()).map_err(out_of_memory)?;
         gfp.extend(gfp_names.iter().map(|g| GfpName { mask: g.mask, name: unsafe { static_str(g.name) } }));
-        let mut session = Box::new(Session {
-            target: String::from(target),
+        let mut sites = Vec::new();
+        sites.try_reserve_exact(found.sites.len()).map_err(out_of_memory)?;
+        sites.extend(found.sites.iter().map(|&site| SiteRecord {
+            site,
+            real: addrs[site.func],
+            hits: AtomicU64::new(0),
+            session: core::ptr::null(),
+        }));
+        let mut name = TargetName::default();
+        let _ = name.write_str(target);
+
+        // Like Box::new, but an allocation failure is an errno, not a panic.
+        // The sites point at the session through this raw pointer, never
+        // through a reference that a later move or borrow would invalidate.
+        // SAFETY: Session is not zero-sized.
+        let raw = unsafe { alloc::alloc::alloc(Layout::new::<Session>()) }.cast::<Session>();
+        if raw.is_null() {
+            error!("out of memory while planning");
+            return Err(ffi::ENOMEM);
+        }
+        for site in &mut sites {
+            site.session = raw;
+        }
+        let session = Session {
+            target: name,
             config: KernelConfig { slab_buckets: req.slab_buckets != 0 },
             gfp,
-            sites: Vec::new(),
+            sites,
             inflight: AtomicU64::new(0),
             logged: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
             ratelimit: RateLimit::new(req.log_burst),
-        });
-        let owner: *const Session = &*session;
-        session.sites.try_reserve_exact(found.sites.len()).map_err(out_of_memory)?;
-        session.sites.extend(
-            found
-                .sites
-                .iter()
-                .map(|&site| SiteRecord { site, real: addrs[site.func], hits: AtomicU64::new(0), session: owner }),
-        );
-        Ok(session)
+        };
+        // SAFETY: raw is a fresh allocation with Session's layout.
+        unsafe { raw.write(session) };
+        Ok(raw)
     }
 
     pub fn sites(&self) -> &[SiteRecord] {
@@ -146,7 +168,7 @@ impl Session {
         }
         let total: u64 = per_func.iter().sum();
         let mut line = crate::log::Line::default();
-        let _ = write!(line, "detached from {} ({why}): {total} calls", self.target);
+        let _ = write!(line, "detached from {} ({why}): {total} calls", self.target.as_str());
         for (func, hits) in per_func.iter().enumerate().filter(|(_, &h)| h > 0) {
             let _ = write!(line, " {}={hits}", MEMORY[func].name);
         }
