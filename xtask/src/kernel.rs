@@ -127,6 +127,23 @@ fn split_flavour(release: &str) -> Result<(&str, &str)> {
     release.rsplit_once('-').context("a Debian release looks like 6.12.117+deb12-amd64")
 }
 
+/// Debian names kbuild after the full version since 6.12 (`linux-kbuild-6.12.117+deb12`)
+/// and after major.minor before (`linux-kbuild-6.1` for `6.1.0-50`).
+fn kbuild_package(base: &str) -> Result<String> {
+    let full = format!("linux-kbuild-{base}");
+    let known = |name: &str| {
+        std::process::Command::new("apt-cache")
+            .args(["show", "--no-all-versions", name])
+            .output()
+            .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
+    };
+    if known(&full) {
+        return Ok(full);
+    }
+    let major_minor: Vec<&str> = base.split(['.', '-', '+']).take(2).collect();
+    Ok(format!("linux-kbuild-{}", major_minor.join(".")))
+}
+
 /// Downloads and unpacks image, headers and kbuild of a Debian kernel once.
 fn fetch_debian_kernel(release: &str) -> Result<PathBuf> {
     let dir = cache_dir().join(release);
@@ -140,7 +157,7 @@ fn fetch_debian_kernel(release: &str) -> Result<PathBuf> {
         format!("linux-image-{release}-unsigned"),
         format!("linux-headers-{release}"),
         format!("linux-headers-{base}-common"),
-        format!("linux-kbuild-{base}"),
+        kbuild_package(base)?,
     ];
     let debs = dir.join("debs");
     std::fs::create_dir_all(&debs)?;

@@ -48,7 +48,11 @@ enum Cmd {
     /// Build hp_patcher.ko and the test modules into target/kmod/<release>/.
     Build(KernelChoice),
     /// Boot a guest, attach to cr_target, show intercepted calls, detach.
-    Demo,
+    Demo {
+        /// Debian kernel release to boot (default: the lab's kernel).
+        #[arg(long)]
+        kernel: Option<String>,
+    },
     /// Host unit tests, then the guest tests.
     Test {
         /// Run only the guest scenarios whose name contains this.
@@ -82,9 +86,13 @@ fn run_command(command: Cmd) -> Result<()> {
             println!("{}\n{}", built.hp_patcher.display(), built.cr_target.display());
             Ok(())
         }
-        Cmd::Demo => {
+        Cmd::Demo { kernel } => {
             kernel::ensure_host_packages()?;
-            scenarios::demo(&Kernel::default_release()?)
+            let kernel = match kernel {
+                Some(release) => Kernel::release(&release)?,
+                None => Kernel::default_release()?,
+            };
+            scenarios::demo(&kernel)
         }
         Cmd::Test { only, guest_only } => {
             kernel::ensure_host_packages()?;

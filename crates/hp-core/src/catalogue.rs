@@ -2,8 +2,10 @@
 //! described well enough to log them by name.
 //!
 //! The table is data only; `Selection` and `select` hold the rules for the
-//! `functions=` parameter. Names are the symbols a compiled module calls on
-//! Linux 6.12 (the `_noprof` names appeared with memory allocation profiling).
+//! `functions=` parameter. Names are the symbols a compiled module calls:
+//! Linux 6.12's first (the `_noprof` names came with memory allocation
+//! profiling in 6.10), then Linux 6.1's. The build keeps only the names the
+//! kernel at hand exports, so each kernel sees its own set.
 
 use core::fmt;
 
@@ -101,6 +103,23 @@ pub const MEMORY: &[Function] = &[
     f("__kvmalloc_node_noprof", &[SIZE, BUCKETS, FLAGS, NODE], Kind::Ptr),
     f("kmemdup_noprof", &[arg("src", Kind::Ptr), arg("len", Kind::Size), arg("gfp", Kind::Gfp)], Kind::Ptr),
     f("kstrdup", &[arg("s", Kind::Ptr), arg("gfp", Kind::Gfp)], Kind::Ptr),
+    // Linux 6.1 (Debian 12's first kernel): same roles, older names.
+    f("__kmalloc", &[SIZE, FLAGS], Kind::Ptr),
+    f("__kmalloc_node", &[SIZE, FLAGS, NODE], Kind::Ptr),
+    f("kmalloc_trace", &[CACHE, FLAGS, SIZE], Kind::Ptr),
+    f("kmalloc_node_trace", &[CACHE, FLAGS, NODE, SIZE], Kind::Ptr),
+    f("kmalloc_large", &[SIZE, FLAGS], Kind::Ptr),
+    f("kmalloc_large_node", &[SIZE, FLAGS, NODE], Kind::Ptr),
+    f("__kmalloc_node_track_caller", &[SIZE, FLAGS, NODE, arg("caller", Kind::CodePtr)], Kind::Ptr),
+    f("kmem_cache_alloc", &[CACHE, FLAGS], Kind::Ptr),
+    f("kmem_cache_alloc_lru", &[CACHE, arg("lru", Kind::Ptr), FLAGS], Kind::Ptr),
+    f("kmem_cache_alloc_node", &[CACHE, FLAGS, NODE], Kind::Ptr),
+    f("krealloc", &[OBJ, arg("new_size", Kind::Size), FLAGS], Kind::Ptr),
+    f("vmalloc", &[SIZE], Kind::Ptr),
+    f("vzalloc", &[SIZE], Kind::Ptr),
+    f("__vmalloc", &[SIZE, arg("gfp_mask", Kind::Gfp)], Kind::Ptr),
+    f("kvmalloc_node", &[SIZE, FLAGS, NODE], Kind::Ptr),
+    f("kmemdup", &[arg("src", Kind::Ptr), arg("len", Kind::Size), arg("gfp", Kind::Gfp)], Kind::Ptr),
 ];
 
 /// Index of a catalogue function by its symbol name.
