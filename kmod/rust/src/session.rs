@@ -83,6 +83,10 @@ impl Session {
         });
         let ranges = sites::function_ranges(symbols, req.text_base, req.text_base + req.text_size)
             .map_err(out_of_memory)?;
+        if ranges.is_empty() {
+            error!("{target}: no function symbol in its text: nothing to decode");
+            return Err(ffi::ENOENT);
+        }
         let found = sites::discover(text, req.text_base, &ranges, &targets).map_err(out_of_memory)?;
         drop(ranges);
 
