@@ -128,13 +128,16 @@ fn check_rust_object(path: &Path) -> Result<()> {
         for (_, reloc) in section.relocations() {
             if let RelocationFlags::Elf { r_type } = reloc.flags() {
                 if !LOADER_RELOCATIONS.contains(&r_type) {
-                    bail!("{}: relocation type {r_type} in {} is refused by the module loader", path.display(), section.name()?);
+                    bail!(
+                        "{}: relocation type {r_type} in {} is refused by the module loader",
+                        path.display(),
+                        section.name()?
+                    );
                 }
             }
         }
     }
-    let defined: HashSet<&str> =
-        file.symbols().filter(|s| s.is_definition()).filter_map(|s| s.name().ok()).collect();
+    let defined: HashSet<&str> = file.symbols().filter(|s| s.is_definition()).filter_map(|s| s.name().ok()).collect();
     for f in KERNEL_MEM_FUNCTIONS {
         if defined.contains(f) {
             bail!("{}: defines {f}, which must come from the kernel", path.display());

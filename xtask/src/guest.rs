@@ -12,8 +12,7 @@ use crate::kernel::Kernel;
 use crate::{repo_root, run};
 
 /// Lines that mean the guest kernel is unwell, whatever the tests say.
-pub const KERNEL_TROUBLE: &[&str] =
-    &["Oops", "BUG:", "WARNING:", "Call Trace", "general protection", "Kernel panic"];
+pub const KERNEL_TROUBLE: &[&str] = &["Oops", "BUG:", "WARNING:", "Call Trace", "general protection", "Kernel panic"];
 
 /// Printed by lab/guest/init.sh when every script has run.
 const GUEST_DONE: &str = "HP-GUEST-DONE";

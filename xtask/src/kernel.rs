@@ -162,7 +162,8 @@ fn fetch_debian_kernel(release: &str) -> Result<PathBuf> {
     let debs = dir.join("debs");
     std::fs::create_dir_all(&debs)?;
     eprintln!("fetching kernel {release}");
-    let download = |dir: &Path| run(std::process::Command::new("apt-get").arg("download").args(&packages).current_dir(dir));
+    let download =
+        |dir: &Path| run(std::process::Command::new("apt-get").arg("download").args(&packages).current_dir(dir));
     if download(&debs).is_err() {
         run(std::process::Command::new("apt-get").args(["update", "-q"]))?;
         download(&debs)?;

@@ -18,7 +18,13 @@ use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTar
 use crate::kernel::Kernel;
 
 /// A filesystem, a block driver, sound, a network driver and a big one.
-const MODULES: &[&str] = &["fs/ext4/ext4", "drivers/block/brd", "sound/core/snd-pcm", "drivers/net/ethernet/intel/e1000/e1000", "fs/xfs/xfs"];
+const MODULES: &[&str] = &[
+    "fs/ext4/ext4",
+    "drivers/block/brd",
+    "sound/core/snd-pcm",
+    "drivers/net/ethernet/intel/e1000/e1000",
+    "fs/xfs/xfs",
+];
 
 const MODULE_BASE: u64 = 0xffff_ffff_c000_0000;
 const KERNEL_BASE: u64 = 0xffff_ffff_8100_0000;

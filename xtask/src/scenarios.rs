@@ -31,10 +31,22 @@ const BOOTS: &[Boot] = &[
         ext4_image: false,
         timeout_secs: 900,
     },
-    Boot { name: "ext4", scripts: &["ext4"], in_tree: &["crc32c_generic", "ext4", "brd"], ext4_image: true, timeout_secs: 900 },
+    Boot {
+        name: "ext4",
+        scripts: &["ext4"],
+        in_tree: &["crc32c_generic", "ext4", "brd"],
+        ext4_image: true,
+        timeout_secs: 900,
+    },
 ];
 
-fn initramfs(kernel: &Kernel, built: &Built, name: &str, scripts: &[&str], boot: Option<&Boot>) -> Result<std::path::PathBuf> {
+fn initramfs(
+    kernel: &Kernel,
+    built: &Built,
+    name: &str,
+    scripts: &[&str],
+    boot: Option<&Boot>,
+) -> Result<std::path::PathBuf> {
     let fs = Initramfs::new(name, scripts)?;
     fs.add_file(&built.hp_patcher, "modules/hp_patcher.ko")?;
     fs.add_file(&built.cr_target, "modules/cr_target.ko")?;
@@ -77,8 +89,7 @@ pub fn test(kernel: &Kernel, only: Option<&str>) -> Result<()> {
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut problems = Vec::new();
     for boot in BOOTS {
-        let scripts: Vec<&str> =
-            boot.scripts.iter().copied().filter(|s| only.is_none_or(|o| s.contains(o))).collect();
+        let scripts: Vec<&str> = boot.scripts.iter().copied().filter(|s| only.is_none_or(|o| s.contains(o))).collect();
         if scripts.is_empty() {
             continue;
         }

@@ -53,9 +53,7 @@ pub struct KernelConfig {
 impl Function {
     /// The arguments as the running kernel passes them, in register order.
     pub fn args_for(&self, config: KernelConfig) -> impl Iterator<Item = &'static Arg> {
-        self.args
-            .iter()
-            .filter(move |a| config.slab_buckets || !a.only_with_slab_buckets)
+        self.args.iter().filter(move |a| config.slab_buckets || !a.only_with_slab_buckets)
     }
 }
 
@@ -83,11 +81,7 @@ pub const MEMORY: &[Function] = &[
     f("__kmalloc_cache_node_noprof", &[CACHE, FLAGS, NODE, SIZE], Kind::Ptr),
     f("__kmalloc_large_noprof", &[SIZE, FLAGS], Kind::Ptr),
     f("__kmalloc_large_node_noprof", &[SIZE, FLAGS, NODE], Kind::Ptr),
-    f(
-        "__kmalloc_node_track_caller_noprof",
-        &[SIZE, BUCKETS, FLAGS, NODE, arg("caller", Kind::CodePtr)],
-        Kind::Ptr,
-    ),
+    f("__kmalloc_node_track_caller_noprof", &[SIZE, BUCKETS, FLAGS, NODE, arg("caller", Kind::CodePtr)], Kind::Ptr),
     f("kmem_cache_alloc_noprof", &[CACHE, FLAGS], Kind::Ptr),
     f("kmem_cache_alloc_lru_noprof", &[CACHE, arg("lru", Kind::Ptr), FLAGS], Kind::Ptr),
     f("kmem_cache_alloc_node_noprof", &[CACHE, FLAGS, NODE], Kind::Ptr),
@@ -215,10 +209,8 @@ mod tests {
     #[test]
     fn buckets_argument_depends_on_config() {
         let f = &MEMORY[index_of("__kmalloc_node_noprof").unwrap()];
-        let with: std::vec::Vec<_> =
-            f.args_for(KernelConfig { slab_buckets: true }).map(|a| a.name).collect();
-        let without: std::vec::Vec<_> =
-            f.args_for(KernelConfig { slab_buckets: false }).map(|a| a.name).collect();
+        let with: std::vec::Vec<_> = f.args_for(KernelConfig { slab_buckets: true }).map(|a| a.name).collect();
+        let without: std::vec::Vec<_> = f.args_for(KernelConfig { slab_buckets: false }).map(|a| a.name).collect();
         assert_eq!(with, ["size", "b", "flags", "node"]);
         assert_eq!(without, ["size", "flags", "node"]);
     }

@@ -101,10 +101,7 @@ pub struct Discovery {
 }
 
 fn resolve(targets: &[Target], dest: u64) -> Option<usize> {
-    targets
-        .iter()
-        .find(|t| dest <= t.addr && dest >= t.addr.saturating_sub(CALL_THUNK_PADDING))
-        .map(|t| t.func)
+    targets.iter().find(|t| dest <= t.addr && dest >= t.addr.saturating_sub(CALL_THUNK_PADDING)).map(|t| t.func)
 }
 
 /// Decodes each function of `text` (which starts at `text_base`) and finds

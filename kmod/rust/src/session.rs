@@ -81,8 +81,8 @@ impl Session {
             size: s.st_size,
             is_function: s.st_info & 0xf == ffi::STT_FUNC,
         });
-        let ranges = sites::function_ranges(symbols, req.text_base, req.text_base + req.text_size)
-            .map_err(out_of_memory)?;
+        let ranges =
+            sites::function_ranges(symbols, req.text_base, req.text_base + req.text_size).map_err(out_of_memory)?;
         if ranges.is_empty() {
             error!("{target}: no function symbol in its text: nothing to decode");
             return Err(ffi::ENOENT);
@@ -135,8 +135,7 @@ impl Session {
         // SAFETY: Session is not zero-sized.
         let raw = unsafe { alloc::alloc::alloc(Layout::new::<Session>()) }.cast::<Session>();
         if raw.is_null() {
-            error!("out of memory while planning");
-            return Err(ffi::ENOMEM);
+            return Err(out_of_memory(()));
         }
         for site in &mut sites {
             site.session = raw;
@@ -193,7 +192,8 @@ impl Session {
     }
 }
 
-fn out_of_memory(_: alloc::collections::TryReserveError) -> i32 {
+/// Logs and returns ENOMEM, whatever the allocation error looked like.
+fn out_of_memory<E>(_: E) -> i32 {
     error!("out of memory while planning");
     ffi::ENOMEM
 }
