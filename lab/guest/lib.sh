@@ -50,32 +50,45 @@ expect_insmod_fails() {
 	esac
 	expect_log "$name.message" "$pattern"
 	if grep -q '^hp_patcher ' /proc/modules; then fail "$name.unloaded" "hp_patcher stayed loaded"; else pass "$name.unloaded"; fi
+	expect_no_probes "$name.no_probes"
+}
+
+# expect_no_probes NAME: no kprobe is left on cr_target's or our code.
+expect_no_probes() {
 	if grep -q 'hp_patcher\|cr_target' /sys/kernel/debug/kprobes/list 2>/dev/null; then
-		fail "$name.no_probes" "kprobes left: $(cat /sys/kernel/debug/kprobes/list)"
+		fail "$1" "kprobes left: $(cat /sys/kernel/debug/kprobes/list)"
 	else
-		pass "$name.no_probes"
+		pass "$1"
 	fi
+}
+
+# Unloads hp_patcher and cr_target if loaded; succeeds when neither is left.
+unload_all() {
+	grep -q '^hp_patcher ' /proc/modules && rmmod hp_patcher
+	grep -q '^cr_target ' /proc/modules && rmmod cr_target
+	! grep -qE '^(hp_patcher|cr_target) ' /proc/modules
 }
 
 # Counter of one function in cr_target.
 cr_count() { awk -v f="$1" '$1 == f { print $2 }' $CR/counters; }
 
+# The last detach summary line of this script's log.
+last_summary() { log_since | grep 'hp_patcher: detached from' | tail -n 1; }
+
 # Hits of one function in the last detach summary (0 when absent).
 hp_hits() {
-	log_since | grep 'hp_patcher: detached from' | tail -n 1 | tr ' ' '\n' |
-		tr -d ';' | awk -F= -v f="$1" 'BEGIN { n = 0 } $1 == f { n = $2 } END { print n }'
+	last_summary | tr ' ' '\n' | tr -d ';' |
+		awk -F= -v f="$1" 'BEGIN { n = 0 } $1 == f { n = $2 } END { print n }'
 }
 
 # A field "word N" from the last detach summary, e.g. hp_summary logged.
 hp_summary() {
-	log_since | grep 'hp_patcher: detached from' | tail -n 1 |
-		awk -v w="$1" '{ for (i = 1; i < NF; i++) if ($i == w) print $(i + 1) }' | tr -d ':;'
+	last_summary | awk -v w="$1" '{ for (i = 1; i < NF; i++) if ($i == w) print $(i + 1) }' | tr -d ':;'
 }
-
-uptime_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
 
 # Total calls in the last detach summary.
 hp_total() {
-	log_since | grep 'hp_patcher: detached from' | tail -n 1 |
-		awk '{ for (i = 2; i <= NF; i++) if ($i == "calls") print $(i - 1) }'
+	last_summary | awk '{ for (i = 2; i <= NF; i++) if ($i == "calls") print $(i - 1) }'
 }
+
+uptime_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }

@@ -11,20 +11,10 @@ while [ $i -lt 10 ]; do
 	usleep $((i * 60000))
 	rmmod cr_target 2>/dev/null && echo "HPINFO race $i: target unloaded" || echo "HPINFO race $i: target busy, stayed"
 	wait
-	grep -q '^hp_patcher ' /proc/modules && rmmod hp_patcher
-	grep -q '^cr_target ' /proc/modules && rmmod cr_target
-	if grep -qE '^(hp_patcher|cr_target) ' /proc/modules; then
-		fail race.unload.$i "left loaded: $(cat /proc/modules)"
-	else
-		clean=$((clean + 1))
-	fi
+	if unload_all; then clean=$((clean + 1)); else fail race.unload.$i "left loaded: $(cat /proc/modules)"; fi
 done
 expect_eq race.all_unloaded "$clean" 10
-if grep -q 'cr_target' /sys/kernel/debug/kprobes/list 2>/dev/null; then
-	fail race.no_probes_left "$(cat /sys/kernel/debug/kprobes/list)"
-else
-	pass race.no_probes_left
-fi
+expect_no_probes race.no_probes_left
 
 # Both unloads at once: whichever detaches, it must do so while the target's
 # text is still mapped.
@@ -38,9 +28,7 @@ while [ $i -lt 6 ]; do
 	usleep $((i * 20000))
 	rmmod cr_target
 	wait
-	grep -q '^hp_patcher ' /proc/modules && rmmod hp_patcher
-	grep -q '^cr_target ' /proc/modules && rmmod cr_target
-	grep -qE '^(hp_patcher|cr_target) ' /proc/modules || clean=$((clean + 1))
+	if unload_all; then clean=$((clean + 1)); else fail race.both.$i "left loaded: $(cat /proc/modules)"; fi
 done
 expect_eq race.both_unloads "$clean" 6
 

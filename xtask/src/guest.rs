@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::kernel::Kernel;
+use crate::kernel::{unxz, Kernel};
 use crate::{repo_root, run};
 
 /// Lines that mean the guest kernel is unwell, whatever the tests say.
@@ -63,8 +63,7 @@ impl Initramfs {
         let mut order = Vec::new();
         collect_dependencies(&kernel.modules_dir()?, name, &mut order)?;
         for (module, path) in &order {
-            let out = std::fs::File::create(self.dir.join(format!("modules/{module}.ko")))?;
-            run(Command::new("xz").arg("-dc").arg(path).stdout(out))?;
+            self.add_bytes(&format!("modules/{module}.ko"), &unxz(path)?)?;
         }
         let names: Vec<&str> = order.iter().map(|(m, _)| m.as_str()).collect();
         self.add_bytes(&format!("modules/{name}.order"), (names.join("\n") + "\n").as_bytes())

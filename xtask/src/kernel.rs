@@ -118,6 +118,15 @@ impl Kernel {
     }
 }
 
+/// The contents of an in-tree module (Debian ships them xz-compressed).
+pub fn unxz(path: &Path) -> Result<Vec<u8>> {
+    let out = std::process::Command::new("xz").arg("-dc").arg(path).output().context("running xz")?;
+    if !out.status.success() {
+        bail!("cannot decompress {}", path.display());
+    }
+    Ok(out.stdout)
+}
+
 pub fn cache_dir() -> PathBuf {
     repo_root().join("lab/cache")
 }

@@ -8,14 +8,13 @@
 //! and nothing else.
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use hp_core::catalogue::{index_of, MEMORY};
 use hp_core::sites::{discover, function_ranges, SiteKind, Symbol, Target};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionKind, SymbolKind};
 
-use crate::kernel::Kernel;
+use crate::kernel::{unxz, Kernel};
 
 /// A filesystem, a block driver, sound, a network driver and a big one.
 const MODULES: &[&str] = &[
@@ -34,11 +33,7 @@ const R_X86_64_PLT32: u32 = 4;
 pub fn check(kernel: &Kernel) -> Result<()> {
     for module in MODULES {
         let path = kernel.modules_dir()?.join(format!("kernel/{module}.ko.xz"));
-        let out = Command::new("xz").arg("-dc").arg(&path).output().context("running xz")?;
-        if !out.status.success() {
-            bail!("cannot decompress {}", path.display());
-        }
-        check_module(module, &out.stdout)?;
+        check_module(module, &unxz(&path)?)?;
     }
     Ok(())
 }
