@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use anyhow::{bail, Result};
 use hp_core::catalogue::{index_of, MEMORY};
-use hp_core::sites::{discover, function_ranges, SiteKind, Symbol, Target};
+use hp_core::sites::{discover, function_ranges, Options, SiteKind, Symbol, Target};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionKind, SymbolKind};
 
 use crate::kernel::{unxz, Kernel};
@@ -27,6 +27,9 @@ const MODULES: &[&str] = &[
 
 const MODULE_BASE: u64 = 0xffff_ffff_c000_0000;
 const KERNEL_BASE: u64 = 0xffff_ffff_8100_0000;
+/// As on Debian's 6.12: call thunks possible; module space as on x86_64.
+const OPTIONS: Options =
+    Options { call_thunks: true, module_space_start: 0xffff_ffff_c000_0000, module_space_end: 0xffff_ffff_ff00_0000 };
 const R_X86_64_PC32: u32 = 2;
 const R_X86_64_PLT32: u32 = 4;
 
@@ -98,7 +101,7 @@ fn check_module(name: &str, data: &[u8]) -> Result<()> {
         Some(Symbol { addr: b + s.address(), size: s.size(), is_function: s.kind() == SymbolKind::Text })
     });
     let ranges = function_ranges(symbols, MODULE_BASE, text_end)?;
-    let found = discover(&text, MODULE_BASE, &ranges, &targets)?;
+    let found = discover(&text, MODULE_BASE, &ranges, &targets, &OPTIONS)?;
     let got: BTreeSet<_> = found.sites.iter().map(|s| (s.addr, s.func, s.kind == SiteKind::TailJump)).collect();
 
     let tails = got.iter().filter(|s| s.2).count();
@@ -115,6 +118,15 @@ fn check_module(name: &str, data: &[u8]) -> Result<()> {
         let missing: Vec<_> = expected.difference(&got).take(5).collect();
         let extra: Vec<_> = got.difference(&expected).take(5).collect();
         bail!("{name}.ko: site discovery disagrees with relocations: missing {missing:x?}, extra {extra:x?}");
+    }
+    // Nobody probes a module on disk: every int3 must be compiler padding,
+    // and no jump may look like an optimized probe.
+    if !found.disturbances.is_empty() || !found.long_branches.is_empty() {
+        bail!(
+            "{name}.ko: unprobed code reported as disturbed: {:x?}, long branches {:x?}",
+            &found.disturbances[..found.disturbances.len().min(5)],
+            found.long_branches
+        );
     }
     if expected.is_empty() {
         bail!("{name}.ko: no catalogue call at all; the check would prove nothing");

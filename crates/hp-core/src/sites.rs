@@ -76,6 +76,8 @@ pub enum SiteKind {
 }
 
 impl SiteKind {
+    /// The only length we redirect: the pre-handler pushes `addr + 5` as the
+    /// return address, which is wrong for a prefixed (longer) instruction.
     pub const INSTRUCTION_LEN: u64 = 5;
 }
 
@@ -84,6 +86,47 @@ pub struct Site {
     pub addr: u64,
     pub func: usize,
     pub kind: SiteKind,
+}
+
+/// What the kernel that runs the target does to call sites.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// CONFIG_CALL_THUNKS (6.2+ with call padding): a `call func` may have
+    /// been patched to `call` the accounting thunk in the padding before
+    /// `func`. Without it, only an exact destination counts.
+    pub call_thunks: bool,
+    /// Where modules (and kprobes' detour buffers) live: a `jmp` there that
+    /// leaves the target's own text may be an optimized kprobe of someone else.
+    pub module_space_start: u64,
+    pub module_space_end: u64,
+}
+
+/// Something in a function's bytes that is not what the compiler wrote, or
+/// may not be: decoding past it could be out of step with the real code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisturbanceKind {
+    /// An `int3` that does not follow an unconditional jump or return, where
+    /// the compiler puts them (straight-line-speculation padding): most
+    /// likely someone else's kprobe on a longer instruction.
+    Int3,
+    /// An `int3` where the compiler puts padding. Only a disturbance if
+    /// decoding it as a longer, probed instruction reveals a hidden site.
+    PaddingInt3,
+    /// A `jmp rel32` into module space outside the target's text: an
+    /// optimized kprobe's detour, or a tail call into another module.
+    ModuleSpaceJump { dest: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Disturbance {
+    /// Start of the function it is in.
+    pub function: u64,
+    pub addr: u64,
+    pub kind: DisturbanceKind,
+    /// Sites found only by decoding past it at other instruction boundaries.
+    /// kprobes checks every site's instruction boundary again at
+    /// registration (`can_probe`), so a wrong guess is refused, not armed.
+    pub recovered_sites: u32,
 }
 
 /// What decoding found.
@@ -96,12 +139,46 @@ pub struct Discovery {
     /// `jcc rel32` straight into a target. Redirecting would mean emulating the
     /// condition; these are reported and not intercepted.
     pub conditional_jumps: Vec<Site>,
+    /// A call or jump into a target longer than 5 bytes (prefixed).
+    pub long_branches: Vec<Site>,
+    pub disturbances: Vec<Disturbance>,
     pub functions_decoded: usize,
     pub bytes_decoded: u64,
 }
 
-fn resolve(targets: &[Target], dest: u64) -> Option<usize> {
-    targets.iter().find(|t| dest <= t.addr && dest >= t.addr.saturating_sub(CALL_THUNK_PADDING)).map(|t| t.func)
+/// How far past a suspicious instruction the real instruction boundary may
+/// be: an x86 instruction is at most 15 bytes long.
+const MAX_INSN_LEN: usize = 15;
+/// A misaligned decoding falls back in step within a few instructions; this
+/// bounds the work if it does not.
+const MAX_RESYNC_INSNS: usize = 64;
+
+/// The target a branch to `dest` goes to. An exact match always wins. With
+/// call thunks, a call into the 16 bytes before a target is a call to it:
+/// the nearest target above `dest`, so the window never reaches across
+/// another function's start (with call padding, those 16 bytes belong to
+/// the function after them).
+fn resolve(targets: &[Target], dest: u64, kind: SiteKind, opts: &Options) -> Option<usize> {
+    if let Some(t) = targets.iter().find(|t| t.addr == dest) {
+        return Some(t.func);
+    }
+    if !opts.call_thunks || kind != SiteKind::Call {
+        return None;
+    }
+    targets
+        .iter()
+        .filter(|t| t.addr > dest && t.addr - dest <= CALL_THUNK_PADDING)
+        .min_by_key(|t| t.addr - dest)
+        .map(|t| t.func)
+}
+
+/// Makes iced-x86 build its decoder tables now. It builds them on first
+/// use, with allocations that cannot fail gracefully and are kept for good;
+/// the kernel module calls this once, with its allocator on an arena (see
+/// `crate::arena`).
+pub fn build_decoder_tables() {
+    let mut decoder = Decoder::with_ip(64, &[0xe8, 0, 0, 0, 0], 0, DecoderOptions::NONE);
+    let _ = decoder.decode();
 }
 
 /// Decodes each function of `text` (which starts at `text_base`) and finds
@@ -111,6 +188,7 @@ pub fn discover(
     text_base: u64,
     functions: &[FunctionRange],
     targets: &[Target],
+    opts: &Options,
 ) -> Result<Discovery, TryReserveError> {
     let mut found = Discovery::default();
     let text_end = text_base + text.len() as u64;
@@ -119,60 +197,199 @@ pub fn discover(
             continue;
         }
         let bytes = &text[(range.start - text_base) as usize..(range.end - text_base) as usize];
-        scan_function(bytes, range.start, targets, &mut found)?;
+        let scan = FunctionScan { bytes, start: range.start, text_base, text_end, targets, opts };
+        scan.run(&mut found)?;
         found.functions_decoded += 1;
         found.bytes_decoded += bytes.len() as u64;
     }
     Ok(found)
 }
 
-fn scan_function(bytes: &[u8], start: u64, targets: &[Target], found: &mut Discovery) -> Result<(), TryReserveError> {
-    let mut decoder = Decoder::with_ip(64, bytes, start, DecoderOptions::NONE);
-    while decoder.can_decode() {
+/// One function's decoding.
+struct FunctionScan<'a> {
+    bytes: &'a [u8],
+    start: u64,
+    text_base: u64,
+    text_end: u64,
+    targets: &'a [Target],
+    opts: &'a Options,
+}
+
+/// A place where the real instruction boundary after `position` is unknown:
+/// anywhere in `alternatives`.
+struct Suspect {
+    position: usize,
+    kind: DisturbanceKind,
+    alternatives: core::ops::Range<usize>,
+}
+
+/// What one instruction is to us.
+enum Step {
+    Site(Site),
+    Probed(Site),
+    Conditional(Site),
+    Long(Site),
+    Suspect(DisturbanceKind, core::ops::Range<usize>),
+    Other { unconditional: bool },
+}
+
+impl Step {
+    /// After this, the compiler may put `int3` padding (straight-line
+    /// speculation hardening follows every unconditional jump and return).
+    fn ends_straight_line(&self) -> bool {
+        match self {
+            Step::Site(s) | Step::Long(s) => s.kind == SiteKind::TailJump,
+            Step::Suspect(kind, _) => *kind != DisturbanceKind::Int3,
+            Step::Other { unconditional } => *unconditional,
+            Step::Probed(_) | Step::Conditional(_) => false,
+        }
+    }
+}
+
+impl FunctionScan<'_> {
+    fn run(&self, found: &mut Discovery) -> Result<(), TryReserveError> {
+        let first_site = found.sites.len();
+        let mut suspects = Vec::new();
+        self.decode_from(0, None, |position, step| {
+            match step {
+                Step::Site(s) => try_push(&mut found.sites, s)?,
+                Step::Probed(s) => try_push(&mut found.foreign_probes, s)?,
+                Step::Conditional(s) => try_push(&mut found.conditional_jumps, s)?,
+                Step::Long(s) => try_push(&mut found.long_branches, s)?,
+                Step::Suspect(kind, alternatives) => try_push(&mut suspects, Suspect { position, kind, alternatives })?,
+                Step::Other { .. } => {}
+            }
+            Ok(true)
+        })?;
+        if suspects.is_empty() {
+            return Ok(());
+        }
+        // Where the main decoding put instruction boundaries: another
+        // decoding that reaches one of them is back in step from there on.
+        let mut boundaries = Vec::new();
+        boundaries.try_reserve_exact(self.bytes.len().div_ceil(64))?;
+        boundaries.resize(self.bytes.len().div_ceil(64), 0u64);
+        self.decode_from(0, None, |position, _| {
+            boundaries[position / 64] |= 1u64 << (position % 64);
+            Ok(true)
+        })?;
+        let is_boundary = |p: usize| boundaries.get(p / 64).is_some_and(|w| w & (1u64 << (p % 64)) != 0);
+        for suspect in &suspects {
+            let mut recovered = 0u32;
+            for alt in suspect.alternatives.clone().filter(|&p| p < self.bytes.len() && !is_boundary(p)) {
+                let mut count = 0;
+                self.decode_from(alt, Some(&is_boundary), |_, step| {
+                    count += 1;
+                    if let Step::Site(s) = step {
+                        if !found.sites[first_site..].contains(&s) {
+                            try_push(&mut found.sites, s)?;
+                            recovered += 1;
+                        }
+                    }
+                    Ok(count < MAX_RESYNC_INSNS)
+                })?;
+            }
+            if suspect.kind != DisturbanceKind::PaddingInt3 || recovered > 0 {
+                let addr = self.start + suspect.position as u64;
+                let d = Disturbance { function: self.start, addr, kind: suspect.kind, recovered_sites: recovered };
+                try_push(&mut found.disturbances, d)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes from `position` and hands each instruction to `visit`, until
+    /// the end of the function, `visit` says stop, or (when given) an
+    /// instruction boundary of `stop_at` is reached after the first.
+    fn decode_from(
+        &self,
+        position: usize,
+        stop_at: Option<&dyn Fn(usize) -> bool>,
+        mut visit: impl FnMut(usize, Step) -> Result<bool, TryReserveError>,
+    ) -> Result<(), TryReserveError> {
+        let mut decoder = Decoder::with_ip(64, self.bytes, self.start, DecoderOptions::NONE);
+        if decoder.set_position(position).is_err() {
+            return Ok(());
+        }
+        decoder.set_ip(self.start + position as u64);
+        let mut after_unconditional = false;
+        while decoder.can_decode() {
+            let position = decoder.position();
+            if stop_at.is_some_and(|stop| stop(position)) {
+                break;
+            }
+            let step = self.classify(&mut decoder, after_unconditional);
+            after_unconditional = step.ends_straight_line();
+            if !visit(position, step)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn classify(&self, decoder: &mut Decoder<'_>, after_unconditional: bool) -> Step {
         let position = decoder.position();
         let insn = decoder.decode();
         let addr = insn.ip();
+        let len = insn.len();
         let kind = match insn.code() {
             Code::Call_rel32_64 => SiteKind::Call,
             Code::Jmp_rel32_64 => SiteKind::TailJump,
             Code::Int3 => {
-                if let Some(func) = probed_site_target(bytes, position, addr, targets) {
-                    try_push(&mut found.foreign_probes, Site { addr, func, kind: SiteKind::Call })?;
+                if let Some(func) = self.probed_site_target(position, addr) {
                     // Skip what was the rest of the probed instruction.
                     let next = position + SiteKind::INSTRUCTION_LEN as usize;
-                    if decoder.set_position(next).is_err() {
-                        break;
+                    if decoder.set_position(next.min(self.bytes.len())).is_ok() {
+                        decoder.set_ip(addr + SiteKind::INSTRUCTION_LEN);
                     }
-                    decoder.set_ip(addr + SiteKind::INSTRUCTION_LEN);
+                    return Step::Probed(Site { addr, func, kind: SiteKind::Call });
                 }
-                continue;
+                let kind = if after_unconditional { DisturbanceKind::PaddingInt3 } else { DisturbanceKind::Int3 };
+                return Step::Suspect(kind, position + 1..position + 1 + MAX_INSN_LEN);
             }
-            _ if is_jcc_rel32(bytes, position, insn.len()) => {
-                if let Some(func) = resolve(targets, insn.near_branch_target()) {
-                    try_push(&mut found.conditional_jumps, Site { addr, func, kind: SiteKind::TailJump })?;
-                }
-                continue;
+            Code::Retnq | Code::Retnq_imm16 | Code::Jmp_rel8_64 | Code::Jmp_rm64 | Code::Ud2 => {
+                return Step::Other { unconditional: true }
             }
-            _ => continue,
+            _ if is_jcc_rel32(self.bytes, position, len) => {
+                return match resolve(self.targets, insn.near_branch_target(), SiteKind::TailJump, self.opts) {
+                    Some(func) => Step::Conditional(Site { addr, func, kind: SiteKind::TailJump }),
+                    None => Step::Other { unconditional: false },
+                };
+            }
+            _ => return Step::Other { unconditional: false },
         };
-        if let Some(func) = resolve(targets, insn.near_branch_target()) {
-            try_push(&mut found.sites, Site { addr, func, kind })?;
+        let dest = insn.near_branch_target();
+        match resolve(self.targets, dest, kind, self.opts) {
+            Some(func) if len as u64 == SiteKind::INSTRUCTION_LEN => Step::Site(Site { addr, func, kind }),
+            Some(func) => Step::Long(Site { addr, func, kind }),
+            None if kind == SiteKind::TailJump && self.is_foreign_module_space(dest) => {
+                // An optimized probe writes a 5-byte jmp over one or more
+                // whole instructions: the next real one starts 5 to 19
+                // bytes after it.
+                let next = position + len;
+                Step::Suspect(DisturbanceKind::ModuleSpaceJump { dest }, next..next + MAX_INSN_LEN)
+            }
+            None => Step::Other { unconditional: kind == SiteKind::TailJump },
         }
     }
-    Ok(())
+
+    fn is_foreign_module_space(&self, dest: u64) -> bool {
+        let in_own_text = dest >= self.text_base && dest < self.text_end;
+        !in_own_text && dest >= self.opts.module_space_start && dest < self.opts.module_space_end
+    }
+
+    /// If the `int3` at `position` replaced the opcode of a 5-byte call or
+    /// jump into a target, which target.
+    fn probed_site_target(&self, position: usize, addr: u64) -> Option<usize> {
+        let rel: [u8; 4] = self.bytes.get(position + 1..position + 5)?.try_into().ok()?;
+        let dest = addr.wrapping_add(SiteKind::INSTRUCTION_LEN).wrapping_add(i32::from_le_bytes(rel) as i64 as u64);
+        resolve(self.targets, dest, SiteKind::Call, self.opts)
+    }
 }
 
 /// `0f 8x rel32`: the only conditional jump that reaches outside the module.
 fn is_jcc_rel32(bytes: &[u8], position: usize, len: usize) -> bool {
     len == 6 && bytes[position] == 0x0f && bytes[position + 1] & 0xf0 == 0x80
-}
-
-/// If the `int3` at `position` replaced the opcode of a 5-byte call or jump
-/// into a target, which target.
-fn probed_site_target(bytes: &[u8], position: usize, addr: u64, targets: &[Target]) -> Option<usize> {
-    let rel: [u8; 4] = bytes.get(position + 1..position + 5)?.try_into().ok()?;
-    let dest = addr.wrapping_add(SiteKind::INSTRUCTION_LEN).wrapping_add(i32::from_le_bytes(rel) as i64 as u64);
-    resolve(targets, dest)
 }
 
 #[cfg(test)]
@@ -202,10 +419,24 @@ mod tests {
         (text, symbols)
     }
 
-    fn discover_all(text: &[u8], symbols: &[Symbol]) -> Discovery {
+    const OPTS: Options = Options {
+        call_thunks: true,
+        module_space_start: 0xffff_ffff_c000_0000,
+        module_space_end: 0xffff_ffff_ff00_0000,
+    };
+
+    fn discover_with(text: &[u8], symbols: &[Symbol], targets: &[Target], opts: &Options) -> Discovery {
         let ranges = function_ranges(symbols.iter().copied(), TEXT, TEXT + text.len() as u64).unwrap();
-        discover(text, TEXT, &ranges, TARGETS).unwrap()
+        discover(text, TEXT, &ranges, targets, opts).unwrap()
     }
+
+    fn discover_all(text: &[u8], symbols: &[Symbol]) -> Discovery {
+        discover_with(text, symbols, TARGETS, &OPTS)
+    }
+
+    /// `mov rax, imm64` whose last byte, decoded out of step, is `mov eax,
+    /// imm32`: it swallows the opcode of a call right after it.
+    const SWALLOWING_IMM: u64 = 0xb800_0000_0000_0000;
 
     #[test]
     fn finds_calls_and_tail_jumps_only_into_targets() {
@@ -319,8 +550,100 @@ mod tests {
             a.call(KFREE).unwrap();
         }]);
         let ranges = [FunctionRange { start: TEXT, end: TEXT + 4 }];
-        let d = discover(&text, TEXT, &ranges, TARGETS).unwrap();
+        let d = discover(&text, TEXT, &ranges, TARGETS, &OPTS).unwrap();
         assert!(d.sites.is_empty());
         assert_eq!(d.bytes_decoded, 4);
+    }
+
+    #[test]
+    fn a_prefixed_call_is_not_a_site() {
+        // `cs call kfree`: 6 bytes, so `addr + 5` would be a wrong return address.
+        let mut a = CodeAssembler::new(64).unwrap();
+        a.call(KFREE).unwrap();
+        a.ret().unwrap();
+        let mut text = a.assemble(TEXT + 1).unwrap();
+        text.insert(0, 0x2e);
+        let syms = [Symbol { addr: TEXT, size: text.len() as u64, is_function: true }];
+        let d = discover_all(&text, &syms);
+        assert!(d.sites.is_empty());
+        assert_eq!(d.long_branches, [Site { addr: TEXT, func: 11, kind: SiteKind::Call }]);
+    }
+
+    #[test]
+    fn an_exact_destination_beats_the_call_thunk_window() {
+        // B starts 8 bytes after A: a call to A is in B's window too.
+        let targets = [Target { addr: KFREE + 8, func: 1 }, Target { addr: KFREE, func: 11 }];
+        let (text, syms) = build(&[&|a| {
+            a.call(KFREE).unwrap();
+            a.call(KFREE - 4).unwrap(); // A's padding: never B's, across A's start
+            a.ret().unwrap();
+        }]);
+        let d = discover_with(&text, &syms, &targets, &OPTS);
+        assert_eq!(d.sites.iter().map(|s| s.func).collect::<Vec<_>>(), [11, 11]);
+    }
+
+    #[test]
+    fn the_call_thunk_window_needs_call_thunks_and_a_call() {
+        let (text, syms) = build(&[&|a| {
+            a.call(KFREE - 16).unwrap();
+            a.jmp(KMALLOC - 16).unwrap();
+        }]);
+        assert_eq!(discover_all(&text, &syms).sites.len(), 1, "a jmp is never redirected to a thunk");
+        let no_thunks = Options { call_thunks: false, ..OPTS };
+        assert!(discover_with(&text, &syms, TARGETS, &no_thunks).sites.is_empty());
+    }
+
+    #[test]
+    fn a_probe_on_a_longer_instruction_is_reported_and_its_hidden_site_recovered() {
+        let (mut text, syms) = build(&[&|a| {
+            a.mov(rax, SWALLOWING_IMM).unwrap();
+            a.call(KFREE).unwrap();
+            a.ret().unwrap();
+        }]);
+        assert_eq!(discover_all(&text, &syms).sites.len(), 1);
+        text[0] = 0xcc; // someone's kprobe on the 10-byte mov
+        let d = discover_all(&text, &syms);
+        assert_eq!(d.sites, [Site { addr: TEXT + 10, func: 11, kind: SiteKind::Call }]);
+        assert_eq!(
+            d.disturbances,
+            [Disturbance { function: TEXT, addr: TEXT, kind: DisturbanceKind::Int3, recovered_sites: 1 }]
+        );
+    }
+
+    #[test]
+    fn an_optimized_probe_jump_is_reported_and_its_hidden_site_recovered() {
+        let (mut text, syms) = build(&[&|a| {
+            a.mov(rax, SWALLOWING_IMM).unwrap();
+            a.call(KFREE).unwrap();
+            a.ret().unwrap();
+        }]);
+        // What an optimized kprobe writes: jmp rel32 to its detour buffer.
+        let detour: u64 = 0xffff_ffff_c100_0000;
+        let rel = detour.wrapping_sub(TEXT + 5) as u32;
+        text[0] = 0xe9;
+        text[1..5].copy_from_slice(&rel.to_le_bytes());
+        let d = discover_all(&text, &syms);
+        assert_eq!(d.sites, [Site { addr: TEXT + 10, func: 11, kind: SiteKind::Call }]);
+        assert_eq!(d.disturbances.len(), 1);
+        assert_eq!(d.disturbances[0].kind, DisturbanceKind::ModuleSpaceJump { dest: detour });
+        assert_eq!(d.disturbances[0].recovered_sites, 1);
+    }
+
+    #[test]
+    fn padding_after_a_return_is_no_disturbance() {
+        let (text, syms) = build(&[&|a| {
+            a.test(rdi, rdi).unwrap();
+            let mut skip = a.create_label();
+            a.je(skip).unwrap();
+            a.ret().unwrap();
+            a.int3().unwrap();
+            a.set_label(&mut skip).unwrap();
+            a.call(KFREE).unwrap();
+            a.ret().unwrap();
+            a.int3().unwrap();
+        }]);
+        let d = discover_all(&text, &syms);
+        assert_eq!(d.sites.len(), 1);
+        assert!(d.disturbances.is_empty(), "{:?}", d.disturbances);
     }
 }
