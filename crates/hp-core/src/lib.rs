@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod arena;
 pub mod catalogue;
 pub mod event;
 pub mod gfp;
