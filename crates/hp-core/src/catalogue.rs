@@ -9,6 +9,8 @@
 
 use core::fmt;
 
+use crate::event::RegisterArgs;
+
 /// How an argument or a return value is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -115,6 +117,85 @@ pub const MEMORY: &[Function] = &[
     f("kvmalloc_node", &[SIZE, FLAGS, NODE], Kind::Ptr),
     f("kmemdup", &[arg("src", Kind::Ptr), arg("len", Kind::Size), arg("gfp", Kind::Gfp)], Kind::Ptr),
 ];
+
+/// Where one argument of a `_track_caller` call comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The intercepted call's argument of this name.
+    Arg(&'static str),
+    /// A constant the intercepted function itself would have passed.
+    Const(u64),
+    /// The return address of the intercepted call: the target's site.
+    Caller,
+}
+
+/// `NUMA_NO_NODE` as an `int` in a register.
+const NO_NODE: Source = Source::Const(-1i64 as u64);
+
+/// A function whose whole body is a call to its `_track_caller` form with
+/// `_RET_IP_` as the caller: calling that form with the target's return
+/// address makes the same allocation, and the kernel's own accounting
+/// (`kmem:kmalloc`'s call_site, SLUB's alloc tracking) names the target
+/// instead of our trampoline. Only exact equivalences belong here (checked
+/// against mm/slub.c of 6.12 and mm/slab_common.c of 6.1).
+#[derive(Clone, Copy, Debug)]
+pub struct TrackCaller {
+    pub function: &'static str,
+    pub via: &'static str,
+    /// One per argument of `via`, in its declared order (bucket argument
+    /// included: it is dropped with `via`'s own when the kernel lacks buckets).
+    pub sources: &'static [Source],
+}
+
+pub const TRACK_CALLER: &[TrackCaller] = &[
+    TrackCaller {
+        function: "__kmalloc_noprof",
+        via: "__kmalloc_node_track_caller_noprof",
+        sources: &[Source::Arg("size"), Source::Const(0), Source::Arg("flags"), NO_NODE, Source::Caller],
+    },
+    TrackCaller {
+        function: "__kmalloc_node_noprof",
+        via: "__kmalloc_node_track_caller_noprof",
+        sources: &[Source::Arg("size"), Source::Arg("b"), Source::Arg("flags"), Source::Arg("node"), Source::Caller],
+    },
+    TrackCaller {
+        function: "__kmalloc",
+        via: "__kmalloc_node_track_caller",
+        sources: &[Source::Arg("size"), Source::Arg("flags"), NO_NODE, Source::Caller],
+    },
+    TrackCaller {
+        function: "__kmalloc_node",
+        via: "__kmalloc_node_track_caller",
+        sources: &[Source::Arg("size"), Source::Arg("flags"), Source::Arg("node"), Source::Caller],
+    },
+];
+
+/// The `_track_caller` form of catalogue function `func`, if it has one.
+pub fn track_caller(func: usize) -> Option<&'static TrackCaller> {
+    TRACK_CALLER.iter().find(|t| t.function == MEMORY[func].name)
+}
+
+impl TrackCaller {
+    /// The register arguments for `via`, from those of the intercepted call.
+    pub fn args(&self, config: KernelConfig, args: &RegisterArgs, caller: u64) -> RegisterArgs {
+        let mut out = [0; 6];
+        let own = |name: &str| {
+            let func = &MEMORY[index_of(self.function).unwrap_or(0)];
+            func.args_for(config).position(|a| a.name == name).map_or(0, |i| args[i])
+        };
+        let via = &MEMORY[index_of(self.via).unwrap_or(0)];
+        let sources =
+            via.args.iter().zip(self.sources).filter(|(a, _)| config.slab_buckets || !a.only_with_slab_buckets);
+        for (slot, (_, source)) in out.iter_mut().zip(sources) {
+            *slot = match *source {
+                Source::Arg(name) => own(name),
+                Source::Const(value) => value,
+                Source::Caller => caller,
+            };
+        }
+        out
+    }
+}
 
 /// Index of a catalogue function by its symbol name.
 pub fn index_of(name: &str) -> Option<usize> {
@@ -238,5 +319,33 @@ mod tests {
         let msg = SelectError::Unknown("kmalloc").to_string();
         assert!(msg.starts_with("unknown function 'kmalloc'; supported: __kmalloc_noprof"));
         assert!(msg.contains(" kstrdup"));
+    }
+
+    #[test]
+    fn track_caller_forms_are_in_the_catalogue_and_take_every_argument() {
+        for t in TRACK_CALLER {
+            let func = &MEMORY[index_of(t.function).unwrap()];
+            let via = &MEMORY[index_of(t.via).unwrap()];
+            assert_eq!(via.args.len(), t.sources.len(), "{}", t.via);
+            assert_eq!(via.args.last().unwrap().kind, Kind::CodePtr, "{}: the caller comes last", t.via);
+            for s in t.sources {
+                if let Source::Arg(name) = s {
+                    assert!(func.args.iter().any(|a| a.name == *name), "{}: no argument {name}", t.function);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kmalloc_becomes_track_caller_with_the_site() {
+        let kmalloc = index_of("__kmalloc_noprof").unwrap();
+        let t = track_caller(kmalloc).unwrap();
+        let no_buckets = KernelConfig { slab_buckets: false };
+        assert_eq!(t.args(no_buckets, &[100, 0xcc0, 9, 9, 9, 9], 0xc0de), [100, 0xcc0, u64::MAX, 0xc0de, 0, 0]);
+        let buckets = KernelConfig { slab_buckets: true };
+        assert_eq!(t.args(buckets, &[100, 0xcc0, 9, 9, 9, 9], 0xc0de), [100, 0, 0xcc0, u64::MAX, 0xc0de, 0]);
+        let node = track_caller(index_of("__kmalloc_node_noprof").unwrap()).unwrap();
+        assert_eq!(node.args(buckets, &[64, 0xb, 0xcc0, 1, 9, 9], 0xc0de), [64, 0xb, 0xcc0, 1, 0xc0de, 0]);
+        assert!(track_caller(index_of("__kmalloc_cache_noprof").unwrap()).is_none());
     }
 }

@@ -12,12 +12,21 @@ use crate::gfp::{write_gfp, GfpName};
 /// Register arguments in System V order: rdi, rsi, rdx, rcx, r8, r9.
 pub type RegisterArgs = [u64; 6];
 
-fn write_value(w: &mut impl Write, kind: Kind, value: u64, gfp: &[GfpName<'_>]) -> fmt::Result {
+/// How pointers are written: the kernel module hashes them as `%p` does,
+/// unless asked for raw values.
+pub type PointerFormat<'a> = &'a dyn Fn(&mut dyn Write, u64) -> fmt::Result;
+
+/// Pointers as they are, in hex.
+pub fn raw_pointer(w: &mut dyn Write, value: u64) -> fmt::Result {
+    write!(w, "{value:#x}")
+}
+
+fn write_value(w: &mut impl Write, kind: Kind, value: u64, gfp: &[GfpName<'_>], ptr: PointerFormat<'_>) -> fmt::Result {
     match kind {
         Kind::Size => write!(w, "{value}"),
         Kind::Gfp => write_gfp(w, value & 0xffff_ffff, gfp),
         Kind::Node => write!(w, "{}", value as u32 as i32),
-        Kind::Ptr | Kind::CodePtr => write!(w, "{value:#x}"),
+        Kind::Ptr | Kind::CodePtr => ptr(w, value),
         Kind::Void => Ok(()),
     }
 }
@@ -30,6 +39,7 @@ pub fn write_call(
     args: &RegisterArgs,
     ret: u64,
     gfp: &[GfpName<'_>],
+    ptr: PointerFormat<'_>,
 ) -> fmt::Result {
     w.write_str(func.name)?;
     w.write_char('(')?;
@@ -38,12 +48,12 @@ pub fn write_call(
             w.write_str(", ")?;
         }
         write!(w, "{}=", arg.name)?;
-        write_value(w, arg.kind, value, gfp)?;
+        write_value(w, arg.kind, value, gfp, ptr)?;
     }
     w.write_char(')')?;
     if func.ret != Kind::Void {
         w.write_str(" = ")?;
-        write_value(w, func.ret, ret, gfp)?;
+        write_value(w, func.ret, ret, gfp, ptr)?;
     }
     Ok(())
 }
@@ -95,7 +105,7 @@ mod tests {
     fn line(name: &str, args: RegisterArgs, ret: u64, slab_buckets: bool) -> LineBuf<256> {
         let mut buf = LineBuf::default();
         let func = &MEMORY[index_of(name).unwrap()];
-        write_call(&mut buf, func, KernelConfig { slab_buckets }, &args, ret, GFP_6_12).unwrap();
+        write_call(&mut buf, func, KernelConfig { slab_buckets }, &args, ret, GFP_6_12, &raw_pointer).unwrap();
         buf
     }
 
@@ -126,5 +136,15 @@ mod tests {
         write!(b, "0123456789").unwrap();
         assert_eq!(b.as_str(), "0123456");
         assert_eq!(b.as_c_bytes(), b"0123456\0");
+    }
+
+    #[test]
+    fn pointers_go_through_the_given_format() {
+        let mut buf = LineBuf::<128>::default();
+        let func = &MEMORY[index_of("__kmalloc_cache_noprof").unwrap()];
+        let hashed = |w: &mut dyn Write, v: u64| write!(w, "h{:08x}", v as u32 ^ 0x5a5a_5a5a);
+        write_call(&mut buf, func, KernelConfig::default(), &[0x10, 0xcc0, 64, 0, 0, 0], 0x20, GFP_6_12, &hashed)
+            .unwrap();
+        assert_eq!(buf.as_str(), "__kmalloc_cache_noprof(s=h5a5a5a4a, flags=GFP_KERNEL, size=64) = h5a5a5a7a");
     }
 }
