@@ -11,6 +11,7 @@
 
 #include <linux/module.h>
 #include <linux/kprobes.h>
+#include <linux/kallsyms.h>
 #include <linux/rcupdate.h>
 #include <linux/rcupdate_trace.h>
 #include <linux/slab.h>
@@ -37,6 +38,19 @@ static ulong log_burst = 200;
 module_param(log_burst, ulong, 0400);
 MODULE_PARM_DESC(log_burst, "call lines logged per 5 s window, 0: unlimited; the rest are counted as suppressed");
 
+static bool raw_pointers;
+module_param(raw_pointers, bool, 0400);
+MODULE_PARM_DESC(raw_pointers, "log pointers as they are (%px) instead of hashed like %p; exposes kernel addresses to whoever reads the log");
+
+/* For the tests: make the error paths reachable on demand. */
+static uint fail_alloc_nth;
+module_param(fail_alloc_nth, uint, 0400);
+MODULE_PARM_DESC(fail_alloc_nth, "testing: fail the Nth memory allocation of this load (0: never)");
+
+static uint attach_delay_ms;
+module_param(attach_delay_ms, uint, 0400);
+MODULE_PARM_DESC(attach_delay_ms, "testing: sleep this long between finding the target and attaching");
+
 #define HP_LOG_WINDOW_SECS 5
 #define HP_BRANCH_LEN 5		/* call rel32 and jmp rel32 */
 
@@ -49,6 +63,7 @@ struct hp_probe {
 	struct kprobe kp;
 	const struct hp_site *site;
 	bool tail_jump;
+	bool jump_through;	/* a void function: hp_trampoline_jump */
 };
 
 /* The attachment; all fields are protected by hp_lock. */
@@ -99,10 +114,38 @@ u64 hp_c_log_window(void)
 	return jiffies / (HP_LOG_WINDOW_SECS * HZ);
 }
 
-/* Rust allocates only while planning, in process context. */
+u32 hp_c_format_ptr(u64 value, char *buf, u32 len)
+{
+	return scnprintf(buf, len, raw_pointers ? "%px" : "%p", (void *)value);
+}
+
+/* Whether addr is in some function the kernel knows (kernel or module text,
+ * BPF, ftrace): sprint_symbol falls back to the bare number otherwise. */
+bool hp_c_is_known_code(u64 addr)
+{
+	char buf[KSYM_SYMBOL_LEN];
+
+	sprint_symbol(buf, addr);
+	return strncmp(buf, "0x", 2) != 0;
+}
+
+static atomic_t hp_alloc_count = ATOMIC_INIT(0);
+
+/* Every allocation of ours, C or Rust, goes through here: in process
+ * context only (attach, detach, load, unload). */
+static void *hp_alloc(size_t size)
+{
+	if (fail_alloc_nth && atomic_inc_return(&hp_alloc_count) == fail_alloc_nth) {
+		pr_info("fail_alloc_nth=%u: failing this allocation of %zu bytes\n",
+			fail_alloc_nth, size);
+		return NULL;
+	}
+	return kvmalloc(size, GFP_KERNEL);
+}
+
 void *hp_c_alloc(size_t size)
 {
-	return kvmalloc(size, GFP_KERNEL);
+	return hp_alloc(size);
 }
 
 void hp_c_free(void *ptr)
@@ -131,12 +174,17 @@ static bool hp_is_module_struct(const struct module *mod)
 	return addr >= MODULES_VADDR && addr < MODULES_END;
 }
 
-/* Returns the target with a reference held, or an ERR_PTR. */
+/*
+ * Returns the target with a reference held, or an ERR_PTR. Called under
+ * hp_lock, which the notifier takes on every GOING: a target that is LIVE
+ * here cannot finish unloading, even by `rmmod -f`, before we release it.
+ */
 static struct module *hp_get_target(const char *name)
 {
 	struct module *mod, *found = NULL;
 	int err = -ENOENT;
 
+	lockdep_assert_held(&hp_lock);
 	if (!strcmp(name, THIS_MODULE->name)) {
 		pr_err("cannot instrument itself (target_name=%s)\n", name);
 		return ERR_PTR(-EINVAL);
@@ -193,7 +241,8 @@ static int hp_pre_handler(struct kprobe *kp, struct pt_regs *regs)
 		*(unsigned long *)regs->sp = (unsigned long)kp->addr + HP_BRANCH_LEN;
 	}
 	regs->r11 = (unsigned long)probe->site;
-	regs->ip = (unsigned long)hp_trampoline;
+	regs->ip = probe->jump_through ? (unsigned long)hp_trampoline_jump :
+					 (unsigned long)hp_trampoline;
 	return 1;
 }
 NOKPROBE_SYMBOL(hp_pre_handler);
@@ -210,9 +259,9 @@ static void hp_post_handler(struct kprobe *kp, struct pt_regs *regs,
 static void hp_free_attachment(void)
 {
 	hp_session_free(hp_session);
-	kfree(hp_kprobes);
-	kfree(hp_probes);
-	vfree(hp_text_copy);
+	kvfree(hp_kprobes);
+	kvfree(hp_probes);
+	kvfree(hp_text_copy);
 	hp_session = NULL;
 	hp_kprobes = NULL;
 	hp_probes = NULL;
@@ -225,16 +274,22 @@ static int hp_register_probes(void)
 {
 	u64 i, count = hp_session_site_count(hp_session);
 
-	hp_probes = kcalloc(count, sizeof(*hp_probes), GFP_KERNEL);
-	hp_kprobes = kcalloc(count, sizeof(*hp_kprobes), GFP_KERNEL);
-	if (!hp_probes || !hp_kprobes)
+	hp_probes = hp_alloc(array_size(count, sizeof(*hp_probes)));
+	if (!hp_probes)
 		return -ENOMEM;
+	memset(hp_probes, 0, array_size(count, sizeof(*hp_probes)));
+	hp_kprobes = hp_alloc(array_size(count, sizeof(*hp_kprobes)));
+	if (!hp_kprobes) {
+		pr_err("out of memory for %llu probes\n", count);
+		return -ENOMEM;
+	}
 	for (i = 0; i < count; i++) {
 		struct hp_probe *probe = &hp_probes[i];
 		u64 addr;
 		int err;
 
-		probe->site = hp_session_site(hp_session, i, &addr, &probe->tail_jump);
+		probe->site = hp_session_site(hp_session, i, &addr, &probe->tail_jump,
+					      &probe->jump_through);
 		probe->kp.addr = (kprobe_opcode_t *)addr;
 		probe->kp.pre_handler = hp_pre_handler;
 		probe->kp.post_handler = hp_post_handler;
@@ -315,19 +370,30 @@ static int hp_attach(struct module *mod)
 		.num_gfp_names = ARRAY_SIZE(hp_gfp_names),
 		.functions = functions ? functions : "",
 		.log_burst = log_burst,
+		.module_space_start = MODULES_VADDR,
+		.module_space_end = MODULES_END,
 		.slab_buckets = IS_ENABLED(CONFIG_SLAB_BUCKETS),
+		.call_thunks = IS_ENABLED(CONFIG_CALL_THUNKS),
 	};
 	int err;
 
+	lockdep_assert_held(&hp_lock);
 	/*
-	 * Set first: our reference does not stop `rmmod -f`. The notifier then
-	 * waits on hp_lock, and the text stays mapped until it returns.
+	 * A forced unload may have begun since the lookup (our reference does
+	 * not stop `rmmod -f`). Its notifier is waiting on hp_lock, so mod is
+	 * still there to look at; kprobes would refuse every site anyway.
 	 */
+	if (READ_ONCE(mod->state) != MODULE_STATE_LIVE) {
+		pr_err("module %s began unloading: not attaching\n", mod->name);
+		return -EINVAL;
+	}
+	/* From here the notifier's GOING, which waits on hp_lock, detaches us. */
 	hp_target = mod;
 	hp_target_text(mod, &hp_text_base, &hp_text_size);
 	/* Rust decodes this private copy: nobody else's text_poke can race it. */
-	hp_text_copy = vmalloc(hp_text_size);
+	hp_text_copy = hp_alloc(hp_text_size);
 	if (!hp_text_copy) {
+		pr_err("out of memory for a copy of %s's text\n", mod->name);
 		hp_target = NULL;
 		return -ENOMEM;
 	}
@@ -354,7 +420,12 @@ static int hp_module_event(struct notifier_block *nb, unsigned long state,
 {
 	struct module *mod = data;
 
-	if (state != MODULE_STATE_GOING || mod != READ_ONCE(hp_target))
+	/*
+	 * Always through the lock, never a peek at hp_target first: an attach
+	 * between finding its target and setting hp_target holds the lock, and
+	 * this must wait for it, or a forced unload frees the module under it.
+	 */
+	if (state != MODULE_STATE_GOING)
 		return NOTIFY_DONE;
 	mutex_lock(&hp_lock);
 	if (hp_target == mod) {
@@ -381,25 +452,38 @@ static int __init hp_init(void)
 		pr_err("target_name= is required\n");
 		return -EINVAL;
 	}
-	err = register_module_notifier(&hp_module_nb);
+	/* Before anything is decoded: the one allocation iced-x86 would
+	 * otherwise make infallibly, and leak at unload. */
+	err = hp_decoder_setup();
 	if (err)
 		return err;
+	err = register_module_notifier(&hp_module_nb);
+	if (err)
+		goto out_decoder;
+	mutex_lock(&hp_lock);
 	mod = hp_get_target(target_name);
 	if (IS_ERR(mod)) {
-		unregister_module_notifier(&hp_module_nb);
-		return PTR_ERR(mod);
+		err = PTR_ERR(mod);
+	} else {
+		if (attach_delay_ms) {
+			pr_info("attach_delay_ms: waiting %u ms before attaching to %s\n",
+				attach_delay_ms, target_name);
+			msleep(attach_delay_ms);
+		}
+		err = hp_attach(mod);
+		/*
+		 * From here on the notifier, not a reference, follows the
+		 * target. Put under the lock: a forced unload's notifier waits
+		 * for it, so mod is not freed before this.
+		 */
+		module_put(mod);
 	}
-	mutex_lock(&hp_lock);
-	err = hp_attach(mod);
-	/*
-	 * From here on the notifier, not a reference, follows the target. Put
-	 * under the lock: a forced unload's notifier waits for it, so mod is
-	 * not freed before this.
-	 */
-	module_put(mod);
 	mutex_unlock(&hp_lock);
-	if (err)
-		unregister_module_notifier(&hp_module_nb);
+	if (!err)
+		return 0;
+	unregister_module_notifier(&hp_module_nb);
+out_decoder:
+	hp_decoder_teardown();
 	return err;
 }
 
@@ -415,6 +499,7 @@ static void __exit hp_exit(void)
 		hp_detach("hp_patcher unloaded");
 	mutex_unlock(&hp_lock);
 	unregister_module_notifier(&hp_module_nb);
+	hp_decoder_teardown();
 }
 
 module_init(hp_init);

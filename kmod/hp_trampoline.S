@@ -1,51 +1,86 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The one replacement for every intercepted function.
+ * The replacements every intercepted function is redirected to.
  *
  * A kprobe pre-handler sends the target here instead of into the catalogue
  * function, with the stack exactly as that function would see it and with
  * %r11 = the struct hp_site * of the call site. %r11 is free to carry it:
  * the System V ABI passes no argument in it and lets any call clobber it.
  *
- * We save the six register arguments, tell Rust about the call, make the
- * real call with the same arguments, tell Rust about the result, and return
- * what Rust returns (today: the real result, unchanged) to whoever the real
- * function would have returned to.
+ * hp_trampoline: for a function with a result. It saves the six register
+ * arguments, lets Rust count the call and choose the real call (the
+ * function itself, or its _track_caller form with the target's site as the
+ * caller), makes it, lets Rust log the result, and returns that result to
+ * whoever the real function would have returned to.
+ *
+ * hp_trampoline_jump: for a function that returns nothing. Rust logs the
+ * call up front, and we jump into the real function with the original
+ * return address in place, so that its _RET_IP_ is the target's site and
+ * nothing of ours is on the stack while it runs.
  */
 #include <linux/linkage.h>
 #include <asm/nospec-branch.h>
 
-	.text
-SYM_FUNC_START(hp_trampoline)
+/* Frame layout below %rbp, shared by both. */
+#define SITE	-8
+#define ARGS	-56	/* args[0..6]: rdi, rsi, rdx, rcx, r8, r9 */
+#define CALL	-112	/* call_args[0..6], for the real call */
+
+.macro SAVE_ARGS
 	push	%rbp
 	mov	%rsp, %rbp
-	push	%r11			/* -8(%rbp): the site */
-	push	%r9			/* -56(%rbp)..-16(%rbp): args[0..6] */
+	push	%r11
+	push	%r9
 	push	%r8
 	push	%rcx
 	push	%rdx
 	push	%rsi
 	push	%rdi
-	sub	$8, %rsp		/* 16-byte alignment for the calls */
+.endm
+
+.macro LOAD_ARGS from
+	mov	\from+0(%rbp), %rdi
+	mov	\from+8(%rbp), %rsi
+	mov	\from+16(%rbp), %rdx
+	mov	\from+24(%rbp), %rcx
+	mov	\from+32(%rbp), %r8
+	mov	\from+40(%rbp), %r9
+.endm
+
+	.text
+SYM_FUNC_START(hp_trampoline)
+	SAVE_ARGS
+	sub	$56, %rsp		/* call_args, and 16-byte alignment */
 
 	mov	%r11, %rdi
-	lea	-56(%rbp), %rsi
-	call	hp_on_entry		/* counts the call, returns the real function */
+	lea	ARGS(%rbp), %rsi
+	lea	CALL(%rbp), %rdx
+	mov	8(%rbp), %rcx		/* our return address: the caller the real function would see */
+	call	hp_on_entry		/* counts, fills call_args, returns what to call */
 	mov	%rax, %r11
 
-	mov	-56(%rbp), %rdi
-	mov	-48(%rbp), %rsi
-	mov	-40(%rbp), %rdx
-	mov	-32(%rbp), %rcx
-	mov	-24(%rbp), %r8
-	mov	-16(%rbp), %r9
+	LOAD_ARGS CALL
 	CALL_NOSPEC r11
 
-	mov	-8(%rbp), %rdi
+	mov	SITE(%rbp), %rdi
 	mov	%rax, %rsi
-	lea	-56(%rbp), %rdx
+	lea	ARGS(%rbp), %rdx
 	call	hp_on_exit		/* logs, uncounts, returns the result */
 
 	leave
 	RET
 SYM_FUNC_END(hp_trampoline)
+
+SYM_FUNC_START(hp_trampoline_jump)
+	SAVE_ARGS
+	sub	$8, %rsp		/* 16-byte alignment */
+
+	mov	%r11, %rdi
+	lea	ARGS(%rbp), %rsi
+	call	hp_on_jump_through	/* counts and logs, returns the real function */
+	mov	%rax, %r11
+
+	LOAD_ARGS ARGS
+	leave
+	JMP_NOSPEC r11
+SYM_FUNC_END(hp_trampoline_jump)

@@ -44,12 +44,12 @@ expect_log accounting.redirected 'hp_patcher: attached to cr_target: 16 of 17 si
 if [ "$(cr_count 'kfree@kprobes.text')" -gt 0 ]; then pass accounting.unprobeable_called; else fail accounting.unprobeable_called "never called"; fi
 
 # What a call line says.
-expect_log accounting.line.kmalloc 'hp_patcher: __kmalloc_noprof\(size=[0-9]+, flags=GFP_KERNEL\) = 0xff[0-9a-f]+ from cr_round\+0x[0-9a-f]+/0x[0-9a-f]+ \[cr_target\] cpu=[0-9]+ pid=[0-9]+ comm=cr_worker/[0-9]+'
-expect_log accounting.line.kzalloc '__kmalloc_cache_noprof\(s=0x[0-9a-f]+, flags=GFP_KERNEL\|__GFP_ZERO, size=64\) = 0x'
-expect_log accounting.line.node '__kmalloc_node_noprof\(size=[0-9]+, b=0x0, flags=GFP_KERNEL, node=-1\)'
-expect_log accounting.line.kfree 'kfree\(objp=0x[0-9a-f]+\) from cr_'
-expect_log accounting.line.tail_kfree 'kfree\(objp=0x[0-9a-f]+\) from cr_release\+'
-expect_log accounting.line.vmalloc 'vmalloc_noprof\(size=8192\) = 0xff'
+expect_log accounting.line.kmalloc 'hp_patcher: __kmalloc_noprof\(size=[0-9]+, flags=GFP_KERNEL\) = [0-9a-f]{16} from cr_round\+0x[0-9a-f]+/0x[0-9a-f]+ \[cr_target\] cpu=[0-9]+ pid=[0-9]+ comm=cr_worker/[0-9]+'
+expect_log accounting.line.kzalloc '__kmalloc_cache_noprof\(s=[0-9a-f]{16}, flags=GFP_KERNEL\|__GFP_ZERO, size=64\) = [0-9a-f]{16} '
+expect_log accounting.line.node '__kmalloc_node_noprof\(size=[0-9]+, b=0000000000000000, flags=GFP_KERNEL, node=-1\)'
+expect_log accounting.line.kfree 'kfree\(objp=[0-9a-f]{16}\) from cr_'
+expect_log accounting.line.tail_kfree 'kfree\(objp=[0-9a-f]{16}\) from cr_release\+'
+expect_log accounting.line.vmalloc 'vmalloc_noprof\(size=8192\) = [0-9a-f]{16} '
 expect_log accounting.cpu0 ' cpu=0 pid='
 expect_log accounting.cpu1 ' cpu=1 pid='
 expect_log accounting.sites 'hp_patcher: cr_target: [0-9]+ sites:.* kfree=[0-9]+ \(1 tail\)'

@@ -44,7 +44,7 @@ sites_before=$(log_since | grep -o 'cr_target: [0-9]* sites' | tail -n 1 | awk '
 echo "p:hp_foreign cr_target:$site" >> /sys/kernel/tracing/kprobe_events
 echo 1 > /sys/kernel/tracing/events/kprobes/hp_foreign/enable
 check foreign.attach_beside_probe insmod $HP target_name=cr_target functions=kfree log_burst=1
-expect_log_text foreign.warned "call to kfree already probed by someone else: skipped at $site/"
+expect_log_text foreign.warned "kfree call already probed by someone else: skipped at $site/"
 sites_after=$(log_since | grep -o 'cr_target: [0-9]* sites' | tail -n 1 | awk '{ print $2 }')
 expect_eq foreign.one_site_fewer "$sites_after" "$((sites_before - 1))"
 sleep 1

@@ -92,3 +92,21 @@ hp_total() {
 }
 
 uptime_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+
+ENOMEM_TEXT="Cannot allocate memory"
+
+# A /proc/meminfo field in kB, e.g. meminfo SUnreclaim.
+meminfo() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
+
+# expect_growth_below NAME BEFORE AFTER CYCLES MAX_KB_PER_CYCLE
+expect_growth_below() {
+	grown=$(($3 - $2))
+	if [ $grown -lt $(($4 * $5)) ]; then pass "$1"
+	else fail "$1" "grew by $grown kB over $4 cycles (limit $5 kB per cycle)"; fi
+}
+
+# Catalogue names for the running kernel: 6.1 has no _noprof suffixes.
+case $(uname -r) in
+6.1.*) KMALLOC=__kmalloc; KMALLOC_NODE=__kmalloc_node; KMALLOC_CACHE=kmalloc_trace ;;
+*) KMALLOC=__kmalloc_noprof; KMALLOC_NODE=__kmalloc_node_noprof; KMALLOC_CACHE=__kmalloc_cache_noprof ;;
+esac

@@ -34,6 +34,8 @@ const KERNEL_RUSTFLAGS: &[&str] = &[
 
 /// The Rust object's entry points, kept by `ld --gc-sections`.
 const RUST_EXPORTS: &[&str] = &[
+    "hp_decoder_setup",
+    "hp_decoder_teardown",
     "hp_plan",
     "hp_session_site_count",
     "hp_session_site",
@@ -42,6 +44,7 @@ const RUST_EXPORTS: &[&str] = &[
     "hp_session_free",
     "hp_on_entry",
     "hp_on_exit",
+    "hp_on_jump_through",
 ];
 
 /// compiler_builtins brings weak copies of these; the kernel's must win.

@@ -119,7 +119,14 @@ pub struct GuestOutput {
 
 /// Boots the kernel with the initramfs; returns the serial output. With
 /// `echo`, the output is also shown as it comes.
-pub fn boot(kernel: &Kernel, initramfs: &Path, name: &str, timeout_secs: u32, echo: bool) -> Result<GuestOutput> {
+pub fn boot(
+    kernel: &Kernel,
+    initramfs: &Path,
+    name: &str,
+    cmdline: &str,
+    timeout_secs: u32,
+    echo: bool,
+) -> Result<GuestOutput> {
     let log = repo_root().join("target/lab").join(format!("{name}.log"));
     let mut log_file = std::fs::File::create(&log)?;
     let started = Instant::now();
@@ -132,7 +139,7 @@ pub fn boot(kernel: &Kernel, initramfs: &Path, name: &str, timeout_secs: u32, ec
         .arg("-initrd")
         .arg(initramfs)
         .arg("-append")
-        .arg("console=ttyS0 loglevel=5 panic=-1 oops=panic panic_on_warn=1 rdinit=/init")
+        .arg(format!("console=ttyS0 loglevel=5 panic=-1 oops=panic panic_on_warn=1 rdinit=/init {cmdline}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

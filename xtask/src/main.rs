@@ -3,6 +3,7 @@
 mod build;
 mod guest;
 mod kernel;
+mod probe_point;
 mod real_modules;
 mod scenarios;
 

@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use crate::build::{self, Built};
 use crate::guest::{self, Initramfs};
 use crate::kernel::Kernel;
-use crate::run;
+use crate::{probe_point, run};
 
 struct Boot {
     name: &'static str,
@@ -19,6 +19,8 @@ struct Boot {
     /// In-tree modules to pack, each with its dependencies.
     in_tree: &'static [&'static str],
     ext4_image: bool,
+    /// Added to the kernel command line.
+    cmdline: &'static str,
     timeout_secs: u32,
 }
 
@@ -29,6 +31,16 @@ const BOOTS: &[Boot] = &[
         scripts: &["bad_input", "accounting", "target_unload", "race", "cycles"],
         in_tree: &[],
         ext4_image: false,
+        cmdline: "",
+        timeout_secs: 900,
+    },
+    Boot {
+        name: "core",
+        scripts: &["pointers", "caller", "disturbed", "force_unload", "leak", "fault"],
+        in_tree: &[],
+        ext4_image: false,
+        // Races show up sooner when the kernel preempts anywhere.
+        cmdline: "preempt=full",
         timeout_secs: 900,
     },
     Boot {
@@ -36,6 +48,7 @@ const BOOTS: &[Boot] = &[
         scripts: &["ext4"],
         in_tree: &["crc32c_generic", "ext4", "brd"],
         ext4_image: true,
+        cmdline: "",
         timeout_secs: 900,
     },
 ];
@@ -50,6 +63,7 @@ fn initramfs(
     let fs = Initramfs::new(name, scripts)?;
     fs.add_file(&built.hp_patcher, "modules/hp_patcher.ko")?;
     fs.add_file(&built.cr_target, "modules/cr_target.ko")?;
+    fs.add_bytes("modules/probe_point", probe_point::in_cr_round(&built.cr_target)?.as_bytes())?;
     if let Some(boot) = boot {
         for module in boot.in_tree {
             fs.add_in_tree_module(kernel, module)?;
@@ -66,7 +80,7 @@ fn initramfs(
 pub fn demo(kernel: &Kernel) -> Result<()> {
     let built = build::build_all(kernel)?;
     let image = initramfs(kernel, &built, "demo", &["demo"], None)?;
-    let out = guest::boot(kernel, &image, "demo", 600, true)?;
+    let out = guest::boot(kernel, &image, "demo", "", 600, true)?;
     let trouble = out.trouble();
     if !out.finished() || !trouble.is_empty() {
         bail!("demo guest failed:\n{}", trouble.join("\n"));
@@ -95,7 +109,7 @@ pub fn test(kernel: &Kernel, only: Option<&str>) -> Result<()> {
         }
         let image = initramfs(kernel, &built, boot.name, &scripts, Some(boot))?;
         println!("guest {}: running {}", boot.name, scripts.join(", "));
-        let out = match guest::boot(kernel, &image, boot.name, boot.timeout_secs, false) {
+        let out = match guest::boot(kernel, &image, boot.name, boot.cmdline, boot.timeout_secs, false) {
             Ok(out) => out,
             Err(e) => {
                 failed += 1;

@@ -16,8 +16,10 @@ pub struct AttachRequest {
     pub num_gfp_names: u64,
     pub functions: *const c_char,
     pub log_burst: u64,
+    pub module_space_start: u64,
+    pub module_space_end: u64,
     pub slab_buckets: u32,
-    pub pad: u32,
+    pub call_thunks: u32,
 }
 
 /// The kernel's `Elf64_Sym`.
@@ -52,6 +54,8 @@ extern "C" {
     pub fn hp_c_log(level: u32, msg: *const c_char);
     pub fn hp_c_log_at(level: u32, msg: *const c_char, addr: u64);
     pub fn hp_c_emit_call(text: *const c_char, site_addr: u64);
+    pub fn hp_c_format_ptr(value: u64, buf: *mut c_char, len: u32) -> u32;
+    pub fn hp_c_is_known_code(addr: u64) -> bool;
     pub fn hp_c_log_window() -> u64;
     pub fn hp_c_alloc(size: usize) -> *mut u8;
     pub fn hp_c_free(ptr: *mut u8);

@@ -43,19 +43,21 @@ pub unsafe extern "C" fn hp_session_site_count(s: *const Session) -> u64 {
 }
 
 /// # Safety
-/// `s` came from `hp_plan`; `index` is below the site count; `addr` and
-/// `tail_jump` are writable.
+/// `s` came from `hp_plan`; `index` is below the site count; `addr`,
+/// `tail_jump` and `jump_through` are writable.
 #[no_mangle]
 pub unsafe extern "C" fn hp_session_site(
     s: *const Session,
     index: u64,
     addr: *mut u64,
     tail_jump: *mut bool,
+    jump_through: *mut bool,
 ) -> *const SiteRecord {
     let site = &unsafe { &*s }.sites()[index as usize];
     unsafe {
         *addr = site.addr();
         *tail_jump = site.is_tail_jump();
+        *jump_through = site.is_jump_through();
     }
     site
 }
@@ -86,14 +88,30 @@ pub unsafe extern "C" fn hp_session_free(s: *mut Session) {
     }
 }
 
-/// Called by the trampoline before the real function; returns its address.
+/// Called by hp_trampoline before the real call; fills `call_args` and
+/// returns what to call.
 ///
 /// # Safety
 /// `site` is a live `SiteRecord` (the detach sequence guarantees it while
-/// any task can still reach the trampoline); `args` points to six `u64`.
+/// any task can still reach the trampoline); `args` and `call_args` point
+/// to six `u64` each, distinct.
 #[no_mangle]
-pub unsafe extern "C" fn hp_on_entry(site: *const SiteRecord, _args: *const [u64; 6]) -> u64 {
-    unsafe { &*site }.enter()
+pub unsafe extern "C" fn hp_on_entry(
+    site: *const SiteRecord,
+    args: *const [u64; 6],
+    call_args: *mut [u64; 6],
+    caller: u64,
+) -> u64 {
+    unsafe { &*site }.enter(unsafe { &*args }, unsafe { &mut *call_args }, caller)
+}
+
+/// Called by hp_trampoline_jump; returns the function to jump into.
+///
+/// # Safety
+/// As for `hp_on_entry`.
+#[no_mangle]
+pub unsafe extern "C" fn hp_on_jump_through(site: *const SiteRecord, args: *const [u64; 6]) -> u64 {
+    unsafe { &*site }.jump_through(unsafe { &*args })
 }
 
 /// Called by the trampoline after the real function; returns what the

@@ -6,19 +6,24 @@ use core::ffi::{c_char, CStr};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use hp_core::catalogue::{self, KernelConfig, MEMORY};
+use hp_core::catalogue::{self, KernelConfig, Kind, TrackCaller, MEMORY};
 use hp_core::event::{write_call, LineBuf, RegisterArgs};
 use hp_core::gfp::GfpName;
 use hp_core::ratelimit::RateLimit;
-use hp_core::sites::{self, Site, SiteKind, Symbol, Target};
+use hp_core::sites::{self, Discovery, DisturbanceKind, Options, Site, SiteKind, Symbol, Target};
 
 use crate::ffi::{self, AttachRequest};
 use crate::log::{error, info, log_at};
 
 pub struct SiteRecord {
     site: Site,
-    /// Where the trampoline makes the real call.
+    /// What the trampoline calls or jumps to: the function, or its
+    /// `_track_caller` form.
     real: u64,
+    /// Set when `real` is a `_track_caller` form, to build its arguments.
+    track_caller: Option<&'static TrackCaller>,
+    /// A void function: entered through hp_trampoline_jump, no exit hook.
+    jump_through: bool,
     hits: AtomicU64,
     /// The owning session, which outlives every site (both are freed together).
     session: *const Session,
@@ -87,27 +92,19 @@ impl Session {
             error!("{target}: no function symbol in its text: nothing to decode");
             return Err(ffi::ENOENT);
         }
-        let found = sites::discover(text, req.text_base, &ranges, &targets).map_err(out_of_memory)?;
+        let options = Options {
+            call_thunks: req.call_thunks != 0,
+            module_space_start: req.module_space_start,
+            module_space_end: req.module_space_end,
+        };
+        let found = sites::discover(text, req.text_base, &ranges, &targets, &options).map_err(out_of_memory)?;
         drop(ranges);
 
         info!(
             "{target}: decoded {} functions, {} of {} text bytes",
             found.functions_decoded, found.bytes_decoded, req.text_size
         );
-        for probed in &found.foreign_probes {
-            log_at(
-                ffi::HP_WARN,
-                probed.addr,
-                format_args!("call to {} already probed by someone else: skipped", MEMORY[probed.func].name),
-            );
-        }
-        for jcc in &found.conditional_jumps {
-            log_at(
-                ffi::HP_WARN,
-                jcc.addr,
-                format_args!("conditional jump to {} cannot be redirected: skipped", MEMORY[jcc.func].name),
-            );
-        }
+        report_skipped(&found);
         if found.sites.is_empty() {
             error!("{target}: no call or tail call to the selected functions ({} selected)", targets.len());
             return Err(ffi::ENOENT);
@@ -120,11 +117,16 @@ impl Session {
         gfp.extend(gfp_names.iter().map(|g| GfpName { mask: g.mask, name: unsafe { static_str(g.name) } }));
         let mut sites = Vec::new();
         sites.try_reserve_exact(found.sites.len()).map_err(out_of_memory)?;
-        sites.extend(found.sites.iter().map(|&site| SiteRecord {
-            site,
-            real: addrs[site.func],
-            hits: AtomicU64::new(0),
-            session: core::ptr::null(),
+        sites.extend(found.sites.iter().map(|&site| {
+            let jump_through = MEMORY[site.func].ret == Kind::Void;
+            // Only where the kernel at hand exports the _track_caller form.
+            let track_caller = catalogue::track_caller(site.func)
+                .filter(|t| !jump_through && catalogue::index_of(t.via).is_some_and(&available));
+            let real = match track_caller.and_then(|t| catalogue::index_of(t.via)) {
+                Some(via) => addrs[via],
+                None => addrs[site.func],
+            };
+            SiteRecord { site, real, track_caller, jump_through, hits: AtomicU64::new(0), session: core::ptr::null() }
         }));
         let mut name = TargetName::default();
         let _ = name.write_str(target);
@@ -194,8 +196,46 @@ impl Session {
 
 /// Logs and returns ENOMEM, whatever the allocation error looked like.
 fn out_of_memory<E>(_: E) -> i32 {
-    error!("out of memory while planning");
+    crate::log::error_static(c"out of memory while planning");
     ffi::ENOMEM
+}
+
+/// What decoding found and will not redirect, or could not be sure of.
+fn report_skipped(found: &Discovery) {
+    let warn = |site: &Site, why: &str| {
+        log_at(ffi::HP_WARN, site.addr, format_args!("{} {}: skipped", MEMORY[site.func].name, why));
+    };
+    for probed in &found.foreign_probes {
+        warn(probed, "call already probed by someone else");
+    }
+    for jcc in &found.conditional_jumps {
+        warn(jcc, "reached by a conditional jump, which cannot be redirected");
+    }
+    for long in &found.long_branches {
+        warn(long, "reached by a prefixed call or jump (not 5 bytes), which cannot be redirected");
+    }
+    for d in &found.disturbances {
+        let why = match d.kind {
+            DisturbanceKind::Int3 => {
+                "an int3 the compiler did not put there (someone else's probe on a longer instruction?)"
+            }
+            DisturbanceKind::PaddingInt3 => "an int3 after a jump hides a call (someone else's probe?)",
+            // A tail call into another module's known code is no disturbance.
+            DisturbanceKind::ModuleSpaceJump { dest }
+                if d.recovered_sites == 0 && unsafe { ffi::hp_c_is_known_code(dest) } =>
+            {
+                continue
+            }
+            DisturbanceKind::ModuleSpaceJump { .. } => {
+                "a jump out of the module to no known code (someone else's optimized probe?)"
+            }
+        };
+        log_at(
+            ffi::HP_WARN,
+            d.addr,
+            format_args!("decoding disturbed by {why}; {} hidden sites recovered after it", d.recovered_sites),
+        );
+    }
 }
 
 /// `target: S sites: kfree=3 (1 tail) vfree=1 ...`
@@ -235,30 +275,63 @@ impl SiteRecord {
         unsafe { &*self.session }
     }
 
-    /// Counts the call; the C detach sequence waits for `inflight` to drain.
-    pub fn enter(&self) -> u64 {
-        self.session().inflight.fetch_add(1, Ordering::SeqCst);
+    pub fn is_jump_through(&self) -> bool {
+        self.jump_through
+    }
+
+    /// Counts the call and says what to call with which arguments; the C
+    /// detach sequence waits for `inflight` to drain. `caller` is where the
+    /// real function would have returned to.
+    pub fn enter(&self, args: &RegisterArgs, call_args: &mut RegisterArgs, caller: u64) -> u64 {
+        let session = self.session();
+        session.inflight.fetch_add(1, Ordering::SeqCst);
         self.hits.fetch_add(1, Ordering::Relaxed);
+        *call_args = match self.track_caller {
+            Some(t) => t.args(session.config, args, caller),
+            None => *args,
+        };
         self.real
     }
 
     /// Logs the call (or counts it as suppressed) and returns `ret` as is.
-    /// Runs in the target's context: no allocation, no lock, no sleep.
     pub fn exit(&self, ret: u64, args: &RegisterArgs) -> u64 {
         let session = self.session();
-        // SAFETY: a plain read of jiffies.
-        if session.ratelimit.allow(unsafe { ffi::hp_c_log_window() }) {
-            let mut line = LineBuf::<256>::default();
-            let func = &MEMORY[self.site.func];
-            let _ = write_call(&mut line, func, session.config, args, ret, &session.gfp);
-            // SAFETY: the buffer is NUL-terminated and outlives the call.
-            unsafe { ffi::hp_c_emit_call(line.as_c_bytes().as_ptr().cast(), self.site.addr) };
-            session.logged.fetch_add(1, Ordering::Relaxed);
-        } else {
-            session.suppressed.fetch_add(1, Ordering::Relaxed);
-        }
+        self.log_call(args, ret);
         // Last touch of the session: after this the detach may free it.
         session.inflight.fetch_sub(1, Ordering::SeqCst);
         ret
     }
+
+    /// Counts and logs a call to a void function, before it runs; returns
+    /// the function to jump into. Not in `inflight`: once we jump, nothing
+    /// of ours is used, and RCU-tasks covers the time until then.
+    pub fn jump_through(&self, args: &RegisterArgs) -> u64 {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.log_call(args, 0);
+        self.real
+    }
+
+    /// Runs in the target's context: no allocation, no lock, no sleep.
+    fn log_call(&self, args: &RegisterArgs, ret: u64) {
+        let session = self.session();
+        // SAFETY: a plain read of jiffies.
+        if !session.ratelimit.allow(unsafe { ffi::hp_c_log_window() }) {
+            session.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut line = LineBuf::<256>::default();
+        let func = &MEMORY[self.site.func];
+        let _ = write_call(&mut line, func, session.config, args, ret, &session.gfp, &kernel_pointer);
+        // SAFETY: the buffer is NUL-terminated and outlives the call.
+        unsafe { ffi::hp_c_emit_call(line.as_c_bytes().as_ptr().cast(), self.site.addr) };
+        session.logged.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A pointer as the kernel prints `%p` (hashed), or `%px` with raw_pointers=1.
+fn kernel_pointer(w: &mut dyn Write, value: u64) -> core::fmt::Result {
+    let mut buf = [0u8; 24];
+    // SAFETY: buf is writable for its length; C writes at most len-1 bytes.
+    let len = unsafe { ffi::hp_c_format_ptr(value, buf.as_mut_ptr().cast(), buf.len() as u32) } as usize;
+    w.write_str(core::str::from_utf8(&buf[..len.min(buf.len())]).unwrap_or("?"))
 }

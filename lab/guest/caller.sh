@@ -1,0 +1,42 @@
+# The real function sees the target's site as its caller, not our
+# trampoline: the kernel's own kmem tracepoints name cr_target's functions
+# as call_site for every function where README says so.
+. /scripts/lib.sh
+mark caller
+T=/sys/kernel/tracing
+EVENTS="kmalloc kfree kmem_cache_free"
+insmod /modules/cr_target.ko
+sleep 1
+# kmalloc and kmalloc_node through their _track_caller form; the void
+# functions by a jump with the original return address in place.
+check caller.attach insmod $HP target_name=cr_target functions=$KMALLOC,$KMALLOC_NODE,kfree,kmem_cache_free,kvfree,vfree log_burst=1
+echo > $T/trace
+for e in $EVENTS; do echo 1 > $T/events/kmem/$e/enable; done
+sleep 1
+for e in $EVENTS; do echo 0 > $T/events/kmem/$e/enable; done
+# Read while we are loaded: after rmmod, %pS can no longer name our code.
+grep 'cr_worker' $T/trace > /tmp/caller.trace
+check caller.detach rmmod hp_patcher
+echo "HPINFO caller: $(wc -l < /tmp/caller.trace) kmem events from cr_worker; $(hp_total) calls intercepted"
+for e in $EVENTS; do
+	n=$(grep -c " $e: call_site=cr_round+" /tmp/caller.trace)
+	if [ "$n" -gt 0 ]; then pass caller.$e.names_target; else fail caller.$e.names_target "no $e event with call_site=cr_round"; fi
+done
+if grep -q 'call_site=hp_' /tmp/caller.trace; then
+	fail caller.never_hp_patcher "$(grep 'call_site=hp_' /tmp/caller.trace | head -n 1)"
+else
+	pass caller.never_hp_patcher
+fi
+if [ "$(hp_hits $KMALLOC)" -gt 0 ] && [ "$(hp_hits kfree)" -gt 0 ]; then pass caller.intercepted; else fail caller.intercepted "$(last_summary)"; fi
+
+# What remains (README): a function without a _track_caller form, e.g. the
+# kzalloc(64) of cr_round, is called from the trampoline.
+insmod $HP target_name=cr_target functions=$KMALLOC_CACHE log_burst=1
+echo > $T/trace
+echo 1 > $T/events/kmem/kmalloc/enable
+sleep 1
+echo 0 > $T/events/kmem/kmalloc/enable
+echo "HPINFO caller: with $KMALLOC_CACHE intercepted: $(grep 'cr_worker' $T/trace | grep -c 'call_site=hp_trampoline') kmalloc events blame hp_trampoline"
+rmmod hp_patcher
+echo > $T/trace
+check caller.target_unload rmmod cr_target
