@@ -3,21 +3,40 @@
  * cr_target - stand-in "driver" used as the victim of the hp_patcher
  * hot-patching tests.
  *
- * One kthread per online CPU repeatedly performs a fixed "round" of
- * memory allocation / free calls.  Every call is paired with an atomic
- * counter increment placed directly before it, keyed by the symbol the
- * compiler really emits for that call on 6.12 (e.g. kmalloc() with a
- * variable size becomes a call to __kmalloc_noprof).  The tests compare
- * these counters with hp_patcher's kprobe hit counters, so the counters
- * must match the number of executed call/jmp instructions exactly.
+ * It calls the memory functions hp_patcher intercepts from every context a
+ * driver calls them from:
+ *   task      one kthread per online CPU, a fixed "round" of calls;
+ *   irqoff    the same kthreads, with interrupts disabled (local_irq_save);
+ *   spinlock  the same kthreads, holding a spinlock both of them take;
+ *   softirq   a timer_list callback;
+ *   hardirq   an hrtimer callback (HRTIMER_MODE_REL_HARD).
+ * The atomic contexts use GFP_ATOMIC and only kmalloc/kfree-type functions.
  *
- * Nothing outside cr_round()/cr_release() calls any of the counted
- * allocation functions, so there are no uncounted call sites.
+ * Every call is paired with an atomic counter increment placed directly
+ * before it, keyed by context and by the symbol the compiler really emits
+ * for that call on the kernel it is built for (e.g. kmalloc() with a
+ * variable size is a call to __kmalloc_noprof on 6.12, __kmalloc on 6.1).
+ * The tests compare these counters with hp_patcher's kprobe hit counters,
+ * so the counters must match the number of executed call/jmp instructions
+ * exactly. Each context's calls live in functions of their own (named
+ * cr_<context>_* except the task round's), so that hp_patcher's per-site
+ * hits can be summed per context too.
+ *
+ * Nothing else in this module calls any of the counted functions, so there
+ * are no uncounted call sites.
  *
  * debugfs interface (/sys/kernel/debug/cr_target/):
- *   pause     rw  write "1": pause and block until every worker is parked
- *                 write "0": resume; read: "0\n" or "1\n"
- *   counters  r   "<symbol> <count>\n" per function, then "rounds <n>\n"
+ *   pause     rw  write "1": pause and block until no context can make a
+ *                 call any more (workers parked, timers stopped and their
+ *                 callbacks finished); write "0": resume;
+ *                 read: "0\n" or "1\n"
+ *   counters  r   "<symbol> <count>\n" per function, all contexts summed,
+ *                 then "rounds <n>\n", then per context:
+ *                 "run <context> <runs> <runs not in that context>\n" and
+ *                 "call <context> <symbol> <count>\n" for each symbol that
+ *                 context has called
+ *   symbols   r   "<role> <symbol>\n": which symbol each kind of call is on
+ *                 this kernel (role names do not change between kernels)
  *   text_crc  r   "%08x\n" crc32_le(~0, core text of this module)
  *   cpus      r   number of worker threads
  */
@@ -34,6 +53,12 @@
 #include <linux/percpu.h>
 #include <linux/wait.h>
 #include <linux/mutex.h>
+#include <linux/spinlock.h>
+#include <linux/irqflags.h>
+#include <linux/preempt.h>
+#include <linux/timer.h>
+#include <linux/hrtimer.h>
+#include <linux/ktime.h>
 #include <linux/atomic.h>
 #include <linux/slab.h>
 #include <linux/string.h>
@@ -47,55 +72,129 @@
 #include <linux/crc32.h>
 #include <linux/kprobes.h>
 
+/*
+ * The symbol a call compiles to. Memory allocation profiling (6.10) renamed
+ * the allocators to *_noprof, and 6.11 renamed kmalloc_trace and friends to
+ * __kmalloc_cache*. Both columns were checked against `objdump -dr` of this
+ * module built for Debian's 6.12.117 and 6.1.0-56; 6.10 is a mix of both
+ * and is refused rather than counted wrongly.
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+#define CR_SYM(v6_12, v6_1)	v6_12
+#elif LINUX_VERSION_CODE < KERNEL_VERSION(6, 10, 0)
+#define CR_SYM(v6_12, v6_1)	v6_1
+#else
+#error "cr_target does not know which allocator symbols Linux 6.10 calls"
+#endif
+
 /* Counter ids; the order here is the order of the "counters" file. */
 enum cr_fn {
-	CR_KMALLOC,		/* kmalloc(var)            */
-	CR_KMALLOC_CACHE,	/* kzalloc(64)             */
-	CR_KMALLOC_NODE,	/* kmalloc_node(var)       */
-	CR_CACHE_ALLOC,		/* kmem_cache_alloc()      */
-	CR_CACHE_FREE,		/* kmem_cache_free()       */
-	CR_KSTRDUP,		/* kstrdup()               */
-	CR_KMEMDUP,		/* kmemdup()               */
-	CR_KREALLOC,		/* krealloc()              */
-	CR_VMALLOC,		/* vmalloc()               */
-	CR_VFREE,		/* vfree()                 */
-	CR_KVMALLOC,		/* kvmalloc()              */
-	CR_KVFREE,		/* kvfree()                */
-	CR_KFREE,		/* kfree(), incl. tail jmp */
-	CR_KFREE_UNPROBEABLE,	/* kfree() from .kprobes.text */
+	CR_KMALLOC,		/* kmalloc(var)                   */
+	CR_KMALLOC_CACHE,	/* kzalloc(64)                    */
+	CR_KMALLOC_NODE,	/* kmalloc_node(var)              */
+	CR_KMALLOC_CACHE_NODE,	/* kzalloc_node(64)               */
+	CR_KMALLOC_LARGE,	/* kmalloc(16 KiB)                */
+	CR_KMALLOC_TRACK,	/* kmalloc_track_caller(var)      */
+	CR_CACHE_ALLOC,		/* kmem_cache_alloc()             */
+	CR_CACHE_ALLOC_NODE,	/* kmem_cache_alloc_node()        */
+	CR_CACHE_FREE,		/* kmem_cache_free()              */
+	CR_KSTRDUP,		/* kstrdup()                      */
+	CR_KMEMDUP,		/* kmemdup()                      */
+	CR_KREALLOC,		/* krealloc()                     */
+	CR_VMALLOC,		/* vmalloc()                      */
+	CR_VFREE,		/* vfree()                        */
+	CR_KVMALLOC,		/* kvmalloc()                     */
+	CR_KVFREE,		/* kvfree()                       */
+	CR_KFREE,		/* kfree(), incl. tail jmp        */
+	CR_KFREE_UNPROBEABLE,	/* kfree() from .kprobes.text     */
 	CR_NR_FN,
 };
 
-/* Symbol names actually referenced by the emitted call/jmp (6.12). */
-static const char *const cr_fn_name[CR_NR_FN] = {
-	[CR_KMALLOC]		= "__kmalloc_noprof",
-	[CR_KMALLOC_CACHE]	= "__kmalloc_cache_noprof",
-	[CR_KMALLOC_NODE]	= "__kmalloc_node_noprof",
-	[CR_CACHE_ALLOC]	= "kmem_cache_alloc_noprof",
-	[CR_CACHE_FREE]		= "kmem_cache_free",
-	[CR_KSTRDUP]		= "kstrdup",
-	[CR_KMEMDUP]		= "kmemdup_noprof",
-	[CR_KREALLOC]		= "krealloc_noprof",
-	[CR_VMALLOC]		= "vmalloc_noprof",
-	[CR_VFREE]		= "vfree",
-	[CR_KVMALLOC]		= "__kvmalloc_node_noprof",
-	[CR_KVFREE]		= "kvfree",
-	[CR_KFREE]		= "kfree",
-	/* Not a symbol: the '@' tells the tests this call cannot be probed. */
-	[CR_KFREE_UNPROBEABLE]	= "kfree@kprobes.text",
+struct cr_fn_desc {
+	const char *role;	/* what the source calls; kernel-independent */
+	const char *sym;	/* what the emitted call/jmp references */
 };
 
-static atomic64_t cr_calls[CR_NR_FN];
+static const struct cr_fn_desc cr_fns[CR_NR_FN] = {
+	[CR_KMALLOC]		= { "kmalloc",
+				    CR_SYM("__kmalloc_noprof", "__kmalloc") },
+	[CR_KMALLOC_CACHE]	= { "kzalloc",
+				    CR_SYM("__kmalloc_cache_noprof", "kmalloc_trace") },
+	[CR_KMALLOC_NODE]	= { "kmalloc_node",
+				    CR_SYM("__kmalloc_node_noprof", "__kmalloc_node") },
+	[CR_KMALLOC_CACHE_NODE]	= { "kzalloc_node",
+				    CR_SYM("__kmalloc_cache_node_noprof", "kmalloc_node_trace") },
+	[CR_KMALLOC_LARGE]	= { "kmalloc_large",
+				    CR_SYM("__kmalloc_large_noprof", "kmalloc_large") },
+	[CR_KMALLOC_TRACK]	= { "kmalloc_track_caller",
+				    CR_SYM("__kmalloc_node_track_caller_noprof",
+					   "__kmalloc_node_track_caller") },
+	[CR_CACHE_ALLOC]	= { "kmem_cache_alloc",
+				    CR_SYM("kmem_cache_alloc_noprof", "kmem_cache_alloc") },
+	[CR_CACHE_ALLOC_NODE]	= { "kmem_cache_alloc_node",
+				    CR_SYM("kmem_cache_alloc_node_noprof",
+					   "kmem_cache_alloc_node") },
+	[CR_CACHE_FREE]		= { "kmem_cache_free", "kmem_cache_free" },
+	[CR_KSTRDUP]		= { "kstrdup", "kstrdup" },
+	[CR_KMEMDUP]		= { "kmemdup", CR_SYM("kmemdup_noprof", "kmemdup") },
+	[CR_KREALLOC]		= { "krealloc", CR_SYM("krealloc_noprof", "krealloc") },
+	[CR_VMALLOC]		= { "vmalloc", CR_SYM("vmalloc_noprof", "vmalloc") },
+	[CR_VFREE]		= { "vfree", "vfree" },
+	/* kvmalloc() is inline; this is the exported function it calls. */
+	[CR_KVMALLOC]		= { "kvmalloc",
+				    CR_SYM("__kvmalloc_node_noprof", "kvmalloc_node") },
+	[CR_KVFREE]		= { "kvfree", "kvfree" },
+	[CR_KFREE]		= { "kfree", "kfree" },
+	/* Not a symbol: the '@' tells the tests this call cannot be probed. */
+	[CR_KFREE_UNPROBEABLE]	= { "kfree_unprobeable", "kfree@kprobes.text" },
+};
+
+/* The contexts calls are made from; the order of the "counters" file. */
+enum cr_ctx {
+	CR_CTX_TASK,
+	CR_CTX_IRQOFF,
+	CR_CTX_SPINLOCK,
+	CR_CTX_SOFTIRQ,
+	CR_CTX_HARDIRQ,
+	CR_NR_CTX,
+};
+
+static const char *const cr_ctx_name[CR_NR_CTX] = {
+	[CR_CTX_TASK]		= "task",
+	[CR_CTX_IRQOFF]		= "irqoff",
+	[CR_CTX_SPINLOCK]	= "spinlock",
+	[CR_CTX_SOFTIRQ]	= "softirq",
+	[CR_CTX_HARDIRQ]	= "hardirq",
+};
+
+static atomic64_t cr_calls[CR_NR_CTX][CR_NR_FN];
 static atomic64_t cr_rounds;
+static atomic64_t cr_ctx_runs[CR_NR_CTX];
+/* Runs that found themselves in another context than their name says. */
+static atomic64_t cr_ctx_wrong[CR_NR_CTX];
 
 /* Count one call; always placed immediately before the call it counts. */
-#define CR_COUNT(id)	atomic64_inc(&cr_calls[id])
+#define CR_COUNT(ctx, id)	atomic64_inc(&cr_calls[ctx][id])
+
+/*
+ * Called at the start of each context's calls: proves to the tests that
+ * the context is the one claimed (a timer could, e.g., be run from a
+ * thread on PREEMPT_RT), rather than trusting the code's structure.
+ */
+static inline void cr_ctx_enter(enum cr_ctx ctx, bool as_claimed)
+{
+	atomic64_inc(&cr_ctx_runs[ctx]);
+	if (!as_claimed)
+		atomic64_inc(&cr_ctx_wrong[ctx]);
+}
 
 static struct kmem_cache *cr_cache;
 
 #define CR_OBJ_SIZE	96
 #define CR_VMALLOC_SIZE	8192
 #define CR_DUP_SIZE	48
+/* Above KMALLOC_MAX_CACHE_SIZE (two pages with SLUB): the page allocator. */
+#define CR_LARGE_SIZE	16384
 
 static const u8 cr_pattern[CR_DUP_SIZE] = {
 	0x63, 0x72, 0x5f, 0x74, 0x61, 0x72, 0x67, 0x65,
@@ -109,6 +208,18 @@ static const u8 cr_pattern[CR_DUP_SIZE] = {
 /* Worker bookkeeping. */
 static DEFINE_PER_CPU(struct task_struct *, cr_task);
 static unsigned int cr_nr_workers;
+
+/* Taken by the workers of all CPUs, so that it is really contended. */
+static DEFINE_SPINLOCK(cr_lock);
+
+/* Timer periods: every tick for the timer, 5 ms for the hrtimer. */
+#define CR_TIMER_JIFFIES	1
+#define CR_HRTIMER_NS		(5 * NSEC_PER_MSEC)
+
+static struct timer_list cr_timer;
+static struct hrtimer cr_hrtimer;
+static unsigned int cr_hardirq_seq;	/* the hrtimer never runs concurrently */
+static unsigned int cr_softirq_seq;	/* nor does the timer */
 
 /* Pause protocol. */
 static bool cr_paused;
@@ -146,42 +257,45 @@ static inline void cr_touch(void *p, unsigned int seq)
 		*(volatile u8 *)p = (u8)seq;
 }
 
-/* One round: exactly one call per counter below (kfree: five). */
+/* One task-context round: one call per counter below (kfree: five). */
 static noinline void cr_round(unsigned int seq)
 {
 	size_t n = 32 + (seq * 37u) % 481u;		/* 32..512    */
 	size_t nn = 32 + (seq * 53u + 11u) % 481u;	/* 32..512    */
 	size_t kvn = 64 + (seq * 97u) % 4033u;		/* 64..4096   */
 	void *a, *z, *nd, *obj, *s, *d, *r, *v, *kv;
+	const enum cr_ctx ctx = CR_CTX_TASK;
 
-	CR_COUNT(CR_KMALLOC);
+	cr_ctx_enter(ctx, in_task() && !irqs_disabled());
+
+	CR_COUNT(ctx, CR_KMALLOC);
 	a = kmalloc(n, GFP_KERNEL);
 
-	CR_COUNT(CR_KMALLOC_CACHE);
+	CR_COUNT(ctx, CR_KMALLOC_CACHE);
 	z = kzalloc(64, GFP_KERNEL);
 
-	CR_COUNT(CR_KMALLOC_NODE);
+	CR_COUNT(ctx, CR_KMALLOC_NODE);
 	nd = kmalloc_node(nn, GFP_KERNEL, NUMA_NO_NODE);
 
-	CR_COUNT(CR_CACHE_ALLOC);
+	CR_COUNT(ctx, CR_CACHE_ALLOC);
 	obj = kmem_cache_alloc(cr_cache, GFP_KERNEL);
 
-	CR_COUNT(CR_KSTRDUP);
+	CR_COUNT(ctx, CR_KSTRDUP);
 	s = kstrdup("cr_target", GFP_KERNEL);
 
-	CR_COUNT(CR_KMEMDUP);
+	CR_COUNT(ctx, CR_KMEMDUP);
 	d = kmemdup(cr_pattern, CR_DUP_SIZE, GFP_KERNEL);
 
 	/* On failure krealloc leaves d valid; on success d was freed. */
-	CR_COUNT(CR_KREALLOC);
+	CR_COUNT(ctx, CR_KREALLOC);
 	r = krealloc(d, CR_DUP_SIZE + n, GFP_KERNEL);
 	if (r)
 		d = r;
 
-	CR_COUNT(CR_VMALLOC);
+	CR_COUNT(ctx, CR_VMALLOC);
 	v = vmalloc(CR_VMALLOC_SIZE);
 
-	CR_COUNT(CR_KVMALLOC);
+	CR_COUNT(ctx, CR_KVMALLOC);
 	kv = kvmalloc(kvn, GFP_KERNEL);
 
 	cr_touch(a, seq);
@@ -192,34 +306,183 @@ static noinline void cr_round(unsigned int seq)
 	cr_touch(v, seq);
 	cr_touch(kv, seq);
 
-	CR_COUNT(CR_KVFREE);
+	CR_COUNT(ctx, CR_KVFREE);
 	kvfree(kv);
 
-	CR_COUNT(CR_VFREE);
+	CR_COUNT(ctx, CR_VFREE);
 	vfree(v);
 
 	/* kmem_cache_free() must not be given NULL; count only real calls. */
 	if (obj) {
-		CR_COUNT(CR_CACHE_FREE);
+		CR_COUNT(ctx, CR_CACHE_FREE);
 		kmem_cache_free(cr_cache, obj);
 	}
 
-	CR_COUNT(CR_KFREE_UNPROBEABLE);
+	CR_COUNT(ctx, CR_KFREE_UNPROBEABLE);
 	cr_unprobeable_free(s);
 
-	CR_COUNT(CR_KFREE);
+	CR_COUNT(ctx, CR_KFREE);
 	kfree(nd);
 
-	CR_COUNT(CR_KFREE);
+	CR_COUNT(ctx, CR_KFREE);
 	kfree(z);
 
-	CR_COUNT(CR_KFREE);
+	CR_COUNT(ctx, CR_KFREE);
 	kfree(a);
 
-	CR_COUNT(CR_KFREE);
+	CR_COUNT(ctx, CR_KFREE);
 	cr_release(d);			/* tail call: jmp kfree */
 
 	atomic64_inc(&cr_rounds);
+}
+
+/* Interrupts off, as a driver's hot path under local_irq_save() is. */
+static noinline void cr_irqoff_round(unsigned int seq)
+{
+	size_t n = 16 + (seq * 29u) % 241u;		/* 16..256 */
+	const enum cr_ctx ctx = CR_CTX_IRQOFF;
+	unsigned long flags;
+	void *a, *s;
+
+	local_irq_save(flags);
+	cr_ctx_enter(ctx, in_task() && irqs_disabled());
+
+	CR_COUNT(ctx, CR_KMALLOC_TRACK);
+	a = kmalloc_track_caller(n, GFP_ATOMIC);
+
+	CR_COUNT(ctx, CR_KSTRDUP);
+	s = kstrdup("cr_irqoff", GFP_ATOMIC);
+
+	cr_touch(a, seq);
+
+	CR_COUNT(ctx, CR_KFREE);
+	kfree(s);
+
+	CR_COUNT(ctx, CR_KFREE);
+	kfree(a);
+
+	local_irq_restore(flags);
+}
+
+/* Under a spinlock the workers of both CPUs contend for. */
+static noinline void cr_spinlock_round(unsigned int seq)
+{
+	size_t n = 64 + (seq * 31u) % 449u;		/* 64..512 */
+	const enum cr_ctx ctx = CR_CTX_SPINLOCK;
+	void *big, *p, *r;
+
+	spin_lock(&cr_lock);
+	cr_ctx_enter(ctx, in_task() && spin_is_locked(&cr_lock));
+
+	CR_COUNT(ctx, CR_KMALLOC_LARGE);
+	big = kmalloc(CR_LARGE_SIZE, GFP_ATOMIC);
+
+	CR_COUNT(ctx, CR_KMALLOC_CACHE);
+	p = kzalloc(64, GFP_ATOMIC);
+
+	/* On failure krealloc leaves p valid; on success p was freed. */
+	CR_COUNT(ctx, CR_KREALLOC);
+	r = krealloc(p, n, GFP_ATOMIC);
+	if (r)
+		p = r;
+
+	cr_touch(big, seq);
+	cr_touch(p, seq);
+
+	CR_COUNT(ctx, CR_KFREE);
+	kfree(p);
+
+	CR_COUNT(ctx, CR_KFREE);
+	kfree(big);
+
+	spin_unlock(&cr_lock);
+}
+
+/*
+ * Softirq (TIMER_SOFTIRQ). Re-arms itself unless paused; cr_pause() then
+ * waits for a running callback with del_timer_sync().
+ */
+static void cr_softirq_timer(struct timer_list *t)
+{
+	const enum cr_ctx ctx = CR_CTX_SOFTIRQ;
+	unsigned int seq = cr_softirq_seq++;
+	void *obj, *d;
+
+	if (READ_ONCE(cr_paused))
+		return;
+	cr_ctx_enter(ctx, in_serving_softirq());
+
+	CR_COUNT(ctx, CR_CACHE_ALLOC_NODE);
+	obj = kmem_cache_alloc_node(cr_cache, GFP_ATOMIC, NUMA_NO_NODE);
+
+	CR_COUNT(ctx, CR_KMEMDUP);
+	d = kmemdup(cr_pattern, CR_DUP_SIZE, GFP_ATOMIC);
+
+	cr_touch(obj, seq);
+	cr_touch(d, seq);
+
+	CR_COUNT(ctx, CR_KFREE);
+	kfree(d);
+
+	if (obj) {
+		CR_COUNT(ctx, CR_CACHE_FREE);
+		kmem_cache_free(cr_cache, obj);
+	}
+
+	mod_timer(&cr_timer, jiffies + CR_TIMER_JIFFIES);
+}
+
+/*
+ * Hard interrupt: REL_HARD keeps it there even where hrtimers default to
+ * softirq (PREEMPT_RT). Restarts itself unless paused; cr_pause() then
+ * waits for a running callback with hrtimer_cancel().
+ */
+static enum hrtimer_restart cr_hardirq_timer(struct hrtimer *t)
+{
+	const enum cr_ctx ctx = CR_CTX_HARDIRQ;
+	unsigned int seq = cr_hardirq_seq++;
+	size_t n = 8 + (seq * 41u) % 249u;		/* 8..256 */
+	void *z, *a;
+
+	if (READ_ONCE(cr_paused))
+		return HRTIMER_NORESTART;
+	cr_ctx_enter(ctx, in_hardirq());
+
+	CR_COUNT(ctx, CR_KMALLOC_CACHE_NODE);
+	z = kzalloc_node(64, GFP_ATOMIC, NUMA_NO_NODE);
+
+	CR_COUNT(ctx, CR_KMALLOC);
+	a = kmalloc(n, GFP_ATOMIC);
+
+	cr_touch(z, seq);
+	cr_touch(a, seq);
+
+	CR_COUNT(ctx, CR_KFREE);
+	kfree(a);
+
+	CR_COUNT(ctx, CR_KFREE);
+	kfree(z);
+
+	hrtimer_forward_now(t, ns_to_ktime(CR_HRTIMER_NS));
+	return HRTIMER_RESTART;
+}
+
+static void cr_start_timers(void)
+{
+	mod_timer(&cr_timer, jiffies + CR_TIMER_JIFFIES);
+	hrtimer_start(&cr_hrtimer, ns_to_ktime(CR_HRTIMER_NS),
+		      HRTIMER_MODE_REL_HARD);
+}
+
+/*
+ * Returns with neither timer pending nor running. The callbacks re-arm
+ * themselves, but both calls loop until the callback has finished and then
+ * remove whatever it re-armed; cr_paused stops any re-arming after that.
+ */
+static void cr_stop_timers(void)
+{
+	del_timer_sync(&cr_timer);
+	hrtimer_cancel(&cr_hrtimer);
 }
 
 static int cr_worker_fn(void *data)
@@ -244,25 +507,34 @@ static int cr_worker_fn(void *data)
 			continue;
 		}
 
-		cr_round(seq++);
+		cr_round(seq);
+		cr_irqoff_round(seq);
+		cr_spinlock_round(seq);
+		seq++;
 		usleep_range(2000, 4000);
 	}
 
 	return 0;
 }
 
+/* Called with cr_pause_lock held. */
 static int cr_pause(void)
 {
 	WRITE_ONCE(cr_paused, true);
 	smp_mb();	/* pairs with smp_mb__after_atomic() in the worker */
+	cr_stop_timers();
 	return wait_event_killable(cr_ack_wq,
 				   atomic_read(&cr_parked) == cr_nr_workers);
 }
 
+/* Called with cr_pause_lock held. */
 static void cr_resume(void)
 {
+	if (!READ_ONCE(cr_paused))
+		return;		/* timers already run: do not start them twice */
 	WRITE_ONCE(cr_paused, false);
 	wake_up_all(&cr_resume_wq);
+	cr_start_timers();
 }
 
 /* ---- debugfs ---------------------------------------------------------- */
@@ -317,15 +589,40 @@ static const struct file_operations cr_pause_fops = {
 
 static int cr_counters_show(struct seq_file *m, void *v)
 {
-	int i;
+	long long n;
+	int c, i;
 
-	for (i = 0; i < CR_NR_FN; i++)
-		seq_printf(m, "%s %lld\n", cr_fn_name[i],
-			   (long long)atomic64_read(&cr_calls[i]));
+	for (i = 0; i < CR_NR_FN; i++) {
+		n = 0;
+		for (c = 0; c < CR_NR_CTX; c++)
+			n += atomic64_read(&cr_calls[c][i]);
+		seq_printf(m, "%s %lld\n", cr_fns[i].sym, n);
+	}
 	seq_printf(m, "rounds %lld\n", (long long)atomic64_read(&cr_rounds));
+	for (c = 0; c < CR_NR_CTX; c++) {
+		seq_printf(m, "run %s %lld %lld\n", cr_ctx_name[c],
+			   (long long)atomic64_read(&cr_ctx_runs[c]),
+			   (long long)atomic64_read(&cr_ctx_wrong[c]));
+		for (i = 0; i < CR_NR_FN; i++) {
+			n = atomic64_read(&cr_calls[c][i]);
+			if (n)
+				seq_printf(m, "call %s %s %lld\n",
+					   cr_ctx_name[c], cr_fns[i].sym, n);
+		}
+	}
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(cr_counters);
+
+static int cr_symbols_show(struct seq_file *m, void *v)
+{
+	int i;
+
+	for (i = 0; i < CR_NR_FN; i++)
+		seq_printf(m, "%s %s\n", cr_fns[i].role, cr_fns[i].sym);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(cr_symbols);
 
 static int cr_text_crc_show(struct seq_file *m, void *v)
 {
@@ -356,6 +653,7 @@ static void cr_debugfs_init(void)
 	cr_dir = debugfs_create_dir("cr_target", NULL);
 	debugfs_create_file("pause", 0600, cr_dir, NULL, &cr_pause_fops);
 	debugfs_create_file("counters", 0400, cr_dir, NULL, &cr_counters_fops);
+	debugfs_create_file("symbols", 0400, cr_dir, NULL, &cr_symbols_fops);
 	debugfs_create_file("text_crc", 0400, cr_dir, NULL, &cr_text_crc_fops);
 	debugfs_create_file("cpus", 0400, cr_dir, NULL, &cr_cpus_fops);
 }
@@ -421,12 +719,17 @@ static int __init cr_target_init(void)
 	if (!cr_cache)
 		return -ENOMEM;
 
+	timer_setup(&cr_timer, cr_softirq_timer, 0);
+	hrtimer_init(&cr_hrtimer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_HARD);
+	cr_hrtimer.function = cr_hardirq_timer;
+
 	ret = cr_start_workers();
 	if (ret) {
 		cr_stop_workers();
 		kmem_cache_destroy(cr_cache);
 		return ret;
 	}
+	cr_start_timers();
 
 	cr_debugfs_init();
 
@@ -442,6 +745,9 @@ static void __exit cr_target_exit(void)
 		msleep(exit_delay_ms);
 	/* Waits for in-flight debugfs ops (e.g. a blocked pause writer). */
 	debugfs_remove_recursive(cr_dir);
+	/* No pause writer can run now; keeps the callbacks from re-arming. */
+	WRITE_ONCE(cr_paused, true);
+	cr_stop_timers();
 	cr_stop_workers();
 	kmem_cache_destroy(cr_cache);
 	pr_info("cr_target: unloaded\n");

@@ -69,8 +69,12 @@ unload_all() {
 	! grep -qE '^(hp_patcher|cr_target) ' /proc/modules
 }
 
-# Counter of one function in cr_target.
-cr_count() { awk -v f="$1" '$1 == f { print $2 }' $CR/counters; }
+# Counter of one function in cr_target (all contexts summed).
+cr_count() { awk -v f="$1" 'NF == 2 && $1 == f { print $2 }' $CR/counters; }
+
+# The symbol one kind of call compiles to on this kernel, e.g. `sym kmalloc`
+# is __kmalloc_noprof on 6.12 and __kmalloc on 6.1 (cr_target must be loaded).
+sym() { awk -v r="$1" '$1 == r { print $2 }' $CR/symbols; }
 
 # The last detach summary line of this script's log.
 last_summary() { log_since | grep 'hp_patcher: detached from' | tail -n 1; }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::kernel::{unxz, Kernel};
+use crate::kernel::{read_module, Kernel, MODULE_SUFFIXES};
 use crate::{repo_root, run};
 
 /// Lines that mean the guest kernel is unwell, whatever the tests say.
@@ -63,7 +63,7 @@ impl Initramfs {
         let mut order = Vec::new();
         collect_dependencies(&kernel.modules_dir()?, name, &mut order)?;
         for (module, path) in &order {
-            self.add_bytes(&format!("modules/{module}.ko"), &unxz(path)?)?;
+            self.add_bytes(&format!("modules/{module}.ko"), &read_module(path)?)?;
         }
         let names: Vec<&str> = order.iter().map(|(m, _)| m.as_str()).collect();
         self.add_bytes(&format!("modules/{name}.order"), (names.join("\n") + "\n").as_bytes())
@@ -82,14 +82,14 @@ impl Initramfs {
 }
 
 fn find_module(dir: &Path, name: &str) -> Result<PathBuf> {
-    let wanted = format!("{}.ko.xz", name.replace('-', "_"));
+    let wanted: Vec<String> = MODULE_SUFFIXES.iter().map(|s| format!("{}{s}", name.replace('-', "_"))).collect();
     let mut stack = vec![dir.join("kernel")];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d)? {
             let path = entry?.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if path.file_name().is_some_and(|f| f.to_string_lossy().replace('-', "_") == wanted) {
+            } else if path.file_name().is_some_and(|f| wanted.contains(&f.to_string_lossy().replace('-', "_"))) {
                 return Ok(path);
             }
         }
@@ -127,7 +127,8 @@ pub fn boot(
     timeout_secs: u32,
     echo: bool,
 ) -> Result<GuestOutput> {
-    let log = repo_root().join("target/lab").join(format!("{name}.log"));
+    let log = repo_root().join("target/lab").join(&kernel.release).join(format!("{name}.log"));
+    std::fs::create_dir_all(log.parent().unwrap())?;
     let mut log_file = std::fs::File::create(&log)?;
     let started = Instant::now();
     let mut child = Command::new("timeout")

@@ -10,6 +10,13 @@ use crate::{repo_root, run};
 /// The kernel the lab builds for and boots by default. Named here only.
 pub const DEFAULT_RELEASE: &str = "6.12.117+deb12-amd64";
 
+/// Debian 12's other kernel line, Linux 6.1 (the newest ABI in
+/// bookworm-security when pinned; bookworm's point release has 6.1.0-50).
+pub const LTS_6_1_RELEASE: &str = "6.1.0-56-amd64";
+
+/// The kernels `cargo xtask test` runs the guest suite on, in order.
+pub const TEST_RELEASES: &[&str] = &[DEFAULT_RELEASE, LTS_6_1_RELEASE];
+
 /// Host packages the lab needs (Debian bookworm).
 const HOST_PACKAGES: &[&str] = &[
     "qemu-system-x86",
@@ -111,15 +118,32 @@ impl Kernel {
         Ok(root.join(format!("boot/vmlinuz-{}", self.release)))
     }
 
-    /// Directory of the in-tree modules (`.ko.xz`).
+    /// Directory of the in-tree modules.
     pub fn modules_dir(&self) -> Result<PathBuf> {
         let root = self.root.as_ref().context("only a cached Debian kernel has in-tree modules")?;
         Ok(root.join(format!("lib/modules/{}", self.release)))
     }
+
+    /// An in-tree module's file from its path under `kernel/` without
+    /// suffix, e.g. `fs/ext4/ext4`.
+    pub fn in_tree_module(&self, module: &str) -> Result<PathBuf> {
+        let dir = self.modules_dir()?.join("kernel");
+        MODULE_SUFFIXES
+            .iter()
+            .map(|suffix| dir.join(format!("{module}{suffix}")))
+            .find(|path| path.exists())
+            .with_context(|| format!("no in-tree module {module} in {}", self.release))
+    }
 }
 
-/// The contents of an in-tree module (Debian ships them xz-compressed).
-pub fn unxz(path: &Path) -> Result<Vec<u8>> {
+/// How Debian ships in-tree modules: xz-compressed on 6.12, plain on 6.1.
+pub const MODULE_SUFFIXES: &[&str] = &[".ko.xz", ".ko"];
+
+/// The contents of an in-tree module, decompressed if it is a `.ko.xz`.
+pub fn read_module(path: &Path) -> Result<Vec<u8>> {
+    if path.extension().is_none_or(|e| e != "xz") {
+        return std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    }
     let out = std::process::Command::new("xz").arg("-dc").arg(path).output().context("running xz")?;
     if !out.status.success() {
         bail!("cannot decompress {}", path.display());
@@ -136,21 +160,28 @@ fn split_flavour(release: &str) -> Result<(&str, &str)> {
     release.rsplit_once('-').context("a Debian release looks like 6.12.117+deb12-amd64")
 }
 
+/// The candidate version apt knows for a package, if it knows the package.
+fn apt_version(name: &str) -> Option<String> {
+    let out = std::process::Command::new("apt-cache").args(["show", "--no-all-versions", name]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| l.strip_prefix("Version: ")).map(|v| v.trim().to_string())
+}
+
 /// Debian names kbuild after the full version since 6.12 (`linux-kbuild-6.12.117+deb12`)
-/// and after major.minor before (`linux-kbuild-6.1` for `6.1.0-50`).
-fn kbuild_package(base: &str) -> Result<String> {
+/// and after major.minor before (`linux-kbuild-6.1` for `6.1.0-50`). The
+/// major.minor package exists in several versions at once (6.1.176 in the
+/// point release, 6.1.192 in security), so ask for the image's version:
+/// modpost and fixdep then match the headers.
+fn kbuild_package(base: &str, image_version: &str) -> Result<String> {
     let full = format!("linux-kbuild-{base}");
-    let known = |name: &str| {
-        std::process::Command::new("apt-cache")
-            .args(["show", "--no-all-versions", name])
-            .output()
-            .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
-    };
-    if known(&full) {
-        return Ok(full);
+    if apt_version(&full).is_some() {
+        return Ok(format!("{full}={image_version}"));
     }
     let major_minor: Vec<&str> = base.split(['.', '-', '+']).take(2).collect();
-    Ok(format!("linux-kbuild-{}", major_minor.join(".")))
+    Ok(format!("linux-kbuild-{}={image_version}", major_minor.join(".")))
 }
 
 /// Downloads and unpacks image, headers and kbuild of a Debian kernel once.
@@ -162,21 +193,21 @@ fn fetch_debian_kernel(release: &str) -> Result<PathBuf> {
         return Ok(root);
     }
     let (base, _flavour) = split_flavour(release)?;
+    let image = format!("linux-image-{release}-unsigned");
+    if apt_version(&image).is_none() {
+        run(std::process::Command::new("apt-get").args(["update", "-q"]))?;
+    }
+    let version = apt_version(&image).with_context(|| format!("apt knows no package {image}"))?;
     let packages = [
-        format!("linux-image-{release}-unsigned"),
+        image,
         format!("linux-headers-{release}"),
         format!("linux-headers-{base}-common"),
-        kbuild_package(base)?,
+        kbuild_package(base, &version)?,
     ];
     let debs = dir.join("debs");
     std::fs::create_dir_all(&debs)?;
-    eprintln!("fetching kernel {release}");
-    let download =
-        |dir: &Path| run(std::process::Command::new("apt-get").arg("download").args(&packages).current_dir(dir));
-    if download(&debs).is_err() {
-        run(std::process::Command::new("apt-get").args(["update", "-q"]))?;
-        download(&debs)?;
-    }
+    eprintln!("fetching kernel {release} ({version})");
+    run(std::process::Command::new("apt-get").arg("download").args(&packages).current_dir(&debs))?;
     for entry in std::fs::read_dir(&debs)? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "deb") {

@@ -54,7 +54,7 @@ enum Cmd {
         #[arg(long)]
         kernel: Option<String>,
     },
-    /// Host unit tests, then the guest tests.
+    /// Host unit tests, then the guest tests on every kernel the lab pins.
     Test {
         /// Run only the guest scenarios whose name contains this.
         #[arg(long)]
@@ -62,6 +62,9 @@ enum Cmd {
         /// Skip the host unit tests.
         #[arg(long)]
         guest_only: bool,
+        /// Test this Debian kernel release only (default: each of kernel::TEST_RELEASES).
+        #[arg(long)]
+        kernel: Option<String>,
     },
 }
 
@@ -95,14 +98,33 @@ fn run_command(command: Cmd) -> Result<()> {
             };
             scenarios::demo(&kernel)
         }
-        Cmd::Test { only, guest_only } => {
+        Cmd::Test { only, guest_only, kernel } => {
             kernel::ensure_host_packages()?;
-            let kernel = Kernel::default_release()?;
+            let releases: Vec<String> = match kernel {
+                Some(release) => vec![release],
+                None => kernel::TEST_RELEASES.iter().map(|r| r.to_string()).collect(),
+            };
+            let kernels = releases.iter().map(|r| Kernel::release(r)).collect::<Result<Vec<_>>>()?;
             if !guest_only {
                 run(Command::new(env!("CARGO")).args(["test", "--workspace"]).current_dir(repo_root()))?;
-                real_modules::check(&kernel)?;
+                for kernel in &kernels {
+                    real_modules::check(kernel)?;
+                }
             }
-            scenarios::test(&kernel, only.as_deref())
+            // Every kernel runs even when an earlier one failed: a failure on
+            // one only is itself worth knowing.
+            let mut failed = Vec::new();
+            for kernel in &kernels {
+                println!("== guest tests on {}", kernel.release);
+                let outcome = scenarios::test(kernel, only.as_deref())?;
+                if !outcome.ok() {
+                    failed.push(kernel.release.as_str());
+                }
+            }
+            if !failed.is_empty() {
+                bail!("guest tests failed on {}", failed.join(", "));
+            }
+            Ok(())
         }
     }
 }

@@ -14,7 +14,7 @@ use hp_core::catalogue::{index_of, MEMORY};
 use hp_core::sites::{discover, function_ranges, Options, SiteKind, Symbol, Target};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionKind, SymbolKind};
 
-use crate::kernel::{unxz, Kernel};
+use crate::kernel::{read_module, Kernel};
 
 /// A filesystem, a block driver, sound, a network driver and a big one.
 const MODULES: &[&str] = &[
@@ -35,8 +35,7 @@ const R_X86_64_PLT32: u32 = 4;
 
 pub fn check(kernel: &Kernel) -> Result<()> {
     for module in MODULES {
-        let path = kernel.modules_dir()?.join(format!("kernel/{module}.ko.xz"));
-        check_module(module, &unxz(&path)?)?;
+        check_module(module, &read_module(&kernel.in_tree_module(module)?)?)?;
     }
     Ok(())
 }

@@ -60,7 +60,7 @@ fn initramfs(
     scripts: &[&str],
     boot: Option<&Boot>,
 ) -> Result<std::path::PathBuf> {
-    let fs = Initramfs::new(name, scripts)?;
+    let fs = Initramfs::new(&format!("{}/{name}", kernel.release), scripts)?;
     fs.add_file(&built.hp_patcher, "modules/hp_patcher.ko")?;
     fs.add_file(&built.cr_target, "modules/cr_target.ko")?;
     fs.add_bytes("modules/probe_point", probe_point::in_cr_round(&built.cr_target)?.as_bytes())?;
@@ -98,8 +98,21 @@ pub fn demo(kernel: &Kernel) -> Result<()> {
     Ok(())
 }
 
-pub fn test(kernel: &Kernel, only: Option<&str>) -> Result<()> {
+/// What one kernel's guest run came to.
+pub struct Outcome {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.failed == 0 && self.passed > 0
+    }
+}
+
+pub fn test(kernel: &Kernel, only: Option<&str>) -> Result<Outcome> {
     let built = build::build_all(kernel)?;
+    let started = std::time::Instant::now();
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut problems = Vec::new();
     for boot in BOOTS {
@@ -148,11 +161,8 @@ pub fn test(kernel: &Kernel, only: Option<&str>) -> Result<()> {
         }
     }
     for p in &problems {
-        println!("FAILED {p}");
+        println!("FAILED {}: {p}", kernel.release);
     }
-    println!("guest: {passed} passed, {failed} failed");
-    if failed > 0 || passed == 0 {
-        bail!("guest tests failed");
-    }
-    Ok(())
+    println!("guest {}: {passed} passed, {failed} failed, {:.1} s", kernel.release, started.elapsed().as_secs_f64());
+    Ok(Outcome { passed, failed })
 }
