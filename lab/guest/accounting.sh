@@ -103,7 +103,7 @@ for pair in irqoff:kmalloc_track_caller spinlock:kmalloc_large softirq:kmem_cach
 	check accounting.line.$c.attach insmod $HP target_name=cr_target functions=$f log_burst=5
 	usleep 500000
 	check accounting.line.$c.detach rmmod hp_patcher
-	line="hp_patcher: $f\\(.*flags=GFP_ATOMIC[|_A-Z]*[,)].* = 0x[0-9a-f]+ from cr_${c}_[a-z_]+\\+0x[0-9a-f]+/0x[0-9a-f]+ \\[cr_target\\] cpu=[0-9]+ pid=[0-9]+ comm="
+	line="hp_patcher: $f\\(.*flags=GFP_ATOMIC[|_A-Z]*[,)].* = [0-9a-f]{16} from cr_${c}_[a-z_]+\\+0x[0-9a-f]+/0x[0-9a-f]+ \\[cr_target\\] cpu=[0-9]+ pid=[0-9]+ comm="
 	case $c in irqoff|spinlock) line="${line}cr_worker/[0-9]+" ;; esac
 	expect_log accounting.line.$c "$line"
 	echo "HPINFO accounting: $c calls ran in: $(log_since | grep "hp_patcher: $f(" | sed 's/.* comm=//' | sort | uniq -c | tr -s ' \n' ' ')"

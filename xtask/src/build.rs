@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags};
 
 use crate::kernel::Kernel;
+use crate::stack::{self, StackInfo};
 use crate::{repo_root, run};
 
 /// What rustc must do to produce code the 6.12 kernel accepts: the same
@@ -30,6 +31,8 @@ const KERNEL_RUSTFLAGS: &[&str] = &[
     "-Zpatchable-function-entry=16,16",
     "-Zfunction-sections=y",
     "-Zplt=yes",
+    // For the stack budget check (stack.rs); the section is not loaded.
+    "-Zemit-stack-sizes",
 ];
 
 /// The Rust object's entry points, kept by `ld --gc-sections`.
@@ -71,6 +74,12 @@ pub fn build_all(kernel: &Kernel) -> Result<Built> {
     // Kbuild's _shipped rule leaves no .cmd file, which modpost needs.
     write_if_changed(&hp_dir.join(".hp_rust.o.cmd"), "savedcmd_hp_rust.o := cp hp_rust.o_shipped hp_rust.o\n")?;
     let hp_patcher = kbuild(kernel, &hp_dir, "hp_patcher.ko", &out)?;
+    if let Ok(su) = std::fs::read_to_string(hp_dir.join("hp_main.su")) {
+        let frames = stack::c_frames(&su);
+        for f in stack::HOT_C {
+            println!("hot path, C: {f}: {} bytes (then printk)", frames.get(*f).copied().unwrap_or(0));
+        }
+    }
     let cr_dir = stage_sources(&repo_root().join("lab/cr_target"), &out.join("build/cr_target"))?;
     let cr_target = kbuild(kernel, &cr_dir, "cr_target.ko", &out)?;
     Ok(Built { hp_patcher, cr_target })
@@ -117,6 +126,20 @@ fn build_rust_object(out: &Path) -> Result<PathBuf> {
         ld.arg("-u").arg(sym);
     }
     run(ld.args(&members))?;
+    // Frames of what the module really contains (after --gc-sections).
+    let mut stack = StackInfo::default();
+    stack.add_object(&merged)?;
+    stack.check()?;
+    println!("largest Rust frames: {:?}", stack.largest(4));
+    for entry in stack::HOT_ENTRIES {
+        let (bytes, chain) = stack.deepest(entry, &mut Vec::new());
+        println!("hot path {entry}: {bytes} bytes of Rust stack through direct calls ({})", chain.join(" -> "));
+    }
+    for f in stack::HOT_INDIRECT {
+        println!("hot path, called through a pointer: {f}: {} bytes", stack.frame_of(f));
+    }
+    // The kernel has no use for the section, and objtool frowns on it.
+    run(Command::new("objcopy").args(["--wildcard", "--remove-section=.stack_sizes*"]).arg(&merged))?;
     check_rust_object(&merged)?;
     Ok(merged)
 }

@@ -6,6 +6,7 @@ mod kernel;
 mod probe_point;
 mod real_modules;
 mod scenarios;
+mod stack;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,9 @@
 //! Where the disturbed-decoding test puts someone else's kprobe: an
 //! instruction of cr_target's `cr_round`, 5 bytes or longer (so that an
-//! optimized probe's jump replaces it alone), before a call to kfree. Found
-//! by decoding the built cr_target.ko, so that it follows the compiler.
+//! optimized probe's jump replaces it alone), before a call into the
+//! catalogue. Found by decoding the built cr_target.ko, so that it follows
+//! the compiler. Several, best first: whether kprobes optimizes a given
+//! instruction differs between kernels, and the test takes the first it does.
 
 use std::path::Path;
 
@@ -9,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use iced_x86::{Decoder, DecoderOptions, FlowControl};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
 
-/// `cr_round+0x<offset>`, as kprobe_events takes it.
+/// `cr_round+0x<offset>` lines, as kprobe_events takes them.
 pub fn in_cr_round(cr_target_ko: &Path) -> Result<String> {
     let data = std::fs::read(cr_target_ko)?;
     let file = object::File::parse(&*data)?;
@@ -17,7 +19,7 @@ pub fn in_cr_round(cr_target_ko: &Path) -> Result<String> {
     let section = file.section_by_index(func.section_index().context("cr_round has no section")?)?;
     let start = func.address() - section.address();
     let bytes = &section.data()?[start as usize..(start + func.size()) as usize];
-    let kfree_calls: Vec<u64> = section
+    let catalogue_calls: Vec<u64> = section
         .relocations()
         .filter(|(_, r)| match r.target() {
             RelocationTarget::Symbol(i) => {
@@ -29,20 +31,23 @@ pub fn in_cr_round(cr_target_ko: &Path) -> Result<String> {
         .map(|(offset, _)| offset - 1 - start)
         .collect();
     let mut decoder = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
-    let mut candidate = None;
+    let (mut last_long, mut found) = (None, Vec::new());
     while decoder.can_decode() {
         let insn = decoder.decode();
-        if kfree_calls.contains(&insn.ip()) && candidate.is_some() {
-            break;
+        if catalogue_calls.contains(&insn.ip()) {
+            found.extend(last_long.take());
         }
         let plain = insn.flow_control() == FlowControl::Next;
-        // Past the entry (ftrace's call and the first instructions are special to kprobes).
+        // Past the entry (ftrace's call and the first instructions are special
+        // to kprobes); RIP-relative and locked ones last, as kprobes may
+        // decline to optimize them.
         if plain && insn.len() >= 5 && insn.ip() >= 16 {
-            candidate = Some(insn.ip());
+            last_long = Some((insn.is_ip_rel_memory_operand() || insn.has_lock_prefix(), insn.ip()));
         }
     }
-    match candidate {
-        Some(offset) => Ok(format!("cr_round+{offset:#x}")),
-        None => bail!("no instruction of 5 bytes or more before a kfree call in cr_round"),
+    found.sort();
+    if found.is_empty() {
+        bail!("no instruction of 5 bytes or more before a catalogue call in cr_round");
     }
+    Ok(found.iter().map(|(_, offset)| format!("cr_round+{offset:#x}\n")).collect())
 }

@@ -247,10 +247,12 @@ impl Step {
 }
 
 impl FunctionScan<'_> {
+    #[inline(never)] // its decoder stays in its own frame
     fn run(&self, found: &mut Discovery) -> Result<(), TryReserveError> {
         let first_site = found.sites.len();
         let mut suspects = Vec::new();
-        self.decode_from(0, None, |position, step| {
+        let mut decoder = self.decoder();
+        self.decode_from(&mut decoder, 0, None, |position, step| {
             match step {
                 Step::Site(s) => try_push(&mut found.sites, s)?,
                 Step::Probed(s) => try_push(&mut found.foreign_probes, s)?,
@@ -269,7 +271,7 @@ impl FunctionScan<'_> {
         let mut boundaries = Vec::new();
         boundaries.try_reserve_exact(self.bytes.len().div_ceil(64))?;
         boundaries.resize(self.bytes.len().div_ceil(64), 0u64);
-        self.decode_from(0, None, |position, _| {
+        self.decode_from(&mut decoder, 0, None, |position, _| {
             boundaries[position / 64] |= 1u64 << (position % 64);
             Ok(true)
         })?;
@@ -278,7 +280,7 @@ impl FunctionScan<'_> {
             let mut recovered = 0u32;
             for alt in suspect.alternatives.clone().filter(|&p| p < self.bytes.len() && !is_boundary(p)) {
                 let mut count = 0;
-                self.decode_from(alt, Some(&is_boundary), |_, step| {
+                self.decode_from(&mut decoder, alt, Some(&is_boundary), |_, step| {
                     count += 1;
                     if let Step::Site(s) = step {
                         if !found.sites[first_site..].contains(&s) {
@@ -301,13 +303,20 @@ impl FunctionScan<'_> {
     /// Decodes from `position` and hands each instruction to `visit`, until
     /// the end of the function, `visit` says stop, or (when given) an
     /// instruction boundary of `stop_at` is reached after the first.
+    /// One decoder for the function: 464 bytes, so made once, in place (not
+    /// inlined, so that it is not built on the stack and then copied).
+    #[inline(never)]
+    fn decoder(&self) -> Decoder<'_> {
+        Decoder::with_ip(64, self.bytes, self.start, DecoderOptions::NONE)
+    }
+
     fn decode_from(
         &self,
+        decoder: &mut Decoder<'_>,
         position: usize,
         stop_at: Option<&dyn Fn(usize) -> bool>,
         mut visit: impl FnMut(usize, Step) -> Result<bool, TryReserveError>,
     ) -> Result<(), TryReserveError> {
-        let mut decoder = Decoder::with_ip(64, self.bytes, self.start, DecoderOptions::NONE);
         if decoder.set_position(position).is_err() {
             return Ok(());
         }
@@ -318,7 +327,7 @@ impl FunctionScan<'_> {
             if stop_at.is_some_and(|stop| stop(position)) {
                 break;
             }
-            let step = self.classify(&mut decoder, after_unconditional);
+            let step = self.classify(decoder, after_unconditional);
             after_unconditional = step.ends_straight_line();
             if !visit(position, step)? {
                 break;
@@ -327,6 +336,7 @@ impl FunctionScan<'_> {
         Ok(())
     }
 
+    #[inline(never)] // keeps its locals out of decode_from's frame (see there)
     fn classify(&self, decoder: &mut Decoder<'_>, after_unconditional: bool) -> Step {
         let position = decoder.position();
         let insn = decoder.decode();
