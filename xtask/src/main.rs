@@ -5,6 +5,7 @@ mod guest;
 mod kernel;
 mod real_modules;
 mod scenarios;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,12 +56,16 @@ enum Cmd {
     },
     /// Host unit tests, then the guest tests.
     Test {
-        /// Run only the guest scenarios whose name contains this.
+        /// Run only the guest scenarios (or, with --sweep, the sweep boots)
+        /// whose name contains this.
         #[arg(long)]
         only: Option<String>,
         /// Skip the host unit tests.
         #[arg(long)]
         guest_only: bool,
+        /// Only the sweep over Debian's in-tree modules (writes lab/SWEEP.md).
+        #[arg(long)]
+        sweep: bool,
     },
 }
 
@@ -94,9 +99,12 @@ fn run_command(command: Cmd) -> Result<()> {
             };
             scenarios::demo(&kernel)
         }
-        Cmd::Test { only, guest_only } => {
+        Cmd::Test { only, guest_only, sweep } => {
             kernel::ensure_host_packages()?;
             let kernel = Kernel::default_release()?;
+            if sweep {
+                return sweep::sweep(&kernel, only.as_deref());
+            }
             if !guest_only {
                 run(Command::new(env!("CARGO")).args(["test", "--workspace"]).current_dir(repo_root()))?;
                 real_modules::check(&kernel)?;
