@@ -77,16 +77,17 @@ row() {
 		echo "HPSWEEP $rmod exercise=$exercise sites=$sites hits=${hits:-0} attach_ms=$((t1 - t0)) identical=$identical note=$note"
 	else
 		# Refused: what hp_patcher said is the reason.
-		why=$(log_since | grep -E 'hp_patcher: .*(no call|refused|not|cannot)' | tail -n 1 | sed 's/.*hp_patcher: //')
+		why=$(log_since | grep -E 'hp_patcher: .*(no call|refused|not|cannot)' | tail -n 1 | sed "s/.*hp_patcher: \($rmod: \)*//")
 		case $expect in
 		refused:*)
 			pass sweep.$rmod.refused
-			note="refused: $why (${expect#refused:})" ;;
+			note="refused, \"$why\": ${expect#refused:}" ;;
 		*)
 			fail sweep.$rmod.attach "insmod refused: $why"
-			note="refused: $why" ;;
+			note="refused, \"$why\"" ;;
 		esac
-		echo "HPSWEEP $rmod exercise=$exercise sites=0/0 hits=0 attach_ms=- identical=- note=$note"
+		case $why in *"no call"*) sites=0 ;; *) sites=- ;; esac
+		echo "HPSWEEP $rmod exercise=$exercise sites=$sites hits=- attach_ms=- identical=- note=$note"
 	fi
 }
 

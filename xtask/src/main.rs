@@ -63,7 +63,8 @@ enum Cmd {
         /// Skip the host unit tests.
         #[arg(long)]
         guest_only: bool,
-        /// Only the sweep over Debian's in-tree modules (writes lab/SWEEP.md).
+        /// Only the sweep over Debian's in-tree modules; rewrites lab/SWEEP.md
+        /// (with --only, target/lab/SWEEP.md).
         #[arg(long)]
         sweep: bool,
     },
@@ -102,14 +103,23 @@ fn run_command(command: Cmd) -> Result<()> {
         Cmd::Test { only, guest_only, sweep } => {
             kernel::ensure_host_packages()?;
             let kernel = Kernel::default_release()?;
+            // Only a deliberate, complete sweep rewrites the committed table;
+            // a filtered one or the one inside the full test run writes under target/.
+            let scratch_table = repo_root().join("target/lab/SWEEP.md");
             if sweep {
-                return sweep::sweep(&kernel, only.as_deref());
+                let table = if only.is_some() { scratch_table } else { repo_root().join("lab/SWEEP.md") };
+                return sweep::sweep(&kernel, only.as_deref(), &table);
             }
             if !guest_only {
                 run(Command::new(env!("CARGO")).args(["test", "--workspace"]).current_dir(repo_root()))?;
                 real_modules::check(&kernel)?;
             }
-            scenarios::test(&kernel, only.as_deref())
+            scenarios::test(&kernel, only.as_deref())?;
+            // About 3 minutes of the run: cheap enough to sweep every time.
+            match only {
+                None => sweep::sweep(&kernel, None, &scratch_table),
+                Some(_) => Ok(()),
+            }
         }
     }
 }

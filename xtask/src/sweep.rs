@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -80,7 +81,9 @@ struct Row {
     note: String,
 }
 
-pub fn sweep(kernel: &Kernel, only: Option<&str>) -> Result<()> {
+/// Runs the sweep's boots (those whose name contains `only`, if given) and
+/// writes the table to `table`.
+pub fn sweep(kernel: &Kernel, only: Option<&str>, table: &Path) -> Result<()> {
     let started = Instant::now();
     let built = build::build_all(kernel)?;
     let nft_tiny = build_nft_tiny()?;
@@ -157,12 +160,12 @@ pub fn sweep(kernel: &Kernel, only: Option<&str>) -> Result<()> {
         }
     }
     let wall = started.elapsed().as_secs_f64();
-    let table = render(kernel, &rows, &rmmod, &legend, &boot_seconds, wall, &problems);
-    std::fs::write(repo_root().join("lab/SWEEP.md"), table)?;
+    let markdown = render(kernel, &rows, &rmmod, &legend, &boot_seconds, wall, &problems);
+    std::fs::write(table, markdown)?;
     for p in &problems {
         println!("FAILED {p}");
     }
-    println!("sweep: {} modules, {passed} checks passed, {failed} failed, {wall:.0} s wall; table in lab/SWEEP.md", rows.len());
+    println!("sweep: {} modules, {passed} checks passed, {failed} failed, {wall:.0} s wall; table in {}", rows.len(), table.display());
     if failed > 0 || rows.is_empty() {
         bail!("sweep failed");
     }
@@ -226,7 +229,7 @@ fn render(
             r.identical,
             rmmod.get(&r.module).map_or("not reached", String::as_str),
             r.exercise,
-            r.note
+            r.note.replace('|', "\\|")
         );
     }
     let _ = writeln!(md, "\nExercises (each phase: before, during, after):\n");
