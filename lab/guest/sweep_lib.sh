@@ -69,6 +69,8 @@ row() {
 			note=
 			if [ "${hits:-0}" -gt 0 ]; then pass sweep.$rmod.hits; else fail sweep.$rmod.hits "no call intercepted"; fi ;;
 		nohits:*)
+			# A hit would make the row's explanation wrong.
+			expect_eq sweep.$rmod.no_hits_as_explained "${hits:-0}" 0
 			note=${expect#nohits:} ;;
 		refused:*)
 			note="attached, though refusal was expected: ${expect#refused:}"

@@ -165,7 +165,11 @@ pub fn sweep(kernel: &Kernel, only: Option<&str>, table: &Path) -> Result<()> {
     for p in &problems {
         println!("FAILED {p}");
     }
-    println!("sweep: {} modules, {passed} checks passed, {failed} failed, {wall:.0} s wall; table in {}", rows.len(), table.display());
+    println!(
+        "sweep: {} modules, {passed} checks passed, {failed} failed, {wall:.0} s wall; table in {}",
+        rows.len(),
+        table.display()
+    );
     if failed > 0 || rows.is_empty() {
         bail!("sweep failed");
     }
@@ -278,7 +282,10 @@ fn make_images(fs: &Initramfs) -> Result<()> {
         .env("QA_CHECK_FS", "1"))?;
     // Mixed block groups: the only way btrfs fits in 16 MiB (114 MiB without).
     run(Command::new("mkfs.btrfs").args(["-q", "--mixed", "-L", "hp_test"]).arg(blank("btrfs.img", 16)?))?;
-    run(Command::new("mkfs.vfat").args(["-n", "HP_TEST"]).arg(blank("vfat.img", 8)?).stdout(std::process::Stdio::null()))?;
+    run(Command::new("mkfs.vfat")
+        .args(["-n", "HP_TEST"])
+        .arg(blank("vfat.img", 8)?)
+        .stdout(std::process::Stdio::null()))?;
 
     let src = fs.path("iso-src");
     std::fs::create_dir_all(src.join("dir/sub"))?;
