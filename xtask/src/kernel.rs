@@ -35,6 +35,12 @@ const HOST_PACKAGES: &[&str] = &[
     "kmod",
     "pahole",
     "libelf1",
+    // For the sweep: file system images, and a static helper for the guest.
+    "xfsprogs",
+    "btrfs-progs",
+    "dosfstools",
+    "genisoimage",
+    "libc6-dev",
 ];
 
 /// Installs whatever host package is missing.

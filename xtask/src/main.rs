@@ -7,6 +7,7 @@ mod probe_point;
 mod real_modules;
 mod scenarios;
 mod stack;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,7 +58,8 @@ enum Cmd {
     },
     /// Host unit tests, then the guest tests on every kernel the lab pins.
     Test {
-        /// Run only the guest scenarios whose name contains this.
+        /// Run only the guest scenarios (or, with --sweep, the sweep boots)
+        /// whose name contains this.
         #[arg(long)]
         only: Option<String>,
         /// Skip the host unit tests.
@@ -66,6 +68,10 @@ enum Cmd {
         /// Test this Debian kernel release only (default: each of kernel::TEST_RELEASES).
         #[arg(long)]
         kernel: Option<String>,
+        /// Only the sweep over Debian's in-tree modules (on the default
+        /// kernel); rewrites lab/SWEEP.md (with --only, target/lab/SWEEP.md).
+        #[arg(long)]
+        sweep: bool,
     },
 }
 
@@ -99,8 +105,15 @@ fn run_command(command: Cmd) -> Result<()> {
             };
             scenarios::demo(&kernel)
         }
-        Cmd::Test { only, guest_only, kernel } => {
+        Cmd::Test { only, guest_only, kernel, sweep } => {
             kernel::ensure_host_packages()?;
+            // Only a deliberate, complete sweep rewrites the committed table;
+            // a filtered one or the one inside the full test run writes under target/.
+            let scratch_table = repo_root().join("target/lab/SWEEP.md");
+            if sweep {
+                let table = if only.is_some() { scratch_table } else { repo_root().join("lab/SWEEP.md") };
+                return sweep::sweep(&Kernel::default_release()?, only.as_deref(), &table);
+            }
             let releases: Vec<String> = match kernel {
                 Some(release) => vec![release],
                 None => kernel::TEST_RELEASES.iter().map(|r| r.to_string()).collect(),
@@ -125,7 +138,12 @@ fn run_command(command: Cmd) -> Result<()> {
             if !failed.is_empty() {
                 bail!("guest tests failed on {}", failed.join(", "));
             }
-            Ok(())
+            // About 3 minutes: cheap enough to sweep every time, on the
+            // lab's default kernel.
+            match only {
+                None => sweep::sweep(&Kernel::default_release()?, None, &scratch_table),
+                Some(_) => Ok(()),
+            }
         }
     }
 }

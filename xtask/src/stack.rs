@@ -23,7 +23,7 @@ pub const HOT_INDIRECT: &[&str] = &["kernel_pointer", "write_str"];
 /// The C layer's hot-path functions, from gcc's -fstack-usage (hp_main.su).
 pub const HOT_C: &[&str] = &["hp_c_emit_call", "hp_c_format_ptr", "hp_c_log_window"];
 
-/// `hp_main.c:93:6:hp_c_emit_call	48	static` lines: frame by function.
+/// Lines like `hp_main.c:93:6:hp_c_emit_call<TAB>48<TAB>static`: frame by function.
 pub fn c_frames(su: &str) -> HashMap<String, u64> {
     su.lines()
         .filter_map(|l| {
