@@ -105,7 +105,7 @@ pub fn sweep(kernel: &Kernel, only: Option<&str>, table: &Path) -> Result<()> {
         make_images(&fs)?;
         let image = fs.pack()?;
         println!("guest {}: running {}", boot.name, boot.script);
-        let out = match guest::boot(kernel, &image, boot.name, boot.timeout_secs, false) {
+        let out = match guest::boot(kernel, &image, boot.name, "", boot.timeout_secs, false) {
             Ok(out) => out,
             Err(e) => {
                 failed += 1;
