@@ -85,9 +85,38 @@ pub fn build_all(kernel: &Kernel) -> Result<Built> {
     Ok(Built { hp_patcher, cr_target })
 }
 
+/// The version of `crate` that a Cargo.lock pins.
+fn locked_version(lock: &Path, krate: &str) -> Result<String> {
+    let text = std::fs::read_to_string(lock).with_context(|| format!("reading {}", lock.display()))?;
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line == format!("name = \"{krate}\"") {
+            if let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = \"")) {
+                return Ok(version.trim_end_matches('"').to_string());
+            }
+        }
+    }
+    bail!("{} pins no {krate}", lock.display())
+}
+
+/// The arena for iced-x86's decoder tables is sized by a host test
+/// (crates/hp-core/tests/decoder_tables.rs) against the workspace's iced;
+/// the module must be built with that same version.
+fn check_same_iced() -> Result<()> {
+    let host = locked_version(&repo_root().join("Cargo.lock"), "iced-x86")?;
+    let kmod = locked_version(&repo_root().join("kmod/rust/Cargo.lock"), "iced-x86")?;
+    if host != kmod {
+        bail!(
+            "iced-x86 {kmod} in kmod/rust/Cargo.lock, {host} in Cargo.lock: the decoder arena is sized for the latter"
+        );
+    }
+    Ok(())
+}
+
 /// Builds kmod/rust with Debian's rustc-web (the rustup toolchain has no
 /// rust-src to build `core` from) and merges it into one relocatable object.
 fn build_rust_object(out: &Path) -> Result<PathBuf> {
+    check_same_iced()?;
     let target_dir = repo_root().join("target/kmod-rust");
     run(Command::new("/usr/bin/cargo")
         .args(["build", "--release", "--target", "x86_64-unknown-none"])

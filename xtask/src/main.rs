@@ -56,6 +56,13 @@ enum Cmd {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// 200 attach/detach cycles under load, exact or racing rmmod of the
+    /// target (several minutes; not part of `test`).
+    Stress {
+        /// Debian kernel release to boot (default: the lab's kernel).
+        #[arg(long)]
+        kernel: Option<String>,
+    },
     /// Host unit tests, then the guest tests on every kernel the lab pins.
     Test {
         /// Run only the guest scenarios (or, with --sweep, the sweep boots)
@@ -104,6 +111,17 @@ fn run_command(command: Cmd) -> Result<()> {
                 None => Kernel::default_release()?,
             };
             scenarios::demo(&kernel)
+        }
+        Cmd::Stress { kernel } => {
+            kernel::ensure_host_packages()?;
+            let kernel = match kernel {
+                Some(release) => Kernel::release(&release)?,
+                None => Kernel::default_release()?,
+            };
+            if !scenarios::stress(&kernel)?.ok() {
+                bail!("stress run failed");
+            }
+            Ok(())
         }
         Cmd::Test { only, guest_only, kernel, sweep } => {
             kernel::ensure_host_packages()?;

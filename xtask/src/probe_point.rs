@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use hp_core::catalogue::index_of;
 use iced_x86::{Decoder, DecoderOptions, FlowControl};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
 
@@ -23,7 +24,7 @@ pub fn in_cr_round(cr_target_ko: &Path) -> Result<String> {
         .relocations()
         .filter(|(_, r)| match r.target() {
             RelocationTarget::Symbol(i) => {
-                file.symbol_by_index(i).and_then(|s| s.name().map(|n| n == "kfree")).unwrap_or(false)
+                file.symbol_by_index(i).and_then(|s| s.name().map(|n| index_of(n).is_some())).unwrap_or(false)
             }
             _ => false,
         })

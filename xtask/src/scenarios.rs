@@ -111,12 +111,34 @@ impl Outcome {
 }
 
 pub fn test(kernel: &Kernel, only: Option<&str>) -> Result<Outcome> {
+    let runs = BOOTS
+        .iter()
+        .map(|boot| (boot, boot.scripts.iter().copied().filter(|s| only.is_none_or(|o| s.contains(o))).collect()))
+        .collect();
+    run_boots(kernel, runs)
+}
+
+/// The long stress run: not part of `test` (it takes several minutes).
+const STRESS: Boot = Boot {
+    name: "stress",
+    scripts: &["stress"],
+    in_tree: &[],
+    ext4_image: false,
+    cmdline: "preempt=full",
+    timeout_secs: 3000,
+};
+
+pub fn stress(kernel: &Kernel) -> Result<Outcome> {
+    run_boots(kernel, vec![(&STRESS, STRESS.scripts.to_vec())])
+}
+
+/// Runs each boot with its scripts (none: skipped) and counts the checks.
+fn run_boots(kernel: &Kernel, runs: Vec<(&Boot, Vec<&str>)>) -> Result<Outcome> {
     let built = build::build_all(kernel)?;
     let started = std::time::Instant::now();
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut problems = Vec::new();
-    for boot in BOOTS {
-        let scripts: Vec<&str> = boot.scripts.iter().copied().filter(|s| only.is_none_or(|o| s.contains(o))).collect();
+    for (boot, scripts) in runs {
         if scripts.is_empty() {
             continue;
         }

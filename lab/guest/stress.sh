@@ -1,0 +1,53 @@
+# The long stress run (cargo xtask stress; not part of the test suite): 200
+# attach/detach cycles while the target calls on both CPUs. Every other
+# cycle is an exact one (target paused while we attach and detach, so its
+# own counters must equal our hits: any difference is a lost call); the
+# others race `rmmod cr_target` against the attach.
+. /scripts/lib.sh
+mark stress
+CYCLES=${STRESS_CYCLES:-200}
+# Calls the target made that we can intercept (kprobes refuses .kprobes.text).
+made() { awk 'NF == 2 && $1 != "rounds" && $1 !~ /@/ { s += $2 } END { print s + 0 }' $CR/counters; }
+i=0; intercepted=0; lost=0; exact=0; raced=0; unclean=0
+while [ $i -lt $CYCLES ]; do
+	i=$((i + 1))
+	grep -q '^cr_target ' /proc/modules || insmod /modules/cr_target.ko
+	if [ $((i % 2)) = 0 ]; then
+		echo 1 > $CR/pause
+		before=$(made)
+		if insmod $HP target_name=cr_target log_burst=1; then
+			echo 0 > $CR/pause
+			usleep $(( (i * 7919) % 200000 + 20000 ))
+			echo 1 > $CR/pause
+			rmmod hp_patcher
+			calls=$(( $(made) - before ))
+			hits=$(hp_total)
+			missed=$(hp_summary missed)
+			intercepted=$((intercepted + hits))
+			diff=$((calls - hits)); [ $diff -lt 0 ] && diff=$((-diff))
+			lost=$((lost + diff + missed))
+			exact=$((exact + 1))
+		else
+			unclean=$((unclean + 1)); echo "HPINFO stress $i: attach failed"
+		fi
+		echo 0 > $CR/pause
+	else
+		insmod $HP target_name=cr_target log_burst=1 2>/dev/null &
+		usleep $(( (i * 104729) % 300000 ))
+		rmmod cr_target 2>/dev/null
+		wait
+		if grep -q '^hp_patcher ' /proc/modules; then
+			rmmod hp_patcher
+			# Whichever detach ran last wrote the summary.
+			intercepted=$((intercepted + $(hp_total)))
+		fi
+		raced=$((raced + 1))
+	fi
+	grep -q '^hp_patcher ' /proc/modules && { unclean=$((unclean + 1)); rmmod hp_patcher; }
+done
+unload_all || unclean=$((unclean + 1))
+echo "HPINFO stress: $CYCLES cycles ($exact exact, $raced racing rmmod of the target): $intercepted calls intercepted, $lost lost"
+expect_eq stress.calls_lost "$lost" 0
+expect_eq stress.all_clean "$unclean" 0
+expect_eq stress.text_identical "$(log_since | grep -c 'text identical to before attach')" "$(log_since | grep -c 'hp_patcher: detached from')"
+expect_no_probes stress.no_probes_left
