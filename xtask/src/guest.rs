@@ -169,6 +169,25 @@ impl GuestOutput {
         self.text.lines().any(|l| l.trim() == GUEST_DONE)
     }
 
+    /// What went wrong in this boot besides failed checks: a script that did
+    /// not reach its end, a guest that did not finish, kernel trouble.
+    pub fn problems(&self, boot: &str, scripts: &[&str]) -> Vec<String> {
+        let mut problems = Vec::new();
+        for script in scripts {
+            if !self.text.lines().any(|l| l.trim() == format!("HP-SCRIPT-END {script}")) {
+                problems.push(format!("{boot}: script {script} did not finish; log: {}", self.log.display()));
+            }
+        }
+        if !self.finished() {
+            problems.push(format!("{boot}: guest did not finish; log: {}", self.log.display()));
+        }
+        let trouble = self.trouble();
+        if !trouble.is_empty() {
+            problems.push(format!("{boot}: kernel trouble:\n{}", trouble.join("\n")));
+        }
+        problems
+    }
+
     /// Lines showing kernel trouble, with their line numbers.
     pub fn trouble(&self) -> Vec<String> {
         self.text

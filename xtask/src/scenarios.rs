@@ -166,21 +166,9 @@ fn run_boots(kernel: &Kernel, runs: Vec<(&Boot, Vec<&str>)>) -> Result<Outcome> 
                 println!("  {line}");
             }
         }
-        for script in &scripts {
-            if !out.text.lines().any(|l| l.trim() == format!("HP-SCRIPT-END {script}")) {
-                failed += 1;
-                problems.push(format!("{}: script {script} did not finish; log: {}", boot.name, out.log.display()));
-            }
-        }
-        if !out.finished() {
-            failed += 1;
-            problems.push(format!("{}: guest did not finish; log: {}", boot.name, out.log.display()));
-        }
-        let trouble = out.trouble();
-        if !trouble.is_empty() {
-            failed += 1;
-            problems.push(format!("{}: kernel trouble:\n{}", boot.name, trouble.join("\n")));
-        }
+        let trouble = out.problems(boot.name, &scripts);
+        failed += trouble.len();
+        problems.extend(trouble);
     }
     for p in &problems {
         println!("FAILED {}: {p}", kernel.release);

@@ -137,19 +137,9 @@ pub fn sweep(kernel: &Kernel, only: Option<&str>, table: &Path) -> Result<()> {
                 }
             }
         }
-        if !out.text.lines().any(|l| l.trim() == format!("HP-SCRIPT-END {}", boot.script)) {
-            failed += 1;
-            problems.push(format!("{}: script did not finish; log: {}", boot.name, out.log.display()));
-        }
-        if !out.finished() {
-            failed += 1;
-            problems.push(format!("{}: guest did not finish; log: {}", boot.name, out.log.display()));
-        }
-        let trouble = out.trouble();
-        if !trouble.is_empty() {
-            failed += 1;
-            problems.push(format!("{}: kernel trouble:\n{}", boot.name, trouble.join("\n")));
-        }
+        let trouble = out.problems(boot.name, &[boot.script]);
+        failed += trouble.len();
+        problems.extend(trouble);
     }
     // A row whose module was never unloaded is a failure the checks above
     // cannot see: the script stopped before reaching the unload.

@@ -176,24 +176,46 @@ pub fn track_caller(func: usize) -> Option<&'static TrackCaller> {
 }
 
 impl TrackCaller {
-    /// The register arguments for `via`, from those of the intercepted call.
-    pub fn args(&self, config: KernelConfig, args: &RegisterArgs, caller: u64) -> RegisterArgs {
-        let mut out = [0; 6];
-        let own = |name: &str| {
-            let func = &MEMORY[index_of(self.function).unwrap_or(0)];
-            func.args_for(config).position(|a| a.name == name).map_or(0, |i| args[i])
-        };
+    /// Where each register argument of `via` comes from on this kernel,
+    /// resolved once at attach so that a call only copies.
+    pub fn resolve(&self, config: KernelConfig) -> CallerArgs {
+        let own = &MEMORY[index_of(self.function).unwrap_or(0)];
         let via = &MEMORY[index_of(self.via).unwrap_or(0)];
+        let mut slots = [Slot::Const(0); 6];
         let sources =
             via.args.iter().zip(self.sources).filter(|(a, _)| config.slab_buckets || !a.only_with_slab_buckets);
-        for (slot, (_, source)) in out.iter_mut().zip(sources) {
+        for (slot, (_, source)) in slots.iter_mut().zip(sources) {
             *slot = match *source {
-                Source::Arg(name) => own(name),
-                Source::Const(value) => value,
-                Source::Caller => caller,
+                Source::Arg(name) => {
+                    own.args_for(config).position(|a| a.name == name).map_or(Slot::Const(0), Slot::Arg)
+                }
+                Source::Const(value) => Slot::Const(value),
+                Source::Caller => Slot::Caller,
             };
         }
-        out
+        CallerArgs(slots)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Arg(usize),
+    Const(u64),
+    Caller,
+}
+
+/// The register arguments of a `_track_caller` call, slot by slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallerArgs([Slot; 6]);
+
+impl CallerArgs {
+    /// The arguments for the `_track_caller` form, from the intercepted call's.
+    pub fn build(&self, args: &RegisterArgs, caller: u64) -> RegisterArgs {
+        self.0.map(|slot| match slot {
+            Slot::Arg(i) => args.get(i).copied().unwrap_or(0),
+            Slot::Const(value) => value,
+            Slot::Caller => caller,
+        })
     }
 }
 
@@ -341,11 +363,12 @@ mod tests {
         let kmalloc = index_of("__kmalloc_noprof").unwrap();
         let t = track_caller(kmalloc).unwrap();
         let no_buckets = KernelConfig { slab_buckets: false };
-        assert_eq!(t.args(no_buckets, &[100, 0xcc0, 9, 9, 9, 9], 0xc0de), [100, 0xcc0, u64::MAX, 0xc0de, 0, 0]);
+        let args = [100, 0xcc0, 9, 9, 9, 9];
+        assert_eq!(t.resolve(no_buckets).build(&args, 0xc0de), [100, 0xcc0, u64::MAX, 0xc0de, 0, 0]);
         let buckets = KernelConfig { slab_buckets: true };
-        assert_eq!(t.args(buckets, &[100, 0xcc0, 9, 9, 9, 9], 0xc0de), [100, 0, 0xcc0, u64::MAX, 0xc0de, 0]);
+        assert_eq!(t.resolve(buckets).build(&args, 0xc0de), [100, 0, 0xcc0, u64::MAX, 0xc0de, 0]);
         let node = track_caller(index_of("__kmalloc_node_noprof").unwrap()).unwrap();
-        assert_eq!(node.args(buckets, &[64, 0xb, 0xcc0, 1, 9, 9], 0xc0de), [64, 0xb, 0xcc0, 1, 0xc0de, 0]);
+        assert_eq!(node.resolve(buckets).build(&[64, 0xb, 0xcc0, 1, 9, 9], 0xc0de), [64, 0xb, 0xcc0, 1, 0xc0de, 0]);
         assert!(track_caller(index_of("__kmalloc_cache_noprof").unwrap()).is_none());
     }
 }

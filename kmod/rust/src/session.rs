@@ -6,7 +6,7 @@ use core::ffi::{c_char, CStr};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use hp_core::catalogue::{self, KernelConfig, Kind, TrackCaller, MEMORY};
+use hp_core::catalogue::{self, CallerArgs, KernelConfig, Kind, MEMORY};
 use hp_core::event::{write_call, LineBuf, RegisterArgs};
 use hp_core::gfp::GfpName;
 use hp_core::ratelimit::RateLimit;
@@ -21,7 +21,7 @@ pub struct SiteRecord {
     /// `_track_caller` form.
     real: u64,
     /// Set when `real` is a `_track_caller` form, to build its arguments.
-    track_caller: Option<&'static TrackCaller>,
+    track_caller: Option<CallerArgs>,
     /// A void function: entered through hp_trampoline_jump, no exit hook.
     jump_through: bool,
     hits: AtomicU64,
@@ -117,14 +117,16 @@ impl Session {
         gfp.extend(gfp_names.iter().map(|g| GfpName { mask: g.mask, name: unsafe { static_str(g.name) } }));
         let mut sites = Vec::new();
         sites.try_reserve_exact(found.sites.len()).map_err(out_of_memory)?;
+        let config = KernelConfig { slab_buckets: req.slab_buckets != 0 };
         sites.extend(found.sites.iter().map(|&site| {
             let jump_through = MEMORY[site.func].ret == Kind::Void;
             // Only where the kernel at hand exports the _track_caller form.
-            let track_caller = catalogue::track_caller(site.func)
-                .filter(|t| !jump_through && catalogue::index_of(t.via).is_some_and(&available));
-            let real = match track_caller.and_then(|t| catalogue::index_of(t.via)) {
-                Some(via) => addrs[via],
-                None => addrs[site.func],
+            let via = catalogue::track_caller(site.func)
+                .filter(|_| !jump_through)
+                .and_then(|t| Some((t, catalogue::index_of(t.via).filter(|&v| available(v))?)));
+            let (real, track_caller) = match via {
+                Some((t, via)) => (addrs[via], Some(t.resolve(config))),
+                None => (addrs[site.func], None),
             };
             SiteRecord { site, real, track_caller, jump_through, hits: AtomicU64::new(0), session: core::ptr::null() }
         }));
@@ -144,7 +146,7 @@ impl Session {
         }
         let session = Session {
             target: name,
-            config: KernelConfig { slab_buckets: req.slab_buckets != 0 },
+            config,
             gfp,
             sites,
             inflight: AtomicU64::new(0),
@@ -221,6 +223,7 @@ fn report_skipped(found: &Discovery) {
             }
             DisturbanceKind::PaddingInt3 => "an int3 after a jump hides a call (someone else's probe?)",
             // A tail call into another module's known code is no disturbance.
+            // SAFETY (the guard's call): it only looks the address up.
             DisturbanceKind::ModuleSpaceJump { dest }
                 if d.recovered_sites == 0 && unsafe { ffi::hp_c_is_known_code(dest) } =>
             {
@@ -286,8 +289,8 @@ impl SiteRecord {
         let session = self.session();
         session.inflight.fetch_add(1, Ordering::SeqCst);
         self.hits.fetch_add(1, Ordering::Relaxed);
-        *call_args = match self.track_caller {
-            Some(t) => t.args(session.config, args, caller),
+        *call_args = match &self.track_caller {
+            Some(t) => t.build(args, caller),
             None => *args,
         };
         self.real
