@@ -37,7 +37,7 @@ const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 const SOURCE_DIR: &str = "linux-source-6.12";
 
 /// Appended to the release: `6.12.117-hpdebug`.
-const LOCALVERSION: &str = "-hpdebug";
+pub const LOCALVERSION: &str = "-hpdebug";
 
 /// What building a kernel needs on a Debian host (pahole comes with dwarves;
 /// openssl from libssl-dev signs the modules; kmod runs depmod).
@@ -238,6 +238,29 @@ pub fn ensure_debug_kernel() -> Result<PathBuf> {
     fs::write(&done, format!("release={release}\nbuild_seconds={seconds}\n{recipe}"))?;
     eprintln!("debug kernel {release} built in {seconds} s");
     Ok(cache)
+}
+
+/// The debug kernel as a `Kernel`: its build tree to build modules against,
+/// and a root laid out like an unpacked Debian kernel (boot/vmlinuz-*,
+/// lib/modules/*) so that booting and in-tree modules work as for the others.
+pub fn kernel() -> Result<Kernel> {
+    let cache = ensure_debug_kernel()?;
+    let build = cache.join("build");
+    let release = fs::read_to_string(build.join("include/config/kernel.release"))?.trim().to_string();
+    let root = cache.join("root");
+    fs::create_dir_all(root.join("boot"))?;
+    fs::create_dir_all(root.join("lib/modules"))?;
+    let links = [
+        (build.join("arch/x86/boot/bzImage"), root.join(format!("boot/vmlinuz-{release}"))),
+        (cache.join(format!("modules/lib/modules/{release}")), root.join(format!("lib/modules/{release}"))),
+    ];
+    for (target, link) in links {
+        if fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+            let _ = fs::remove_file(&link);
+            std::os::unix::fs::symlink(&target, &link)?;
+        }
+    }
+    Ok(Kernel { release, kdir: build, root: Some(root) })
 }
 
 /// What the `done` marker records of the recipe: a change to it invalidates the cache.

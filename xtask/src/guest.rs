@@ -133,7 +133,9 @@ pub fn boot(
     let started = Instant::now();
     let mut child = Command::new("timeout")
         .args(["--kill-after=10", &timeout_secs.to_string(), "qemu-system-x86_64"])
-        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024"])
+        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2"])
+        // KASAN's shadow and kmemleak's pool want more on the debug kernel.
+        .args(["-m", if kernel.slowdown() > 1 { "2048" } else { "1024" }])
         .args(["-nographic", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
         .arg("-kernel")
         .arg(kernel.image()?)

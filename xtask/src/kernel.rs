@@ -7,6 +7,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::{repo_root, run};
 
+/// `--kernel debug`: Debian's 6.12 source built with KASAN, lockdep,
+/// kmemleak and the rest (debug_kernel.rs), cached outside the checkout.
+pub const DEBUG_RELEASE: &str = "debug";
+
 /// The kernel the lab builds for and boots by default. Named here only.
 pub const DEFAULT_RELEASE: &str = "6.12.117+deb12-amd64";
 
@@ -85,6 +89,9 @@ impl Kernel {
 
     /// An installed kernel's headers if present, else Debian's packages.
     pub fn release(release: &str) -> Result<Kernel> {
+        if release == DEBUG_RELEASE {
+            return crate::debug_kernel::kernel();
+        }
         let installed = PathBuf::from(format!("/lib/modules/{release}/build"));
         if release != DEFAULT_RELEASE && installed.join("Makefile").exists() {
             return Ok(Kernel { release: release.into(), kdir: installed, root: None });
@@ -112,6 +119,15 @@ impl Kernel {
                 Ok(root.join(path.trim_start_matches('/')))
             }
             _ => Ok(own),
+        }
+    }
+
+    /// How much slower its guests run: KASAN and lockdep cost several times.
+    pub fn slowdown(&self) -> u32 {
+        if self.release.ends_with(crate::debug_kernel::LOCALVERSION) {
+            4
+        } else {
+            1
         }
     }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask`: build hp_patcher, run the demo, run the tests.
 
 mod build;
+mod debug_kernel;
 mod guest;
 mod kernel;
 mod probe_point;

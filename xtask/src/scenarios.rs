@@ -36,7 +36,7 @@ const BOOTS: &[Boot] = &[
     },
     Boot {
         name: "core",
-        scripts: &["pointers", "caller", "disturbed", "force_unload", "leak", "fault"],
+        scripts: &["pointers", "caller", "disturbed", "force_unload", "leak", "fault", "failslab", "kmemleak"],
         in_tree: &[],
         ext4_image: false,
         // Races show up sooner when the kernel preempts anywhere.
@@ -144,7 +144,8 @@ fn run_boots(kernel: &Kernel, runs: Vec<(&Boot, Vec<&str>)>) -> Result<Outcome> 
         }
         let image = initramfs(kernel, &built, boot.name, &scripts, Some(boot))?;
         println!("guest {}: running {}", boot.name, scripts.join(", "));
-        let out = match guest::boot(kernel, &image, boot.name, boot.cmdline, boot.timeout_secs, false) {
+        let timeout = boot.timeout_secs * kernel.slowdown();
+        let out = match guest::boot(kernel, &image, boot.name, boot.cmdline, timeout, false) {
             Ok(out) => out,
             Err(e) => {
                 failed += 1;
