@@ -1,7 +1,7 @@
-# Kernel allocations made on our behalf (kprobes, the loader) fail too: with
-# the kernel's failslab (debug kernel only), limited to the insmod task and
-# to call chains through module code, 40 attaches run with 20% of those
-# allocations failing. Each must end cleanly, like fault.sh's.
+# Kernel allocations made on our behalf (kprobes' among them) fail too, each
+# in turn: the kernel's failslab (debug kernel only), limited to the insmod
+# task and to call chains through module code, fails the 1st, 2nd, ... such
+# slab allocation of successive attaches. Each must end cleanly.
 . /scripts/lib.sh
 mark failslab
 F=/sys/kernel/debug/failslab
@@ -10,30 +10,37 @@ insmod /modules/cr_target.ko
 crc=$(cat $CR/text_crc)
 echo N > $F/ignore-gfp-wait
 echo Y > $F/task-filter
-echo 20 > $F/probability
-echo 1 > $F/interval
-echo -1 > $F/times
+echo 100 > $F/probability
 echo 0 > $F/space
 echo 0 > $F/verbose
-# Module space on x86_64: only allocations with hp_patcher (or another
-# module) on the stack; the task filter leaves only the insmod's.
+# Module space on x86_64: only allocations with module code on the stack
+# (hp_patcher's init, and what it calls); the task filter leaves the insmod's.
 echo 0xffffffffc0000000 > $F/require-start
 echo 0xffffffffff000000 > $F/require-end
 echo 32 > $F/stacktrace-depth
-n=0; refused=0; bad=0
-while [ $n -lt 40 ]; do
-	n=$((n + 1))
+# failslab counts the calls that pass its filters, for good: to fail the
+# k-th call of the k-th attach, the interval is where the count will be.
+count=0; k=0; refused=0; survived=0; bad=0; covered=no
+while [ $k -lt 400 ]; do
+	k=$((k + 1))
+	echo $((count + k)) > $F/interval
+	echo 1 > $F/times
 	if sh -c "echo 1 > /proc/self/make-it-fail; exec insmod $HP target_name=cr_target log_burst=1" 2>/dev/null; then
 		rmmod hp_patcher
+		survived=$((survived + 1))
 	else
 		refused=$((refused + 1))
 	fi
-	if grep -q '^hp_patcher ' /proc/modules; then bad=$((bad + 1)); rmmod hp_patcher; fi
-	if grep -q 'cr_target' /sys/kernel/debug/kprobes/list; then bad=$((bad + 1)); fail failslab.probes.$n "probes left"; fi
-	[ "$(cat $CR/text_crc)" = "$crc" ] || { bad=$((bad + 1)); fail failslab.text.$n "text differs"; }
+	# No failure: fewer than k such allocations in a whole attach.
+	[ "$(cat $F/times)" = 1 ] && { covered=yes; break; }
+	count=$((count + k))
+	if grep -q '^hp_patcher ' /proc/modules; then bad=$((bad + 1)); fail failslab.loaded.$k "still loaded"; rmmod hp_patcher; fi
+	if grep -q 'cr_target' /sys/kernel/debug/kprobes/list; then bad=$((bad + 1)); fail failslab.probes.$k "probes left"; fi
+	[ "$(cat $CR/text_crc)" = "$crc" ] || { bad=$((bad + 1)); fail failslab.text.$k "text differs"; }
 done
-echo 0 > $F/probability
-echo "HPINFO failslab: 40 attaches with failing kernel allocations: $refused refused"
+echo 0 > $F/times
+echo "HPINFO failslab: $((k - 1)) kernel allocations on our behalf failed in turn: $refused attaches refused, $survived survived"
+expect_eq failslab.every_allocation_failed_once "$covered" yes
 expect_eq failslab.all_clean "$bad" 0
 check failslab.attach_after insmod $HP target_name=cr_target log_burst=1
 check failslab.detach_after rmmod hp_patcher

@@ -20,7 +20,13 @@ sleep 2
 slab1=$(meminfo SUnreclaim); vmalloc1=$(meminfo VmallocUsed)
 echo "HPINFO leak: over 20 cycles SUnreclaim $slab0 -> $slab1 kB, VmallocUsed $vmalloc0 -> $vmalloc1 kB"
 expect_eq leak.cycles "$ok" 20
-expect_growth_below leak.slab "$slab0" "$slab1" 20 8
-expect_growth_below leak.vmalloc "$vmalloc0" "$vmalloc1" 20 8
+if [ -e /sys/kernel/debug/kmemleak ]; then
+	# The debug kernel: KASAN's quarantine keeps freed slab objects for a
+	# while, so the totals say little; kmemleak.sh checks leaks there.
+	echo "HPINFO leak: KASAN's quarantine holds freed slab here; kmemleak.sh checks instead"
+else
+	expect_growth_below leak.slab "$slab0" "$slab1" 20 8
+	expect_growth_below leak.vmalloc "$vmalloc0" "$vmalloc1" 20 8
+fi
 echo 0 > $CR/pause
 check leak.target_unload rmmod cr_target

@@ -5,7 +5,10 @@
 mark pointers
 insmod /modules/cr_target.ko
 sleep 1
+# Paused while we attach, so that the log window starts with every site armed.
+echo 1 > $CR/pause
 check pointers.attach insmod $HP target_name=cr_target log_burst=100
+echo 0 > $CR/pause
 sleep 1
 check pointers.detach rmmod hp_patcher
 log_since | grep 'hp_patcher: .* from .* cpu=' > /tmp/lines
@@ -20,7 +23,11 @@ matched=""
 for hash in $(grep -o "$KMALLOC(.*) = 00000000[0-9a-f]*" /tmp/lines | sed 's/.* = //'); do
 	grep -q "kfree(objp=$hash)" /tmp/lines && { matched=$hash; break; }
 done
-if [ -n "$matched" ]; then pass pointers.alloc_matches_free; else fail pointers.alloc_matches_free "no $KMALLOC result is freed"; fi
+if [ -n "$matched" ]; then pass pointers.alloc_matches_free
+else
+	fail pointers.alloc_matches_free "no $KMALLOC result is freed"
+	sed 's/^/HPINFO pointers: /' /tmp/lines | head -n 60
+fi
 mark pointers_raw
 check pointers.raw_attach insmod $HP target_name=cr_target log_burst=20 raw_pointers=1
 sleep 1

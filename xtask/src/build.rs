@@ -159,9 +159,11 @@ fn build_rust_object(out: &Path) -> Result<PathBuf> {
     let mut stack = StackInfo::default();
     stack.add_object(&merged)?;
     stack.check()?;
-    println!("largest Rust frames: {:?}", stack.largest(4));
+    let largest: Vec<String> = stack.largest(3).iter().map(|(f, s)| format!("{s} {}", short(f))).collect();
+    println!("largest Rust frames (bytes): {}", largest.join(", "));
     for entry in stack::HOT_ENTRIES {
         let (bytes, chain) = stack.deepest(entry, &mut Vec::new());
+        let chain: Vec<&str> = chain.iter().map(|f| short(f)).collect();
         println!("hot path {entry}: {bytes} bytes of Rust stack through direct calls ({})", chain.join(" -> "));
     }
     for f in stack::HOT_INDIRECT {
@@ -171,6 +173,12 @@ fn build_rust_object(out: &Path) -> Result<PathBuf> {
     run(Command::new("objcopy").args(["--wildcard", "--remove-section=.stack_sizes*"]).arg(&merged))?;
     check_rust_object(&merged)?;
     Ok(merged)
+}
+
+/// A symbol for a log line: mangled Rust names are long, their end tells.
+fn short(symbol: &str) -> &str {
+    let keep = symbol.len().saturating_sub(48);
+    symbol.get(keep..).unwrap_or(symbol)
 }
 
 /// The loader rejects GOT relocations, and a weak mem* from
