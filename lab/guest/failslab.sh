@@ -18,28 +18,31 @@ echo 0 > $F/verbose
 echo 0xffffffffc0000000 > $F/require-start
 echo 0xffffffffff000000 > $F/require-end
 echo 32 > $F/stacktrace-depth
-# failslab counts the calls that pass its filters, for good: to fail the
-# k-th call of the k-th attach, the interval is where the count will be.
-count=0; k=0; refused=0; survived=0; bad=0; covered=no
+# failslab counts the calls that pass its filters, for good (and not at all
+# with an interval of 1): to fail the k-th call of the k-th attach, the
+# interval is where the count will be then.
+count=0; k=0; reported=0; bad=0; covered=no
 while [ $k -lt 400 ]; do
 	k=$((k + 1))
+	mark failslab_$k
 	echo $((count + k)) > $F/interval
 	echo 1 > $F/times
-	if sh -c "echo 1 > /proc/self/make-it-fail; exec insmod $HP target_name=cr_target log_burst=1" 2>/dev/null; then
-		rmmod hp_patcher
-		survived=$((survived + 1))
-	else
-		refused=$((refused + 1))
-	fi
+	# busybox insmod tries init_module again when finit_module fails: a
+	# refused first load is then followed by a good one.
+	sh -c "echo 1 > /proc/self/make-it-fail; exec insmod $HP target_name=cr_target log_burst=1" 2>/dev/null
+	grep -q '^hp_patcher ' /proc/modules && rmmod hp_patcher
 	# No failure: fewer than k such allocations in a whole attach.
 	[ "$(cat $F/times)" = 1 ] && { covered=yes; break; }
-	count=$((count + k))
+	[ $k -gt 1 ] && count=$((count + k))
+	# What hp_patcher itself noticed (the rest the kernel absorbed, such as
+	# kprobes giving up an optional optimization).
+	log_since | grep -qE 'hp_patcher: (out of memory|a log line was lost|site .* refused by kprobes \(-12\))' && reported=$((reported + 1))
 	if grep -q '^hp_patcher ' /proc/modules; then bad=$((bad + 1)); fail failslab.loaded.$k "still loaded"; rmmod hp_patcher; fi
 	if grep -q 'cr_target' /sys/kernel/debug/kprobes/list; then bad=$((bad + 1)); fail failslab.probes.$k "probes left"; fi
 	[ "$(cat $CR/text_crc)" = "$crc" ] || { bad=$((bad + 1)); fail failslab.text.$k "text differs"; }
 done
 echo 0 > $F/times
-echo "HPINFO failslab: $((k - 1)) kernel allocations on our behalf failed in turn: $refused attaches refused, $survived survived"
+echo "HPINFO failslab: $((k - 1)) slab allocations with module code on the stack failed in turn; hp_patcher reported $reported of them"
 expect_eq failslab.every_allocation_failed_once "$covered" yes
 expect_eq failslab.all_clean "$bad" 0
 check failslab.attach_after insmod $HP target_name=cr_target log_burst=1

@@ -1,4 +1,4 @@
-# After everything before it in the boot (cycles, fault injection): kmemleak
+# After everything before it in the boot (cycles, races, fault injection): kmemleak
 # (debug kernel only) may report no object allocated by hp_patcher.
 . /scripts/lib.sh
 K=/sys/kernel/debug/kmemleak

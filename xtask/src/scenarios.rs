@@ -28,7 +28,7 @@ struct Boot {
 const BOOTS: &[Boot] = &[
     Boot {
         name: "cr_target",
-        scripts: &["bad_input", "accounting", "target_unload", "race", "cycles"],
+        scripts: &["bad_input", "accounting", "target_unload", "race", "cycles", "kmemleak"],
         in_tree: &[],
         ext4_image: false,
         cmdline: "",
