@@ -339,6 +339,16 @@ static void hp_detach(const char *why)
 	unsigned int i;
 
 	lockdep_assert_held(&hp_lock);
+	/*
+	 * Restore every site's text first, and keep the probes in kprobes'
+	 * table for a grace period before unregistering: a CPU that still
+	 * executes an int3 it fetched before the restore then finds its probe
+	 * (x86's kprobe_int3_handler has no fallback for a vanished probe, and
+	 * dies). Seen under QEMU TCG, twice in a few thousand detaches.
+	 */
+	for (i = 0; i < hp_nr_kprobes; i++)
+		disable_kprobe(hp_kprobes[i]);
+	synchronize_rcu();
 	unregister_kprobes(hp_kprobes, hp_nr_kprobes);
 	synchronize_rcu_tasks();
 	while (hp_session_inflight(hp_session)) {
