@@ -275,14 +275,12 @@ static int hp_register_probes(void)
 	u64 i, count = hp_session_site_count(hp_session);
 
 	hp_probes = hp_alloc(array_size(count, sizeof(*hp_probes)));
-	if (!hp_probes)
-		return -ENOMEM;
-	memset(hp_probes, 0, array_size(count, sizeof(*hp_probes)));
-	hp_kprobes = hp_alloc(array_size(count, sizeof(*hp_kprobes)));
+	hp_kprobes = hp_probes ? hp_alloc(array_size(count, sizeof(*hp_kprobes))) : NULL;
 	if (!hp_kprobes) {
 		pr_err("out of memory for %llu probes\n", count);
 		return -ENOMEM;
 	}
+	memset(hp_probes, 0, array_size(count, sizeof(*hp_probes)));
 	for (i = 0; i < count; i++) {
 		struct hp_probe *probe = &hp_probes[i];
 		u64 addr;
