@@ -140,7 +140,8 @@ static void *hp_alloc(size_t size)
 			fail_alloc_nth, size);
 		return NULL;
 	}
-	return kvmalloc(size, GFP_KERNEL);
+	/* A failure is ours to report, and we do: no allocation-failure splat. */
+	return kvmalloc(size, GFP_KERNEL | __GFP_NOWARN);
 }
 
 void *hp_c_alloc(size_t size)
