@@ -332,6 +332,8 @@ impl SiteRecord {
 }
 
 /// A pointer as the kernel prints `%p` (hashed), or `%px` with raw_pointers=1.
+/// Kept out of line so that xtask's stack report can name its frame.
+#[inline(never)]
 fn kernel_pointer(w: &mut dyn Write, value: u64) -> core::fmt::Result {
     let mut buf = [0u8; 24];
     // SAFETY: buf is writable for its length; C writes at most len-1 bytes.
