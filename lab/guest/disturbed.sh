@@ -27,9 +27,13 @@ remove_their_probe() {
 optimized_probe() {
 	for point in $(cat /modules/probe_point); do
 		their_probe
+		# Their int3 is in the text at once; the list may say OPTIMIZED a
+		# little before the jmp replaces it, so wait for the text to change.
+		armed=$(cat $CR/text_crc)
+		optimized() { grep -q " $point .*OPTIMIZED" /sys/kernel/debug/kprobes/list && [ "$(cat $CR/text_crc)" != "$armed" ]; }
 		n=0
-		while ! grep -q " $point .*OPTIMIZED" /sys/kernel/debug/kprobes/list && [ $n -lt 30 ]; do usleep 100000; n=$((n + 1)); done
-		grep -q " $point .*OPTIMIZED" /sys/kernel/debug/kprobes/list && return 0
+		while ! optimized && [ $n -lt 30 ]; do usleep 100000; n=$((n + 1)); done
+		optimized && return 0
 		echo "HPINFO disturbed: kprobes did not optimize $point"
 		remove_their_probe
 	done
