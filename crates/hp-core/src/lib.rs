@@ -10,6 +10,7 @@ extern crate alloc;
 
 pub mod arena;
 pub mod catalogue;
+pub mod control;
 pub mod event;
 pub mod gfp;
 pub mod ratelimit;

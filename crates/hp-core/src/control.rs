@@ -1,0 +1,297 @@
+//! The control grammar: one command per write to /dev/hp_patcher.
+//!
+//! docs/control.md is the user's description; this is the rule. The module
+//! parses with `parse` and refuses anything else with -EINVAL before it
+//! changes anything; hpctl builds its lines with `Command`'s `Display`, so
+//! both sides share one grammar.
+
+use core::fmt;
+
+/// Longest command accepted, newline included. Module names are at most 55
+/// bytes and the catalogue's names fit many times over.
+pub const MAX_COMMAND: usize = 1024;
+
+/// Longest module name the kernel allows (MODULE_NAME_LEN - 1).
+pub const MAX_MODULE_NAME: usize = 55;
+
+/// The name hp_patcher's own module has: never a target.
+pub const OURSELVES: &str = "hp_patcher";
+
+/// Where a target's calls go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Sink {
+    /// The `hp_patcher:hp_call` tracepoint (the default for the device).
+    #[default]
+    Trace,
+    /// A rate-limited kernel log line per call (the seed's, and insmod's).
+    Printk,
+    /// Counters only.
+    None,
+}
+
+impl Sink {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sink::Trace => "trace",
+            Sink::Printk => "printk",
+            Sink::None => "none",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Sink> {
+        [Sink::Trace, Sink::Printk, Sink::None].into_iter().find(|s| s.name() == name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `functions` is the catalogue list as given (empty: all), checked by
+    /// `catalogue::select` against what the kernel exports.
+    Attach { module: &'a str, functions: &'a str, sink: Sink, follow: bool },
+    Detach { module: &'a str },
+    DetachAll,
+    Plan { module: &'a str, functions: &'a str },
+    Targets,
+    Sites { module: Option<&'a str> },
+    Stats { module: Option<&'a str> },
+    Info,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError<'a> {
+    Empty,
+    TooLong,
+    /// A NUL, a control character or a byte outside ASCII.
+    NotText,
+    UnknownVerb(&'a str),
+    MissingModule,
+    BadModuleName(&'a str),
+    Ourselves,
+    /// An argument this verb does not take, or one given twice.
+    UnexpectedArgument(&'a str),
+    BadSink(&'a str),
+    BadFunctionList(&'a str),
+}
+
+impl fmt::Display for ParseError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Empty => write!(f, "empty command"),
+            ParseError::TooLong => write!(f, "command longer than {MAX_COMMAND} bytes"),
+            ParseError::NotText => write!(f, "command has a NUL, control or non-ASCII byte"),
+            ParseError::UnknownVerb(v) => write!(
+                f,
+                "unknown command '{v}' (attach, detach, detach-all, plan, targets, sites, stats, info)"
+            ),
+            ParseError::MissingModule => write!(f, "a module name is required"),
+            ParseError::BadModuleName(m) => {
+                write!(f, "'{m}' is not a module name (1 to {MAX_MODULE_NAME} of A-Z a-z 0-9 _)")
+            }
+            ParseError::Ourselves => write!(f, "cannot instrument {OURSELVES} itself"),
+            ParseError::UnexpectedArgument(a) => write!(f, "unexpected or repeated argument '{a}'"),
+            ParseError::BadSink(s) => write!(f, "unknown sink '{s}' (trace, printk, none)"),
+            ParseError::BadFunctionList(l) => write!(f, "'{l}' is not a comma list of function names"),
+        }
+    }
+}
+
+/// Parses one command. Only syntax: whether the module is loaded or the
+/// functions are exported is decided by whoever acts on it.
+pub fn parse(bytes: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
+    if bytes.len() > MAX_COMMAND {
+        return Err(ParseError::TooLong);
+    }
+    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    if !bytes.iter().all(|&b| b == b' ' || b.is_ascii_graphic()) {
+        return Err(ParseError::NotText);
+    }
+    // All printable ASCII from here.
+    let line = core::str::from_utf8(bytes).map_err(|_| ParseError::NotText)?;
+    let mut words = line.split(' ').filter(|w| !w.is_empty());
+    let verb = words.next().ok_or(ParseError::Empty)?;
+    let command = match verb {
+        "attach" => {
+            let module = target_module(words.next())?;
+            let (mut functions, mut sink, mut follow) = (None, None, false);
+            for word in words.by_ref() {
+                if let Some(list) = word.strip_prefix("fn=").filter(|_| functions.is_none()) {
+                    functions = Some(function_list(list)?);
+                } else if let Some(name) = word.strip_prefix("sink=").filter(|_| sink.is_none()) {
+                    sink = Some(Sink::from_name(name).ok_or(ParseError::BadSink(name))?);
+                } else if word == "follow" && !follow {
+                    follow = true;
+                } else {
+                    return Err(ParseError::UnexpectedArgument(word));
+                }
+            }
+            Command::Attach { module, functions: functions.unwrap_or(""), sink: sink.unwrap_or_default(), follow }
+        }
+        "plan" => {
+            let module = target_module(words.next())?;
+            let functions = match words.next() {
+                Some(word) => match word.strip_prefix("fn=") {
+                    Some(list) => function_list(list)?,
+                    None => return Err(ParseError::UnexpectedArgument(word)),
+                },
+                None => "",
+            };
+            Command::Plan { module, functions }
+        }
+        "detach" => Command::Detach { module: module(words.next())? },
+        "detach-all" => Command::DetachAll,
+        "targets" => Command::Targets,
+        "sites" => Command::Sites { module: words.next().map(|w| module(Some(w))).transpose()? },
+        "stats" => Command::Stats { module: words.next().map(|w| module(Some(w))).transpose()? },
+        "info" => Command::Info,
+        other => return Err(ParseError::UnknownVerb(other)),
+    };
+    match words.next() {
+        Some(extra) => Err(ParseError::UnexpectedArgument(extra)),
+        None => Ok(command),
+    }
+}
+
+fn module(word: Option<&str>) -> Result<&str, ParseError<'_>> {
+    let name = word.ok_or(ParseError::MissingModule)?;
+    let valid = (1..=MAX_MODULE_NAME).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(name)
+    } else {
+        Err(ParseError::BadModuleName(name))
+    }
+}
+
+/// A module we may instrument: anything but ourselves.
+fn target_module(word: Option<&str>) -> Result<&str, ParseError<'_>> {
+    match module(word)? {
+        OURSELVES => Err(ParseError::Ourselves),
+        name => Ok(name),
+    }
+}
+
+fn function_list(list: &str) -> Result<&str, ParseError<'_>> {
+    let valid = list.split(',').all(|name| {
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    });
+    if valid {
+        Ok(list)
+    } else {
+        Err(ParseError::BadFunctionList(list))
+    }
+}
+
+impl fmt::Display for Command<'_> {
+    /// The canonical line, without a newline: `parse` gives the command back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let functions = |f: &mut fmt::Formatter<'_>, list: &str| match list {
+            "" => Ok(()),
+            list => write!(f, " fn={list}"),
+        };
+        let optional = |f: &mut fmt::Formatter<'_>, module: Option<&str>| match module {
+            Some(m) => write!(f, " {m}"),
+            None => Ok(()),
+        };
+        match *self {
+            Command::Attach { module, functions: list, sink, follow } => {
+                write!(f, "attach {module}")?;
+                functions(f, list)?;
+                write!(f, " sink={}", sink.name())?;
+                if follow {
+                    write!(f, " follow")?;
+                }
+                Ok(())
+            }
+            Command::Detach { module } => write!(f, "detach {module}"),
+            Command::DetachAll => write!(f, "detach-all"),
+            Command::Plan { module, functions: list } => {
+                write!(f, "plan {module}")?;
+                functions(f, list)
+            }
+            Command::Targets => write!(f, "targets"),
+            Command::Sites { module } => {
+                write!(f, "sites")?;
+                optional(f, module)
+            }
+            Command::Stats { module } => {
+                write!(f, "stats")?;
+                optional(f, module)
+            }
+            Command::Info => write!(f, "info"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::string::ToString;
+    use std::vec;
+
+    #[test]
+    fn attach_with_every_option() {
+        let got = parse(b"attach cr_target fn=kfree,vfree sink=none follow\n").unwrap();
+        assert_eq!(got, Command::Attach { module: "cr_target", functions: "kfree,vfree", sink: Sink::None, follow: true });
+        assert_eq!(
+            parse(b"attach  ext4").unwrap(),
+            Command::Attach { module: "ext4", functions: "", sink: Sink::Trace, follow: false }
+        );
+    }
+
+    #[test]
+    fn the_other_verbs() {
+        assert_eq!(parse(b"detach ext4").unwrap(), Command::Detach { module: "ext4" });
+        assert_eq!(parse(b"detach-all").unwrap(), Command::DetachAll);
+        assert_eq!(parse(b"plan ext4 fn=kfree").unwrap(), Command::Plan { module: "ext4", functions: "kfree" });
+        assert_eq!(parse(b"targets\n").unwrap(), Command::Targets);
+        assert_eq!(parse(b"sites").unwrap(), Command::Sites { module: None });
+        assert_eq!(parse(b"stats ext4").unwrap(), Command::Stats { module: Some("ext4") });
+        assert_eq!(parse(b"info").unwrap(), Command::Info);
+    }
+
+    #[test]
+    fn malformed_commands_say_why() {
+        let long = vec![b'a'; 64 * 1024];
+        let cases: &[(&[u8], ParseError<'_>)] = &[
+            (b"", ParseError::Empty),
+            (b"\n", ParseError::Empty),
+            (b"   ", ParseError::Empty),
+            (&long, ParseError::TooLong),
+            (b"attach cr\0target", ParseError::NotText),
+            (b"attach cr_target\n\n", ParseError::NotText),
+            (b"attach \xff", ParseError::NotText),
+            (b"attach\tcr_target", ParseError::NotText),
+            (b"frobnicate", ParseError::UnknownVerb("frobnicate")),
+            (b"attach", ParseError::MissingModule),
+            (b"detach", ParseError::MissingModule),
+            (b"attach ../etc", ParseError::BadModuleName("../etc")),
+            (b"attach hp_patcher", ParseError::Ourselves),
+            (b"plan hp_patcher", ParseError::Ourselves),
+            (b"attach ext4 sink=file", ParseError::BadSink("file")),
+            (b"attach ext4 sink=none sink=trace", ParseError::UnexpectedArgument("sink=trace")),
+            (b"attach ext4 follow follow", ParseError::UnexpectedArgument("follow")),
+            (b"attach ext4 fn=kfree,,vfree", ParseError::BadFunctionList("kfree,,vfree")),
+            (b"attach ext4 fn=", ParseError::BadFunctionList("")),
+            (b"detach ext4 xfs", ParseError::UnexpectedArgument("xfs")),
+            (b"targets all", ParseError::UnexpectedArgument("all")),
+            (b"plan ext4 follow", ParseError::UnexpectedArgument("follow")),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse(input), Err(*want), "{:?}", std::string::String::from_utf8_lossy(input));
+            assert!(!want.to_string().is_empty());
+        }
+        let name = "m".repeat(MAX_MODULE_NAME + 1);
+        assert_eq!(parse(std::format!("detach {name}").as_bytes()), Err(ParseError::BadModuleName(&name)));
+    }
+
+    #[test]
+    fn a_command_at_the_size_limit_is_still_read() {
+        let mut line = std::format!("attach {}", "m".repeat(MAX_MODULE_NAME)).into_bytes();
+        line.push(b' ');
+        line.resize(MAX_COMMAND, b' ');
+        assert!(parse(&line).is_ok());
+        line.push(b' ');
+        assert_eq!(parse(&line), Err(ParseError::TooLong));
+    }
+}
