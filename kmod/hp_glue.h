@@ -28,7 +28,49 @@ struct hp_attach_request {
 	u64 module_space_end;
 	u32 slab_buckets;		/* CONFIG_SLAB_BUCKETS */
 	u32 call_thunks;		/* CONFIG_CALL_THUNKS */
+	u32 sink;			/* enum hp_sink */
+	u32 quiet_if_none;		/* no error line if no site (init text) */
 };
+
+/* Where a target's calls go (hp_core::control::Sink). */
+enum hp_sink { HP_SINK_TRACE = 0, HP_SINK_PRINTK = 1, HP_SINK_NONE = 2 };
+
+/* hp_trampoline's area for the real call (Rust's CallFrame). */
+struct hp_call_frame {
+	u64 args[6];
+	u64 start_ns;
+};
+
+/* One hp_patcher:hp_call event (Rust's CallEvent). */
+struct hp_call_event {
+	const char *target;
+	const char *callee;
+	u64 site;
+	u32 func;
+	u32 returned;		/* 0: a void function, ret and duration are 0 */
+	u64 args[6];
+	u64 ret;
+	u64 start_ns;
+	u64 duration_ns;
+};
+
+/* A parsed control command (Rust's ControlCommand). */
+enum hp_verb {
+	HP_CMD_ATTACH = 1, HP_CMD_DETACH, HP_CMD_DETACH_ALL, HP_CMD_PLAN,
+	HP_CMD_TARGETS, HP_CMD_SITES, HP_CMD_STATS, HP_CMD_INFO,
+};
+#define HP_MAX_COMMAND 1024
+struct hp_command {
+	u32 verb;
+	u32 sink;
+	u32 follow;
+	u32 has_module;
+	u64 burst;		/* printk lines per window; U64_MAX: log_burst= */
+	char module[64];
+	char functions[HP_MAX_COMMAND + 1];
+};
+
+struct hp_reply;	/* owned by Rust: the text a write leaves for reads */
 
 struct hp_session;	/* owned by Rust */
 struct hp_site;		/* owned by Rust, lives as long as its session */
@@ -44,10 +86,26 @@ const struct hp_site *hp_session_site(const struct hp_session *s, u64 index,
 u64 hp_session_inflight(const struct hp_session *s);
 void hp_session_report(const struct hp_session *s, const char *why, u64 missed);
 void hp_session_free(struct hp_session *s);
-u64 hp_on_entry(const struct hp_site *site, const u64 *args, u64 *call_args,
-		u64 caller);
-u64 hp_on_exit(const struct hp_site *site, u64 ret, const u64 *args);
+void hp_site_set_probe(const struct hp_site *site, bool armed, u64 missed);
+u64 hp_on_entry(const struct hp_site *site, const u64 *args,
+		struct hp_call_frame *frame, u64 caller);
+u64 hp_on_exit(const struct hp_site *site, u64 ret, const u64 *args,
+	       const struct hp_call_frame *frame);
 u64 hp_on_jump_through(const struct hp_site *site, const u64 *args);
+
+struct hp_reply *hp_reply_new(void);
+void hp_reply_free(struct hp_reply *r);
+void hp_reply_clear(struct hp_reply *r);
+const u8 *hp_reply_data(const struct hp_reply *r, u64 *len);
+bool hp_reply_lost(const struct hp_reply *r);
+void hp_reply_line(struct hp_reply *r, const char *line);
+int hp_control_parse(const u8 *bytes, u64 len, struct hp_command *out,
+		     struct hp_reply *r);
+void hp_reply_sites(struct hp_reply *r, const struct hp_session *s);
+void hp_reply_stats(struct hp_reply *r, const struct hp_session *const *sessions,
+		    u64 n);
+void hp_session_totals(const struct hp_session *s, u64 out[3]);
+void hp_reply_functions(struct hp_reply *r, const u64 *addrs, u64 len);
 
 /* Implemented in C, called from Rust. */
 enum hp_level { HP_ERR = 0, HP_WARN = 1, HP_INFO = 2 };
@@ -59,6 +117,10 @@ bool hp_c_is_known_code(u64 addr);
 u64 hp_c_log_window(void);
 void *hp_c_alloc(size_t size);
 void hp_c_free(void *ptr);
+u64 hp_c_now_ns(void);
+bool hp_c_trace_enabled(void);
+void hp_c_trace_call(const struct hp_call_event *event);
+u32 hp_c_format_symbol(u64 addr, char *buf, u32 len);
 void __noreturn hp_c_panic(const char *msg, size_t len);
 
 /* Where redirected calls go (hp_trampoline.S): with a result, and without. */

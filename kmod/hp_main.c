@@ -2,10 +2,10 @@
 /*
  * hp_patcher: hot-patch a running module's calls to memory functions.
  *
- * This file is the thin C edge: module parameters, finding the target,
- * kprobe and module-notifier glue, the detach sequence, and printk. The
- * decisions (which sites, what to log) are made by the Rust core through
- * the contract in hp_glue.h.
+ * This file is the thin C edge: module parameters, the targets, finding
+ * their modules, kprobe and module-notifier glue, the detach sequence, and
+ * printk. The decisions (which sites, what to log) are made by the Rust core
+ * through the contract in hp_glue.h; the control device is hp_control.c.
  */
 #define pr_fmt(fmt) "hp_patcher: " fmt
 
@@ -24,11 +24,11 @@
 #include <linux/tracepoint.h>	/* TRACE_DEFINE_ENUM, used by mmflags.h */
 #include <trace/events/mmflags.h>
 
-#include "hp_glue.h"
+#include "hp_internal.h"
 
 static char *target_name;
 module_param(target_name, charp, 0400);
-MODULE_PARM_DESC(target_name, "name of the loaded module to instrument");
+MODULE_PARM_DESC(target_name, "name of a loaded module to instrument at load, with sink printk; empty: none (use /dev/hp_patcher)");
 
 static char *functions = "";
 module_param(functions, charp, 0400);
@@ -38,8 +38,8 @@ static ulong log_burst = 200;
 module_param(log_burst, ulong, 0400);
 MODULE_PARM_DESC(log_burst, "call lines logged per 5 s window, 0: unlimited; the rest are counted as suppressed");
 
-static bool raw_pointers;
-module_param(raw_pointers, bool, 0400);
+bool hp_raw_pointers;
+module_param_named(raw_pointers, hp_raw_pointers, bool, 0400);
 MODULE_PARM_DESC(raw_pointers, "log pointers as they are (%px) instead of hashed like %p; exposes kernel addresses to whoever reads the log");
 
 /* For the tests: make the error paths reachable on demand. */
@@ -51,41 +51,61 @@ static uint attach_delay_ms;
 module_param(attach_delay_ms, uint, 0400);
 MODULE_PARM_DESC(attach_delay_ms, "testing: sleep this long between finding the target and attaching");
 
+
 #define HP_LOG_WINDOW_SECS 5
 #define HP_BRANCH_LEN 5		/* call rel32 and jmp rel32 */
 
-static const struct trace_print_flags hp_gfp_names[] = {
+const struct trace_print_flags hp_gfp_names[] = {
 	__def_gfpflag_names __def_gfpflag_names_kasan
 };
+const size_t hp_num_gfp_names = ARRAY_SIZE(hp_gfp_names);
 
-/* One kprobe per redirected site. */
-struct hp_probe {
-	struct kprobe kp;
-	const struct hp_site *site;
-	bool tail_jump;
-	bool jump_through;	/* a void function: hp_trampoline_jump */
-};
+DEFINE_MUTEX(hp_lock);
+LIST_HEAD(hp_targets);
 
-/* The attachment; all fields are protected by hp_lock. */
-static DEFINE_MUTEX(hp_lock);
-static struct module *hp_target;	/* only compared, never dereferenced after attach */
-static struct hp_session *hp_session;
-static struct hp_probe *hp_probes;
-static struct kprobe **hp_kprobes;	/* the registered ones, for the batch unregister */
-static unsigned int hp_nr_kprobes;
-static u8 *hp_text_copy;		/* the target's text as it was before attach */
-static u64 hp_text_base, hp_text_size;
+/*
+ * While a control command runs (under hp_lock), its errors also go to its
+ * reply: the task is remembered so that a log line from elsewhere (a
+ * target's call line on another CPU) is never taken for one.
+ */
+static struct task_struct *hp_capture_task;
+static struct hp_reply *hp_capture_reply;
+
+void hp_capture_errors(struct hp_reply *r)
+{
+	lockdep_assert_held(&hp_lock);
+	hp_capture_task = r ? current : NULL;
+	hp_capture_reply = r;
+}
 
 /* ---- called from Rust ---- */
 
 void hp_c_log(u32 level, const char *msg)
 {
-	if (level == HP_ERR)
+	if (level == HP_ERR) {
 		pr_err("%s\n", msg);
-	else if (level == HP_WARN)
+		if (hp_capture_task == current && hp_capture_reply) {
+			char line[256];
+
+			snprintf(line, sizeof(line), "error %s", msg);
+			hp_reply_line(hp_capture_reply, line);
+		}
+	} else if (level == HP_WARN) {
 		pr_warn("%s\n", msg);
-	else
+	} else {
 		pr_info("%s\n", msg);
+	}
+}
+
+void hp_err(const char *fmt, ...)
+{
+	char msg[200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	hp_c_log(HP_ERR, msg);
 }
 
 void hp_c_log_at(u32 level, const char *msg, u64 addr)
@@ -116,7 +136,21 @@ u64 hp_c_log_window(void)
 
 u32 hp_c_format_ptr(u64 value, char *buf, u32 len)
 {
-	return scnprintf(buf, len, raw_pointers ? "%px" : "%p", (void *)value);
+	return scnprintf(buf, len, hp_raw_pointers ? "%px" : "%p", (void *)value);
+}
+
+/* `symbol+off/size`, the kernel's own symbolization without ` [module]`,
+ * so that a control reply's value has no space. */
+u32 hp_c_format_symbol(u64 addr, char *buf, u32 len)
+{
+	char sym[KSYM_SYMBOL_LEN];
+	char *space;
+
+	sprint_symbol(sym, addr);
+	space = strchr(sym, ' ');
+	if (space)
+		*space = '\0';
+	return strscpy(buf, sym, len) < 0 ? len - 1 : strlen(buf);
 }
 
 /* Whether addr is in some function the kernel knows (kernel or module text,
@@ -132,7 +166,7 @@ bool hp_c_is_known_code(u64 addr)
 static atomic_t hp_alloc_count = ATOMIC_INIT(0);
 
 /* Every allocation of ours, C or Rust, goes through here: in process
- * context only (attach, detach, load, unload). */
+ * context only (attach, detach, commands, load, unload). */
 static void *hp_alloc(size_t size)
 {
 	if (fail_alloc_nth && atomic_inc_return(&hp_alloc_count) == fail_alloc_nth) {
@@ -160,7 +194,7 @@ void hp_c_panic(const char *msg, size_t len)
 	BUG();
 }
 
-/* ---- finding the target ---- */
+/* ---- finding a module ---- */
 
 /*
  * The module list is walked from our own entry, because the list head is
@@ -176,18 +210,19 @@ static bool hp_is_module_struct(const struct module *mod)
 }
 
 /*
- * Returns the target with a reference held, or an ERR_PTR. Called under
- * hp_lock, which the notifier takes on every GOING: a target that is LIVE
- * here cannot finish unloading, even by `rmmod -f`, before we release it.
+ * Returns the LIVE module with a reference held, or an ERR_PTR (-ENOENT:
+ * not loaded). Called under hp_lock, which the notifier takes on every
+ * GOING: a module that is LIVE here cannot finish unloading, even by
+ * `rmmod -f`, before we release the lock.
  */
-static struct module *hp_get_target(const char *name)
+struct module *hp_get_module(const char *name)
 {
 	struct module *mod, *found = NULL;
 	int err = -ENOENT;
 
 	lockdep_assert_held(&hp_lock);
 	if (!strcmp(name, THIS_MODULE->name)) {
-		pr_err("cannot instrument itself (target_name=%s)\n", name);
+		hp_err("cannot instrument itself (%s)", name);
 		return ERR_PTR(-EINVAL);
 	}
 	rcu_read_lock();
@@ -195,12 +230,12 @@ static struct module *hp_get_target(const char *name)
 		if (!hp_is_module_struct(mod) || strcmp(mod->name, name))
 			continue;
 		if (mod->state != MODULE_STATE_LIVE) {
-			pr_err("module %s is %s, not live\n", name,
+			hp_err("module %s is %s, not live", name,
 			       mod->state == MODULE_STATE_COMING ? "still loading" :
 			       mod->state == MODULE_STATE_GOING ? "being unloaded" : "not ready");
-			err = -EINVAL;
+			err = mod->state == MODULE_STATE_COMING ? -EAGAIN : -EINVAL;
 		} else if (!try_module_get(mod)) {
-			pr_err("module %s is being unloaded\n", name);
+			hp_err("module %s is being unloaded", name);
 			err = -EINVAL;
 		} else {
 			found = mod;
@@ -208,20 +243,58 @@ static struct module *hp_get_target(const char *name)
 		break;
 	}
 	rcu_read_unlock();
-	if (!found && err == -ENOENT)
-		pr_err("module %s is not loaded\n", name);
 	return found ? found : ERR_PTR(err);
 }
 
-static void hp_target_text(const struct module *mod, u64 *base, u64 *size)
+/* ---- the targets ---- */
+
+struct hp_target *hp_find_target(const char *name)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
-	*base = (u64)mod->mem[MOD_TEXT].base;
-	*size = mod->mem[MOD_TEXT].size;
-#else
-	*base = (u64)mod->core_layout.base;
-	*size = mod->core_layout.text_size;
-#endif
+	struct hp_target *t;
+
+	lockdep_assert_held(&hp_lock);
+	list_for_each_entry(t, &hp_targets, node)
+		if (!strcmp(t->name, name))
+			return t;
+	return NULL;
+}
+
+/* Not yet on the list; nothing attached. */
+/* burst U64_MAX: the log_burst= parameter. */
+struct hp_target *hp_target_new(const char *name, const char *functions,
+				u32 sink, u64 burst, bool follow)
+{
+	struct hp_target *t = hp_alloc(sizeof(*t));
+	size_t len = strlen(functions) + 1;
+
+	if (!t)
+		goto oom;
+	memset(t, 0, sizeof(*t));
+	t->functions = hp_alloc(len);
+	if (!t->functions) {
+		kvfree(t);
+		goto oom;
+	}
+	memcpy(t->functions, functions, len);
+	strscpy(t->name, name, sizeof(t->name));
+	t->sink = sink;
+	t->log_burst = burst == U64_MAX ? log_burst : burst;
+	t->follow = follow;
+	t->state = HP_AWAITED;
+	INIT_LIST_HEAD(&t->node);
+	return t;
+oom:
+	hp_err("out of memory for target %s", name);
+	return NULL;
+}
+
+/* Off the list and detached. */
+void hp_target_free(struct hp_target *t)
+{
+	if (!t)
+		return;
+	kvfree(t->functions);
+	kvfree(t);
 }
 
 /* ---- redirecting ---- */
@@ -257,37 +330,45 @@ static void hp_post_handler(struct kprobe *kp, struct pt_regs *regs,
 {
 }
 
-static void hp_free_attachment(void)
+static void hp_attachment_free(struct hp_attachment *att)
 {
-	hp_session_free(hp_session);
-	kvfree(hp_kprobes);
-	kvfree(hp_probes);
-	kvfree(hp_text_copy);
-	hp_session = NULL;
-	hp_kprobes = NULL;
-	hp_probes = NULL;
-	hp_text_copy = NULL;
-	hp_nr_kprobes = 0;
-	hp_target = NULL;
+	hp_session_free(att->session);
+	kvfree(att->kprobes);
+	kvfree(att->probes);
+	kvfree(att->text_copy);
+	memset(att, 0, sizeof(*att));
 }
 
-static int hp_register_probes(void)
+/* Tells Rust which sites kprobes took and how many hits it kept from us. */
+void hp_attachment_sync(struct hp_attachment *att)
 {
-	u64 i, count = hp_session_site_count(hp_session);
+	u64 i, count;
 
-	hp_probes = hp_alloc(array_size(count, sizeof(*hp_probes)));
-	hp_kprobes = hp_probes ? hp_alloc(array_size(count, sizeof(*hp_kprobes))) : NULL;
-	if (!hp_kprobes) {
-		pr_err("out of memory for %llu probes\n", count);
+	if (!att->session)
+		return;
+	count = hp_session_site_count(att->session);
+	for (i = 0; i < count; i++)
+		hp_site_set_probe(att->probes[i].site, att->probes[i].armed,
+				  att->probes[i].kp.nmissed);
+}
+
+static int hp_register_probes(const char *name, struct hp_attachment *att)
+{
+	u64 i, count = hp_session_site_count(att->session);
+
+	att->probes = hp_alloc(array_size(count, sizeof(*att->probes)));
+	att->kprobes = att->probes ? hp_alloc(array_size(count, sizeof(*att->kprobes))) : NULL;
+	if (!att->kprobes) {
+		hp_err("out of memory for %llu probes", count);
 		return -ENOMEM;
 	}
-	memset(hp_probes, 0, array_size(count, sizeof(*hp_probes)));
+	memset(att->probes, 0, array_size(count, sizeof(*att->probes)));
 	for (i = 0; i < count; i++) {
-		struct hp_probe *probe = &hp_probes[i];
+		struct hp_probe *probe = &att->probes[i];
 		u64 addr;
 		int err;
 
-		probe->site = hp_session_site(hp_session, i, &addr, &probe->tail_jump,
+		probe->site = hp_session_site(att->session, i, &addr, &probe->tail_jump,
 					      &probe->jump_through);
 		probe->kp.addr = (kprobe_opcode_t *)addr;
 		probe->kp.pre_handler = hp_pre_handler;
@@ -298,31 +379,33 @@ static int hp_register_probes(void)
 				(void *)addr, err);
 			continue;
 		}
-		hp_kprobes[hp_nr_kprobes++] = &probe->kp;
+		probe->armed = true;
+		att->kprobes[att->nr_kprobes++] = &probe->kp;
 	}
-	if (!hp_nr_kprobes) {
-		pr_err("kprobes refused every site in %s\n", target_name);
+	hp_attachment_sync(att);
+	if (!att->nr_kprobes) {
+		hp_err("kprobes refused every site in %s", name);
 		return -EINVAL;
 	}
-	pr_info("attached to %s: %u of %llu sites redirected\n", target_name,
-		hp_nr_kprobes, count);
+	pr_info("attached to %s: %u of %llu sites redirected\n", name,
+		att->nr_kprobes, count);
 	return 0;
 }
 
-static void hp_check_text_restored(void)
+static void hp_check_text_restored(const char *name, const struct hp_attachment *att)
 {
-	const u8 *live = (const u8 *)hp_text_base;
+	const u8 *live = (const u8 *)att->text_base;
 	u64 i;
 
-	for (i = 0; i < hp_text_size; i++) {
-		if (live[i] != hp_text_copy[i]) {
+	for (i = 0; i < att->text_size; i++) {
+		if (live[i] != att->text_copy[i]) {
 			pr_err("%s text differs from before attach at %pS: %02x, was %02x\n",
-			       target_name, live + i, live[i], hp_text_copy[i]);
+			       name, live + i, live[i], att->text_copy[i]);
 			return;
 		}
 	}
 	pr_info("%s text identical to before attach (%llu bytes)\n",
-		target_name, hp_text_size);
+		name, att->text_size);
 }
 
 /*
@@ -330,14 +413,18 @@ static void hp_check_text_restored(void)
  * the trampoline has entered it and been counted; wait for the callers still
  * inside a real function (they may sleep there); wait once more for those
  * between their decrement and their `ret`. Only then is anything freed.
+ * Only this attachment's callers are waited for: another target's never.
  */
-static void hp_detach(const char *why)
+static void hp_attachment_detach(const char *name, struct hp_attachment *att,
+				 const char *why)
 {
 	unsigned long waited = 0;
 	u64 missed = 0;
 	unsigned int i;
 
 	lockdep_assert_held(&hp_lock);
+	if (!att->session)
+		return;
 	/*
 	 * Restore every site's text first, and keep the probes in kprobes'
 	 * table for a grace period before unregistering: a CPU that still
@@ -345,30 +432,36 @@ static void hp_detach(const char *why)
 	 * (x86's kprobe_int3_handler has no fallback for a vanished probe, and
 	 * dies). Seen under QEMU TCG, twice in a few thousand detaches.
 	 */
-	for (i = 0; i < hp_nr_kprobes; i++)
-		disable_kprobe(hp_kprobes[i]);
+	for (i = 0; i < att->nr_kprobes; i++)
+		disable_kprobe(att->kprobes[i]);
 	synchronize_rcu();
-	unregister_kprobes(hp_kprobes, hp_nr_kprobes);
+	unregister_kprobes(att->kprobes, att->nr_kprobes);
 	synchronize_rcu_tasks();
-	while (hp_session_inflight(hp_session)) {
+	while (hp_session_inflight(att->session)) {
 		msleep(1);
 		if (++waited % 10000 == 0)
 			pr_warn("still waiting for %llu calls to return\n",
-				hp_session_inflight(hp_session));
+				hp_session_inflight(att->session));
 	}
 	synchronize_rcu_tasks();
-	hp_check_text_restored();
+	hp_check_text_restored(name, att);
 	/* Hits kprobes did not hand to us (a probe hit inside another probe's
 	 * handling): the real call ran unlogged, so report how many. */
-	for (i = 0; i < hp_nr_kprobes; i++)
-		missed += hp_kprobes[i]->nmissed;
-	hp_session_report(hp_session, why, missed);
-	hp_free_attachment();
+	for (i = 0; i < att->nr_kprobes; i++)
+		missed += att->kprobes[i]->nmissed;
+	hp_session_report(att->session, why, missed);
+	hp_attachment_free(att);
 }
 
-static int hp_attach(struct module *mod)
+/*
+ * Plans one text range of mod: copies it (Rust decodes this private copy,
+ * which nobody else's text_poke can race) and hands it to Rust with the
+ * symbols. On success att owns the session and the copy.
+ */
+static int hp_attachment_plan(struct module *mod, const char *functions, u32 sink,
+			      u64 burst, const struct mod_kallsyms *syms, u64 base, u64 size,
+			      bool quiet_if_none, struct hp_attachment *att)
 {
-	struct mod_kallsyms *syms = &mod->core_kallsyms;
 	struct hp_attach_request req = {
 		.target_name = mod->name,
 		.symtab = syms->symtab,
@@ -376,15 +469,98 @@ static int hp_attach(struct module *mod)
 		.catalogue_addrs = hp_catalogue_addrs,
 		.catalogue_len = hp_catalogue_len,
 		.gfp_names = hp_gfp_names,
-		.num_gfp_names = ARRAY_SIZE(hp_gfp_names),
-		.functions = functions ? functions : "",
-		.log_burst = log_burst,
+		.num_gfp_names = hp_num_gfp_names,
+		.functions = functions,
+		.log_burst = burst,
 		.module_space_start = MODULES_VADDR,
 		.module_space_end = MODULES_END,
 		.slab_buckets = IS_ENABLED(CONFIG_SLAB_BUCKETS),
 		.call_thunks = IS_ENABLED(CONFIG_CALL_THUNKS),
+		.sink = sink,
+		.quiet_if_none = quiet_if_none,
+		.text_base = base,
+		.text_size = size,
 	};
 	int err;
+
+	att->text_base = base;
+	att->text_size = size;
+	att->text_copy = hp_alloc(size);
+	if (!att->text_copy) {
+		hp_err("out of memory for a copy of %s's text", mod->name);
+		return -ENOMEM;
+	}
+	memcpy(att->text_copy, (const void *)base, size);
+	req.text = att->text_copy;
+	err = hp_plan(&req, &att->session);
+	if (err)
+		hp_attachment_free(att);
+	return err;
+}
+
+/* The core text, and the symbols that cover it. */
+static void hp_core_text(const struct module *mod, u64 *base, u64 *size)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+	*base = (u64)mod->mem[MOD_TEXT].base;
+	*size = mod->mem[MOD_TEXT].size;
+#else
+	*base = (u64)mod->core_layout.base;
+	*size = mod->core_layout.text_size;
+#endif
+}
+
+static void hp_init_text(const struct module *mod, u64 *base, u64 *size)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+	*base = (u64)mod->mem[MOD_INIT_TEXT].base;
+	*size = mod->mem[MOD_INIT_TEXT].size;
+#else
+	*base = (u64)mod->init_layout.base;
+	*size = mod->init_layout.text_size;
+#endif
+}
+
+/* For `plan`: the core text's sites, nothing registered. */
+int hp_plan_module(struct module *mod, const char *functions,
+		   struct hp_session **out, struct hp_attachment *att)
+{
+	u64 base, size;
+	int err;
+
+	hp_core_text(mod, &base, &size);
+	err = hp_attachment_plan(mod, functions, HP_SINK_NONE, 0, &mod->core_kallsyms,
+				 base, size, false, att);
+	*out = att->session;
+	return err;
+}
+
+static int hp_attachment_attach(struct hp_target *t, struct module *mod,
+				const struct mod_kallsyms *syms, u64 base, u64 size,
+				bool quiet_if_none, struct hp_attachment *att)
+{
+	int err = hp_attachment_plan(mod, t->functions, t->sink, t->log_burst, syms, base, size,
+				     quiet_if_none, att);
+
+	if (!err)
+		err = hp_register_probes(t->name, att);
+	if (err && att->session) {
+		if (att->nr_kprobes)
+			unregister_kprobes(att->kprobes, att->nr_kprobes);
+		hp_attachment_free(att);
+	}
+	return err;
+}
+
+/*
+ * Attaches t to mod, LIVE or, from the notifier, COMING: then its init text
+ * too, with the full symbol table that still covers it. All or nothing.
+ */
+int hp_target_attach(struct hp_target *t, struct module *mod)
+{
+	bool coming = mod->state == MODULE_STATE_COMING;
+	u64 base, size;
+	int err, init_err = -ENOENT;
 
 	lockdep_assert_held(&hp_lock);
 	/*
@@ -392,54 +568,93 @@ static int hp_attach(struct module *mod)
 	 * not stop `rmmod -f`). Its notifier is waiting on hp_lock, so mod is
 	 * still there to look at; kprobes would refuse every site anyway.
 	 */
-	if (READ_ONCE(mod->state) != MODULE_STATE_LIVE) {
-		pr_err("module %s began unloading: not attaching\n", mod->name);
+	if (!coming && READ_ONCE(mod->state) != MODULE_STATE_LIVE) {
+		hp_err("module %s began unloading: not attaching", mod->name);
 		return -EINVAL;
 	}
-	/* From here the notifier's GOING, which waits on hp_lock, detaches us. */
-	hp_target = mod;
-	hp_target_text(mod, &hp_text_base, &hp_text_size);
-	/* Rust decodes this private copy: nobody else's text_poke can race it. */
-	hp_text_copy = hp_alloc(hp_text_size);
-	if (!hp_text_copy) {
-		pr_err("out of memory for a copy of %s's text\n", mod->name);
-		hp_target = NULL;
-		return -ENOMEM;
-	}
-	memcpy(hp_text_copy, (const void *)hp_text_base, hp_text_size);
-	req.text = hp_text_copy;
-	req.text_base = hp_text_base;
-	req.text_size = hp_text_size;
+	if (coming) {
+		/* Stable here: only do_init_module, after our LIVE, replaces it. */
+		const struct mod_kallsyms *all = rcu_dereference_raw(mod->kallsyms);
 
-	err = hp_plan(&req, &hp_session);
-	if (!err)
-		err = hp_register_probes();
-	if (err) {
-		if (hp_nr_kprobes)
-			unregister_kprobes(hp_kprobes, hp_nr_kprobes);
-		hp_free_attachment();
+		hp_init_text(mod, &base, &size);
+		if (size)
+			init_err = hp_attachment_attach(t, mod, all, base, size, true, &t->init);
+		if (init_err && init_err != -ENOENT)
+			return init_err;
 	}
-	return err;
+	hp_core_text(mod, &base, &size);
+	err = hp_attachment_attach(t, mod, &mod->core_kallsyms, base, size, !init_err,
+				   &t->core);
+	if (err == -ENOENT && !init_err)
+		err = 0;	/* calls only from its init: still worth following */
+	if (err) {
+		hp_attachment_detach(t->name, &t->init, "attach failed");
+		return err;
+	}
+	t->mod = mod;
+	t->state = HP_ATTACHED;
+	return 0;
 }
 
-/* ---- following the target ---- */
+void hp_target_detach(struct hp_target *t, const char *why)
+{
+	lockdep_assert_held(&hp_lock);
+	hp_attachment_detach(t->name, &t->init, why);
+	hp_attachment_detach(t->name, &t->core, why);
+	t->mod = NULL;
+}
+
+/* ---- following the targets' modules ---- */
+
+static struct hp_target *hp_target_of(const struct module *mod)
+{
+	struct hp_target *t;
+
+	list_for_each_entry(t, &hp_targets, node)
+		if (t->mod == mod)
+			return t;
+	return NULL;
+}
 
 static int hp_module_event(struct notifier_block *nb, unsigned long state,
 			   void *data)
 {
 	struct module *mod = data;
+	struct hp_target *t;
 
 	/*
-	 * Always through the lock, never a peek at hp_target first: an attach
-	 * between finding its target and setting hp_target holds the lock, and
-	 * this must wait for it, or a forced unload frees the module under it.
+	 * Always through the lock, never a peek first: an attach between
+	 * finding its module and setting t->mod holds the lock, and a GOING
+	 * must wait for it, or a forced unload frees the module under it.
 	 */
-	if (state != MODULE_STATE_GOING)
-		return NOTIFY_DONE;
 	mutex_lock(&hp_lock);
-	if (hp_target == mod) {
+	switch (state) {
+	case MODULE_STATE_COMING:
+		t = hp_find_target(mod->name);
+		if (t && t->follow && t->state != HP_ATTACHED) {
+			pr_info("%s is loading: attaching before its init\n", mod->name);
+			t->state = hp_target_attach(t, mod) ? HP_REFUSED : HP_ATTACHED;
+		}
+		break;
+	case MODULE_STATE_LIVE:
+		/* Before kprobes' notifier and before the kernel frees init text. */
+		t = hp_target_of(mod);
+		if (t && t->init.session)
+			hp_attachment_detach(t->name, &t->init, "init done");
+		break;
+	case MODULE_STATE_GOING:
+		t = hp_target_of(mod);
+		if (!t)
+			break;
 		pr_info("%s is being unloaded: detaching\n", mod->name);
-		hp_detach("target unloaded");
+		hp_target_detach(t, "target unloaded");
+		if (t->follow) {
+			t->state = HP_AWAITED;
+		} else {
+			list_del(&t->node);
+			hp_target_free(t);
+		}
+		break;
 	}
 	mutex_unlock(&hp_lock);
 	return NOTIFY_OK;
@@ -452,15 +667,60 @@ static struct notifier_block hp_module_nb = {
 	.priority = 1,
 };
 
-static int __init hp_init(void)
+/* insmod hp_patcher.ko target_name=X: the seed's interface, sink printk. */
+static int hp_attach_at_load(void)
 {
+	struct hp_target *t;
 	struct module *mod;
 	int err;
 
-	if (!target_name || !*target_name) {
-		pr_err("target_name= is required\n");
-		return -EINVAL;
+	mutex_lock(&hp_lock);
+	mod = hp_get_module(target_name);
+	if (IS_ERR(mod)) {
+		err = PTR_ERR(mod);
+		if (err == -ENOENT)
+			hp_err("module %s is not loaded", target_name);
+		goto out;
 	}
+	if (attach_delay_ms) {
+		pr_info("attach_delay_ms: waiting %u ms before attaching to %s\n",
+			attach_delay_ms, target_name);
+		msleep(attach_delay_ms);
+	}
+	t = hp_target_new(target_name, functions ? functions : "", HP_SINK_PRINTK, U64_MAX, false);
+	err = t ? hp_target_attach(t, mod) : -ENOMEM;
+	if (err)
+		hp_target_free(t);
+	else
+		list_add_tail(&t->node, &hp_targets);
+	/*
+	 * From here on the notifier, not a reference, follows the target. Put
+	 * under the lock: a forced unload's notifier waits for it, so mod is
+	 * not freed before this.
+	 */
+	module_put(mod);
+out:
+	mutex_unlock(&hp_lock);
+	return err;
+}
+
+static void hp_detach_all(const char *why)
+{
+	struct hp_target *t, *next;
+
+	mutex_lock(&hp_lock);
+	list_for_each_entry_safe(t, next, &hp_targets, node) {
+		hp_target_detach(t, why);
+		list_del(&t->node);
+		hp_target_free(t);
+	}
+	mutex_unlock(&hp_lock);
+}
+
+static int __init hp_init(void)
+{
+	int err;
+
 	/* Before anything is decoded: the one allocation iced-x86 would
 	 * otherwise make infallibly, and leak at unload. */
 	err = hp_decoder_setup();
@@ -469,27 +729,18 @@ static int __init hp_init(void)
 	err = register_module_notifier(&hp_module_nb);
 	if (err)
 		goto out_decoder;
-	mutex_lock(&hp_lock);
-	mod = hp_get_target(target_name);
-	if (IS_ERR(mod)) {
-		err = PTR_ERR(mod);
-	} else {
-		if (attach_delay_ms) {
-			pr_info("attach_delay_ms: waiting %u ms before attaching to %s\n",
-				attach_delay_ms, target_name);
-			msleep(attach_delay_ms);
-		}
-		err = hp_attach(mod);
-		/*
-		 * From here on the notifier, not a reference, follows the
-		 * target. Put under the lock: a forced unload's notifier waits
-		 * for it, so mod is not freed before this.
-		 */
-		module_put(mod);
+	if (target_name && *target_name) {
+		err = hp_attach_at_load();
+		if (err)
+			goto out_notifier;
 	}
-	mutex_unlock(&hp_lock);
-	if (!err)
-		return 0;
+	err = hp_control_init();
+	if (err)
+		goto out_detach;
+	return 0;
+out_detach:
+	hp_detach_all("hp_patcher failed to load");
+out_notifier:
 	unregister_module_notifier(&hp_module_nb);
 out_decoder:
 	hp_decoder_teardown();
@@ -498,15 +749,14 @@ out_decoder:
 
 static void __exit hp_exit(void)
 {
+	/* No file of the device is open: each holds a reference on us. */
+	hp_control_exit();
 	/*
-	 * Detach before giving up the notifier: were the target unloaded in
+	 * Detach before giving up the notifier: were a target unloaded in
 	 * between, its text would be freed under our feet. A notifier call that
 	 * comes meanwhile waits on hp_lock, then finds nothing to do.
 	 */
-	mutex_lock(&hp_lock);
-	if (hp_target)
-		hp_detach("hp_patcher unloaded");
-	mutex_unlock(&hp_lock);
+	hp_detach_all("hp_patcher unloaded");
 	unregister_module_notifier(&hp_module_nb);
 	hp_decoder_teardown();
 }
@@ -514,4 +764,4 @@ static void __exit hp_exit(void)
 module_init(hp_init);
 module_exit(hp_exit);
 MODULE_LICENSE("GPL");
-MODULE_DESCRIPTION("Hot-patch the calls of a running module to log them");
+MODULE_DESCRIPTION("Hot-patch the calls of running modules to trace them");

@@ -24,7 +24,7 @@
 /* Frame layout below %rbp, shared by both. */
 #define SITE	-8
 #define ARGS	-56	/* args[0..6]: rdi, rsi, rdx, rcx, r8, r9 */
-#define CALL	-112	/* call_args[0..6], for the real call */
+#define CALL	-112	/* struct CallFrame: args[0..6] for the real call, then start_ns */
 
 .macro SAVE_ARGS
 	push	%rbp
@@ -50,13 +50,13 @@
 	.text
 SYM_FUNC_START(hp_trampoline)
 	SAVE_ARGS
-	sub	$56, %rsp		/* call_args, and 16-byte alignment */
+	sub	$56, %rsp		/* the CallFrame, 16-byte aligned */
 
 	mov	%r11, %rdi
 	lea	ARGS(%rbp), %rsi
 	lea	CALL(%rbp), %rdx
 	mov	8(%rbp), %rcx		/* our return address: the caller the real function would see */
-	call	hp_on_entry		/* counts, fills call_args, returns what to call */
+	call	hp_on_entry		/* counts, fills the CallFrame, returns what to call */
 	mov	%rax, %r11
 
 	LOAD_ARGS CALL
@@ -65,6 +65,7 @@ SYM_FUNC_START(hp_trampoline)
 	mov	SITE(%rbp), %rdi
 	mov	%rax, %rsi
 	lea	ARGS(%rbp), %rdx
+	lea	CALL(%rbp), %rcx
 	call	hp_on_exit		/* logs, uncounts, returns the result */
 
 	leave

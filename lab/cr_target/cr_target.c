@@ -650,7 +650,7 @@ DEFINE_SHOW_ATTRIBUTE(cr_cpus);
 
 static void cr_debugfs_init(void)
 {
-	cr_dir = debugfs_create_dir("cr_target", NULL);
+	cr_dir = debugfs_create_dir(KBUILD_MODNAME, NULL);
 	debugfs_create_file("pause", 0600, cr_dir, NULL, &cr_pause_fops);
 	debugfs_create_file("counters", 0400, cr_dir, NULL, &cr_counters_fops);
 	debugfs_create_file("symbols", 0400, cr_dir, NULL, &cr_symbols_fops);
@@ -711,11 +711,30 @@ static uint exit_delay_ms;
 module_param(exit_delay_ms, uint, 0600);
 MODULE_PARM_DESC(exit_delay_ms, "sleep this long at the start of exit");
 
+/*
+ * Calls made from init text only: a tracer that attaches at COMING, before
+ * init runs, sees exactly CR_INIT_CALLS of each, from cr_init_calls.
+ */
+#define CR_INIT_CALLS 4
+static uint init_call_size = 48;
+module_param(init_call_size, uint, 0400);
+MODULE_PARM_DESC(init_call_size, "size of the allocations init makes");
+
+static noinline void __init cr_init_calls(void)
+{
+	int i;
+
+	for (i = 0; i < CR_INIT_CALLS; i++)
+		kfree(kmalloc(init_call_size, GFP_KERNEL));
+}
+
 static int __init cr_target_init(void)
 {
 	int ret;
 
-	cr_cache = kmem_cache_create("cr_target_obj", CR_OBJ_SIZE, 0, 0, NULL);
+	cr_init_calls();
+
+	cr_cache = kmem_cache_create(KBUILD_MODNAME "_obj", CR_OBJ_SIZE, 0, 0, NULL);
 	if (!cr_cache)
 		return -ENOMEM;
 

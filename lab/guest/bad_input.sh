@@ -5,7 +5,15 @@ mark bad_input
 insmod /modules/cr_target.ko
 rounds=$(cr_count rounds)
 
-expect_insmod_fails bad.no_target "$EINVAL_TEXT" 'target_name= is required'
+# Without target_name= it loads idle, for /dev/hp_patcher (hpctl) to drive.
+if insmod $HP; then
+	pass bad.no_target.loads_idle
+	expect_eq bad.no_target.no_targets "$(printf targets > /dev/hp_patcher 2>&1; cat /dev/hp_patcher)" ""
+	rmmod hp_patcher && pass bad.no_target.unloads || fail bad.no_target.unloads "rmmod failed"
+else
+	fail bad.no_target.loads_idle "insmod without target_name= failed"
+fi
+expect_no_probes bad.no_target.no_probes
 expect_insmod_fails bad.unknown_module "$ENOENT_TEXT" 'module no_such_module is not loaded' target_name=no_such_module
 expect_insmod_fails bad.self "$EINVAL_TEXT" 'cannot instrument itself' target_name=hp_patcher
 expect_insmod_fails bad.unknown_function "$EINVAL_TEXT" "unknown function 'kmalloc'; supported: __kmalloc_noprof" target_name=cr_target functions=kmalloc

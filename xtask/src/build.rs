@@ -36,19 +36,25 @@ const KERNEL_RUSTFLAGS: &[&str] = &[
 ];
 
 /// The Rust object's entry points, kept by `ld --gc-sections`.
-const RUST_EXPORTS: &[&str] = &[
-    "hp_decoder_setup",
-    "hp_decoder_teardown",
-    "hp_plan",
-    "hp_session_site_count",
-    "hp_session_site",
-    "hp_session_inflight",
-    "hp_session_report",
-    "hp_session_free",
-    "hp_on_entry",
-    "hp_on_exit",
-    "hp_on_jump_through",
-];
+/// The functions C calls in Rust: those hp_glue.h declares between its
+/// "Implemented in Rust" and "Implemented in C" comments, so that the header
+/// stays the one list.
+fn rust_exports() -> Result<Vec<String>> {
+    let glue = std::fs::read_to_string(repo_root().join("kmod/hp_glue.h"))?;
+    let section = glue
+        .split_once("/* Implemented in Rust")
+        .and_then(|(_, rest)| rest.split_once("/* Implemented in C"))
+        .map(|(rust, _)| rust)
+        .context("hp_glue.h: no 'Implemented in Rust' section")?;
+    // Each declaration's name is the identifier just before its '('.
+    let names: Vec<String> = section
+        .split('(')
+        .filter_map(|before| before.rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next())
+        .filter(|name| name.starts_with("hp_"))
+        .map(str::to_string)
+        .collect();
+    Ok(names)
+}
 
 /// compiler_builtins brings weak copies of these; the kernel's must win.
 const KERNEL_MEM_FUNCTIONS: &[&str] = &["memcpy", "memset", "memmove", "memcmp", "bcmp", "strlen"];
@@ -59,6 +65,7 @@ const LOADER_RELOCATIONS: &[u32] = &[0, 1, 2, 4, 11];
 pub struct Built {
     pub hp_patcher: PathBuf,
     pub cr_target: PathBuf,
+    pub cr_twin: PathBuf,
 }
 
 pub fn out_dir(kernel: &Kernel) -> PathBuf {
@@ -81,8 +88,12 @@ pub fn build_all(kernel: &Kernel) -> Result<Built> {
         }
     }
     let cr_dir = stage_sources(&repo_root().join("lab/cr_target"), &out.join("build/cr_target"))?;
+    let _ = std::fs::remove_file(cr_dir.join("cr_twin.mod.c"));
     let cr_target = kbuild(kernel, &cr_dir, "cr_target.ko", &out)?;
-    Ok(Built { hp_patcher, cr_target })
+    // The same Kbuild builds the twin (cr_twin.c), a second target.
+    let cr_twin = out.join("cr_twin.ko");
+    std::fs::copy(cr_dir.join("cr_twin.ko"), &cr_twin)?;
+    Ok(Built { hp_patcher, cr_target, cr_twin })
 }
 
 /// The version of `crate` that a Cargo.lock pins.
@@ -151,7 +162,8 @@ fn build_rust_object(out: &Path) -> Result<PathBuf> {
     let merged = out.join("hp_rust.o");
     let mut ld = Command::new("ld");
     ld.args(["-r", "--gc-sections", "-o"]).arg(&merged);
-    for sym in RUST_EXPORTS {
+    let exports = rust_exports()?;
+    for sym in &exports {
         ld.arg("-u").arg(sym);
     }
     run(ld.args(&members))?;
@@ -171,7 +183,7 @@ fn build_rust_object(out: &Path) -> Result<PathBuf> {
     }
     // The kernel has no use for the section, and objtool frowns on it.
     run(Command::new("objcopy").args(["--wildcard", "--remove-section=.stack_sizes*"]).arg(&merged))?;
-    check_rust_object(&merged)?;
+    check_rust_object(&merged, &exports)?;
     Ok(merged)
 }
 
@@ -184,7 +196,7 @@ fn short(symbol: &str) -> &str {
 /// The loader rejects GOT relocations, and a weak mem* from
 /// compiler_builtins would shadow the kernel's: refuse such an object here
 /// rather than in the guest.
-fn check_rust_object(path: &Path) -> Result<()> {
+fn check_rust_object(path: &Path, exports: &[String]) -> Result<()> {
     let data = std::fs::read(path)?;
     let file = object::File::parse(&*data)?;
     for section in file.sections() {
@@ -206,8 +218,8 @@ fn check_rust_object(path: &Path) -> Result<()> {
             bail!("{}: defines {f}, which must come from the kernel", path.display());
         }
     }
-    for sym in RUST_EXPORTS {
-        if !defined.contains(sym) {
+    for sym in exports {
+        if !defined.contains(sym.as_str()) {
             bail!("{}: {sym} is missing", path.display());
         }
     }

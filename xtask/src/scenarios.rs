@@ -63,6 +63,7 @@ fn initramfs(
     let fs = Initramfs::new(&format!("{}/{name}", kernel.release), scripts)?;
     fs.add_file(&built.hp_patcher, "modules/hp_patcher.ko")?;
     fs.add_file(&built.cr_target, "modules/cr_target.ko")?;
+    fs.add_file(&built.cr_twin, "modules/cr_twin.ko")?;
     fs.add_bytes("modules/probe_point", probe_point::in_cr_round(&built.cr_target)?.as_bytes())?;
     if let Some(boot) = boot {
         for module in boot.in_tree {

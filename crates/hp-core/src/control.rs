@@ -14,6 +14,9 @@ pub const MAX_COMMAND: usize = 1024;
 /// Longest module name the kernel allows (MODULE_NAME_LEN - 1).
 pub const MAX_MODULE_NAME: usize = 55;
 
+/// Most printk lines per window a target may ask for.
+pub const MAX_BURST: u32 = 1_000_000;
+
 /// The name hp_patcher's own module has: never a target.
 pub const OURSELVES: &str = "hp_patcher";
 
@@ -47,7 +50,8 @@ impl Sink {
 pub enum Command<'a> {
     /// `functions` is the catalogue list as given (empty: all), checked by
     /// `catalogue::select` against what the kernel exports.
-    Attach { module: &'a str, functions: &'a str, sink: Sink, follow: bool },
+    /// `burst`: with sink printk, lines per 5 s window (0: unlimited).
+    Attach { module: &'a str, functions: &'a str, sink: Sink, follow: bool, burst: Option<u32> },
     Detach { module: &'a str },
     DetachAll,
     Plan { module: &'a str, functions: &'a str },
@@ -71,6 +75,7 @@ pub enum ParseError<'a> {
     UnexpectedArgument(&'a str),
     BadSink(&'a str),
     BadFunctionList(&'a str),
+    BadNumber(&'a str),
 }
 
 impl fmt::Display for ParseError<'_> {
@@ -91,6 +96,7 @@ impl fmt::Display for ParseError<'_> {
             ParseError::UnexpectedArgument(a) => write!(f, "unexpected or repeated argument '{a}'"),
             ParseError::BadSink(s) => write!(f, "unknown sink '{s}' (trace, printk, none)"),
             ParseError::BadFunctionList(l) => write!(f, "'{l}' is not a comma list of function names"),
+            ParseError::BadNumber(n) => write!(f, "'{n}' is not a decimal number up to {MAX_BURST}"),
         }
     }
 }
@@ -112,19 +118,21 @@ pub fn parse(bytes: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
     let command = match verb {
         "attach" => {
             let module = target_module(words.next())?;
-            let (mut functions, mut sink, mut follow) = (None, None, false);
+            let (mut functions, mut sink, mut follow, mut burst) = (None, None, false, None);
             for word in words.by_ref() {
                 if let Some(list) = word.strip_prefix("fn=").filter(|_| functions.is_none()) {
                     functions = Some(function_list(list)?);
                 } else if let Some(name) = word.strip_prefix("sink=").filter(|_| sink.is_none()) {
                     sink = Some(Sink::from_name(name).ok_or(ParseError::BadSink(name))?);
+                } else if let Some(n) = word.strip_prefix("burst=").filter(|_| burst.is_none()) {
+                    burst = Some(number(n, MAX_BURST)?);
                 } else if word == "follow" && !follow {
                     follow = true;
                 } else {
                     return Err(ParseError::UnexpectedArgument(word));
                 }
             }
-            Command::Attach { module, functions: functions.unwrap_or(""), sink: sink.unwrap_or_default(), follow }
+            Command::Attach { module, functions: functions.unwrap_or(""), sink: sink.unwrap_or_default(), follow, burst }
         }
         "plan" => {
             let module = target_module(words.next())?;
@@ -148,6 +156,15 @@ pub fn parse(bytes: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
     match words.next() {
         Some(extra) => Err(ParseError::UnexpectedArgument(extra)),
         None => Ok(command),
+    }
+}
+
+/// A plain decimal: digits only (no sign, no hex), at most `max`.
+fn number(text: &str, max: u32) -> Result<u32, ParseError<'_>> {
+    let digits_only = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    match text.parse::<u32>() {
+        Ok(n) if digits_only && n <= max => Ok(n),
+        _ => Err(ParseError::BadNumber(text)),
     }
 }
 
@@ -193,10 +210,13 @@ impl fmt::Display for Command<'_> {
             None => Ok(()),
         };
         match *self {
-            Command::Attach { module, functions: list, sink, follow } => {
+            Command::Attach { module, functions: list, sink, follow, burst } => {
                 write!(f, "attach {module}")?;
                 functions(f, list)?;
                 write!(f, " sink={}", sink.name())?;
+                if let Some(n) = burst {
+                    write!(f, " burst={n}")?;
+                }
                 if follow {
                     write!(f, " follow")?;
                 }
@@ -231,11 +251,20 @@ mod tests {
 
     #[test]
     fn attach_with_every_option() {
-        let got = parse(b"attach cr_target fn=kfree,vfree sink=none follow\n").unwrap();
-        assert_eq!(got, Command::Attach { module: "cr_target", functions: "kfree,vfree", sink: Sink::None, follow: true });
+        let got = parse(b"attach cr_target fn=kfree,vfree sink=printk burst=0 follow\n").unwrap();
+        assert_eq!(
+            got,
+            Command::Attach {
+                module: "cr_target",
+                functions: "kfree,vfree",
+                sink: Sink::Printk,
+                follow: true,
+                burst: Some(0)
+            }
+        );
         assert_eq!(
             parse(b"attach  ext4").unwrap(),
-            Command::Attach { module: "ext4", functions: "", sink: Sink::Trace, follow: false }
+            Command::Attach { module: "ext4", functions: "", sink: Sink::Trace, follow: false, burst: None }
         );
     }
 
@@ -276,6 +305,13 @@ mod tests {
             (b"detach ext4 xfs", ParseError::UnexpectedArgument("xfs")),
             (b"targets all", ParseError::UnexpectedArgument("all")),
             (b"plan ext4 follow", ParseError::UnexpectedArgument("follow")),
+            (b"attach ext4 burst=", ParseError::BadNumber("")),
+            (b"attach ext4 burst=-1", ParseError::BadNumber("-1")),
+            (b"attach ext4 burst=+5", ParseError::BadNumber("+5")),
+            (b"attach ext4 burst=0x10", ParseError::BadNumber("0x10")),
+            (b"attach ext4 burst=1000001", ParseError::BadNumber("1000001")),
+            (b"attach ext4 burst=99999999999999999999", ParseError::BadNumber("99999999999999999999")),
+            (b"attach ext4 burst=1 burst=2", ParseError::UnexpectedArgument("burst=2")),
         ];
         for (input, want) in cases {
             assert_eq!(parse(input), Err(*want), "{:?}", std::string::String::from_utf8_lossy(input));

@@ -76,6 +76,13 @@ impl<const N: usize> LineBuf<N> {
         // Only whole UTF-8 sequences are ever copied in (see write_str).
         core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
     }
+    /// The text's address as a C string: the bytes past the text are never
+    /// written (text is only appended), so they are still the default NULs.
+    pub fn as_c_ptr(&self) -> *const u8 {
+        debug_assert_eq!(self.bytes[self.len], 0);
+        self.bytes.as_ptr()
+    }
+
     /// The text followed by a NUL byte.
     pub fn as_c_bytes(&mut self) -> &[u8] {
         self.bytes[self.len] = 0;

@@ -33,9 +33,12 @@ proptest! {
     }
 
     #[test]
-    fn commands_round_trip(m in module(), f in functions(), s in sink(), follow in any::<bool>(), pick in 0u8..8) {
+    fn commands_round_trip(
+        m in module(), f in functions(), s in sink(), follow in any::<bool>(),
+        burst in proptest::option::of(0u32..=hp_core::control::MAX_BURST), pick in 0u8..8,
+    ) {
         let command = match pick {
-            0 => Command::Attach { module: &m, functions: &f, sink: s, follow },
+            0 => Command::Attach { module: &m, functions: &f, sink: s, follow, burst },
             1 => Command::Detach { module: &m },
             2 => Command::DetachAll,
             3 => Command::Plan { module: &m, functions: &f },

@@ -20,6 +20,35 @@ pub struct AttachRequest {
     pub module_space_end: u64,
     pub slab_buckets: u32,
     pub call_thunks: u32,
+    pub sink: u32,
+    /// No error line when there is no site (an init text without any).
+    pub quiet_if_none: u32,
+}
+
+pub const HP_SINK_TRACE: u32 = 0;
+pub const HP_SINK_PRINTK: u32 = 1;
+pub const HP_SINK_NONE: u32 = 2;
+
+/// hp_trampoline's frame area for the real call: its arguments, and the
+/// entry time kept for the exit hook.
+#[repr(C)]
+pub struct CallFrame {
+    pub args: [u64; 6],
+    pub start_ns: u64,
+}
+
+/// One `hp_patcher:hp_call` trace event (struct hp_call_event).
+#[repr(C)]
+pub struct CallEvent {
+    pub target: *const c_char,
+    pub callee: *const c_char,
+    pub site: u64,
+    pub func: u32,
+    pub returned: u32,
+    pub args: [u64; 6],
+    pub ret: u64,
+    pub start_ns: u64,
+    pub duration_ns: u64,
 }
 
 /// The kernel's `Elf64_Sym`.
@@ -59,5 +88,9 @@ extern "C" {
     pub fn hp_c_log_window() -> u64;
     pub fn hp_c_alloc(size: usize) -> *mut u8;
     pub fn hp_c_free(ptr: *mut u8);
+    pub fn hp_c_now_ns() -> u64;
+    pub fn hp_c_trace_enabled() -> bool;
+    pub fn hp_c_trace_call(event: *const CallEvent);
+    pub fn hp_c_format_symbol(addr: u64, buf: *mut c_char, len: u32) -> u32;
     pub fn hp_c_panic(msg: *const u8, len: usize) -> !;
 }

@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+mod control;
 mod ffi;
 mod log;
 mod runtime;
@@ -15,7 +16,8 @@ mod session;
 
 use core::ffi::{c_char, CStr};
 
-use session::{Session, SiteRecord};
+use session::{Session, SiteRecord, SiteState};
+use ffi::CallFrame;
 
 /// # Safety
 /// `req` points to a valid request whose pointers are valid for the sizes
@@ -88,21 +90,33 @@ pub unsafe extern "C" fn hp_session_free(s: *mut Session) {
     }
 }
 
-/// Called by hp_trampoline before the real call; fills `call_args` and
-/// returns what to call.
+/// C tells whether kprobes took the site (`armed`) or not, and how many hits
+/// kprobes kept from us.
+///
+/// # Safety
+/// `site` came from `hp_session_site` of a live session.
+#[no_mangle]
+pub unsafe extern "C" fn hp_site_set_probe(site: *const SiteRecord, armed: bool, missed: u64) {
+    let site = unsafe { &*site };
+    site.set_state(if armed { SiteState::Armed } else { SiteState::Refused });
+    site.set_missed(missed);
+}
+
+/// Called by hp_trampoline before the real call; fills `frame` and returns
+/// what to call.
 ///
 /// # Safety
 /// `site` is a live `SiteRecord` (the detach sequence guarantees it while
-/// any task can still reach the trampoline); `args` and `call_args` point
-/// to six `u64` each, distinct.
+/// any task can still reach the trampoline); `args` points to six `u64`,
+/// `frame` to the trampoline's `CallFrame`, distinct.
 #[no_mangle]
 pub unsafe extern "C" fn hp_on_entry(
     site: *const SiteRecord,
     args: *const [u64; 6],
-    call_args: *mut [u64; 6],
+    frame: *mut CallFrame,
     caller: u64,
 ) -> u64 {
-    unsafe { &*site }.enter(unsafe { &*args }, unsafe { &mut *call_args }, caller)
+    unsafe { &*site }.enter(unsafe { &*args }, unsafe { &mut *frame }, caller)
 }
 
 /// Called by hp_trampoline_jump; returns the function to jump into.
@@ -120,6 +134,11 @@ pub unsafe extern "C" fn hp_on_jump_through(site: *const SiteRecord, args: *cons
 /// # Safety
 /// As for `hp_on_entry`.
 #[no_mangle]
-pub unsafe extern "C" fn hp_on_exit(site: *const SiteRecord, ret: u64, args: *const [u64; 6]) -> u64 {
-    unsafe { &*site }.exit(ret, unsafe { &*args })
+pub unsafe extern "C" fn hp_on_exit(
+    site: *const SiteRecord,
+    ret: u64,
+    args: *const [u64; 6],
+    frame: *const CallFrame,
+) -> u64 {
+    unsafe { &*site }.exit(ret, unsafe { &*args }, unsafe { &*frame })
 }

@@ -116,3 +116,20 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     // SAFETY: text is valid for its length; hp_c_panic never returns.
     unsafe { ffi::hp_c_panic(text.as_ptr(), text.len()) }
 }
+
+/// Like `Box::new`, but an allocation failure is `None`, not a panic.
+pub fn try_box<T>(value: T) -> Option<*mut T> {
+    // SAFETY: the layouts used are T's own; a zero-sized T needs no memory.
+    let layout = Layout::new::<T>();
+    let raw = if layout.size() == 0 {
+        core::ptr::NonNull::<T>::dangling().as_ptr()
+    } else {
+        unsafe { alloc::alloc::alloc(layout) }.cast::<T>()
+    };
+    if raw.is_null() {
+        return None;
+    }
+    // SAFETY: raw is a fresh allocation with T's layout.
+    unsafe { raw.write(value) };
+    Some(raw)
+}

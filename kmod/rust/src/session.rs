@@ -4,7 +4,9 @@ use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::ffi::{c_char, CStr};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use hp_core::control::Sink;
 
 use hp_core::catalogue::{self, CallerArgs, KernelConfig, Kind, MEMORY};
 use hp_core::event::{write_call, LineBuf, RegisterArgs};
@@ -12,7 +14,7 @@ use hp_core::gfp::GfpName;
 use hp_core::ratelimit::RateLimit;
 use hp_core::sites::{self, Discovery, DisturbanceKind, Options, Site, SiteKind, Symbol, Target};
 
-use crate::ffi::{self, AttachRequest};
+use crate::ffi::{self, AttachRequest, CallEvent, CallFrame};
 use crate::log::{error, info, log_at};
 
 pub struct SiteRecord {
@@ -24,7 +26,17 @@ pub struct SiteRecord {
     track_caller: Option<CallerArgs>,
     /// A void function: entered through hp_trampoline_jump, no exit hook.
     jump_through: bool,
+    /// `SiteState` as set by C: planned until kprobes accepts or refuses it.
+    state: AtomicU8,
     hits: AtomicU64,
+    /// Calls inside the real function right now; detach waits for 0.
+    inflight: AtomicU64,
+    /// Trace events written or lines logged.
+    events: AtomicU64,
+    /// Calls that became no event (no tracer enabled, or rate-limited).
+    dropped: AtomicU64,
+    /// Probe hits kprobes did not hand to us, as C last read them.
+    missed: AtomicU64,
     /// The owning session, which outlives every site (both are freed together).
     session: *const Session,
 }
@@ -32,12 +44,28 @@ pub struct SiteRecord {
 /// Module names are at most 55 bytes (MODULE_NAME_LEN).
 type TargetName = LineBuf<64>;
 
+/// What C tells us of a site's probe.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SiteState {
+    Planned = 0,
+    Armed = 1,
+    Refused = 2,
+}
+
+/// A catalogue name with its NUL, for the trace event.
+type CalleeName = LineBuf<48>;
+
 pub struct Session {
     target: TargetName,
+    sink: Sink,
     config: KernelConfig,
     gfp: Vec<GfpName<'static>>,
     sites: Vec<SiteRecord>,
-    inflight: AtomicU64,
+    /// Found but not redirected, with the reason shown in site lists.
+    skipped: Vec<(Site, &'static str)>,
+    /// By catalogue index, only for the functions that have sites.
+    callee_names: Vec<CalleeName>,
     logged: AtomicU64,
     suppressed: AtomicU64,
     ratelimit: RateLimit,
@@ -106,9 +134,28 @@ impl Session {
         );
         report_skipped(&found);
         if found.sites.is_empty() {
-            error!("{target}: no call or tail call to the selected functions ({} selected)", targets.len());
+            if req.quiet_if_none == 0 {
+                error!("{target}: no call or tail call to the selected functions ({} selected)", targets.len());
+            }
             return Err(ffi::ENOENT);
         }
+        let mut skipped = Vec::new();
+        let skips = [
+            (&found.foreign_probes, "foreign"),
+            (&found.conditional_jumps, "jcc"),
+            (&found.long_branches, "long"),
+        ];
+        skipped.try_reserve_exact(skips.iter().map(|(list, _)| list.len()).sum()).map_err(out_of_memory)?;
+        for (list, why) in skips {
+            skipped.extend(list.iter().map(|&site| (site, why)));
+        }
+        let mut callee_names = Vec::new();
+        callee_names.try_reserve_exact(MEMORY.len()).map_err(out_of_memory)?;
+        callee_names.extend(MEMORY.iter().map(|f| {
+            let mut name = CalleeName::default();
+            let _ = name.write_str(f.name);
+            name
+        }));
         crate::log::emit(ffi::HP_INFO, &mut log_line_for_sites(target, &found.sites));
 
         let gfp_names = unsafe { slice(req.gfp_names, req.num_gfp_names) };
@@ -128,7 +175,19 @@ impl Session {
                 Some((t, via)) => (addrs[via], Some(t.resolve(config))),
                 None => (addrs[site.func], None),
             };
-            SiteRecord { site, real, track_caller, jump_through, hits: AtomicU64::new(0), session: core::ptr::null() }
+            SiteRecord {
+                site,
+                real,
+                track_caller,
+                jump_through,
+                state: AtomicU8::new(SiteState::Planned as u8),
+                hits: AtomicU64::new(0),
+                inflight: AtomicU64::new(0),
+                events: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                missed: AtomicU64::new(0),
+                session: core::ptr::null(),
+            }
         }));
         let mut name = TargetName::default();
         let _ = name.write_str(target);
@@ -144,12 +203,19 @@ impl Session {
         for site in &mut sites {
             site.session = raw;
         }
+        let sink = match req.sink {
+            ffi::HP_SINK_PRINTK => Sink::Printk,
+            ffi::HP_SINK_NONE => Sink::None,
+            _ => Sink::Trace,
+        };
         let session = Session {
             target: name,
+            sink,
             config,
             gfp,
             sites,
-            inflight: AtomicU64::new(0),
+            skipped,
+            callee_names,
             logged: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
             ratelimit: RateLimit::new(req.log_burst),
@@ -163,8 +229,16 @@ impl Session {
         &self.sites
     }
 
+    pub fn skipped(&self) -> &[(Site, &'static str)] {
+        &self.skipped
+    }
+
+    pub fn target(&self) -> &str {
+        self.target.as_str()
+    }
+
     pub fn inflight(&self) -> u64 {
-        self.inflight.load(Ordering::SeqCst)
+        self.sites.iter().map(|s| s.inflight.load(Ordering::SeqCst)).sum()
     }
 
     /// One line with the totals and per-function hits, then one per site hit.
@@ -282,14 +356,46 @@ impl SiteRecord {
         self.jump_through
     }
 
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    pub fn func(&self) -> usize {
+        self.site.func
+    }
+
+    pub fn set_state(&self, state: SiteState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub fn set_missed(&self, missed: u64) {
+        self.missed.store(missed, Ordering::Relaxed);
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        match self.state.load(Ordering::Relaxed) {
+            s if s == SiteState::Armed as u8 => "armed",
+            s if s == SiteState::Refused as u8 => "refused",
+            _ => "planned",
+        }
+    }
+
+    /// hits, inflight, events, dropped, missed.
+    pub fn counters(&self) -> [u64; 5] {
+        [&self.hits, &self.inflight, &self.events, &self.dropped, &self.missed].map(|c| c.load(Ordering::Relaxed))
+    }
+
     /// Counts the call and says what to call with which arguments; the C
     /// detach sequence waits for `inflight` to drain. `caller` is where the
     /// real function would have returned to.
-    pub fn enter(&self, args: &RegisterArgs, call_args: &mut RegisterArgs, caller: u64) -> u64 {
-        let session = self.session();
-        session.inflight.fetch_add(1, Ordering::SeqCst);
+    pub fn enter(&self, args: &RegisterArgs, frame: &mut CallFrame, caller: u64) -> u64 {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
         self.hits.fetch_add(1, Ordering::Relaxed);
-        *call_args = match &self.track_caller {
+        if self.session().sink == Sink::Trace {
+            // SAFETY: reads a clock, any context.
+            frame.start_ns = unsafe { ffi::hp_c_now_ns() };
+        }
+        frame.args = match &self.track_caller {
             Some(t) => t.build(args, caller),
             None => *args,
         };
@@ -297,11 +403,10 @@ impl SiteRecord {
     }
 
     /// Logs the call (or counts it as suppressed) and returns `ret` as is.
-    pub fn exit(&self, ret: u64, args: &RegisterArgs) -> u64 {
-        let session = self.session();
-        self.log_call(args, ret);
+    pub fn exit(&self, ret: u64, args: &RegisterArgs, frame: &CallFrame) -> u64 {
+        self.record(args, Some((ret, frame.start_ns)));
         // Last touch of the session: after this the detach may free it.
-        session.inflight.fetch_sub(1, Ordering::SeqCst);
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
         ret
     }
 
@@ -310,8 +415,48 @@ impl SiteRecord {
     /// of ours is used, and RCU-tasks covers the time until then.
     pub fn jump_through(&self, args: &RegisterArgs) -> u64 {
         self.hits.fetch_add(1, Ordering::Relaxed);
-        self.log_call(args, 0);
+        self.record(args, None);
         self.real
+    }
+
+    /// Sends the call to the session's sink. `result` is the return value
+    /// and entry time, for a call that returned to us.
+    fn record(&self, args: &RegisterArgs, result: Option<(u64, u64)>) {
+        match self.session().sink {
+            Sink::Printk => self.log_call(args, result.map_or(0, |(ret, _)| ret)),
+            Sink::Trace => self.trace_call(args, result),
+            Sink::None => {}
+        }
+    }
+
+    /// Runs in the target's context: no allocation, no lock, no sleep.
+    fn trace_call(&self, args: &RegisterArgs, result: Option<(u64, u64)>) {
+        // SAFETY: reads a static key.
+        if !unsafe { ffi::hp_c_trace_enabled() } {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let session = self.session();
+        let (ret, start_ns, duration_ns) = match result {
+            // SAFETY: reads a clock.
+            Some((ret, start)) => (ret, start, unsafe { ffi::hp_c_now_ns() }.saturating_sub(start)),
+            None => (0, unsafe { ffi::hp_c_now_ns() }, 0),
+        };
+        let event = CallEvent {
+            target: session.target.as_c_ptr().cast(),
+            callee: session.callee_names[self.site.func].as_c_ptr().cast(),
+            site: self.site.addr,
+            func: self.site.func as u32,
+            returned: result.is_some() as u32,
+            args: *args,
+            ret,
+            start_ns,
+            duration_ns,
+        };
+        // SAFETY: the event's strings are NUL-terminated and live as long as
+        // the session, which outlives this call.
+        unsafe { ffi::hp_c_trace_call(&event) };
+        self.events.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Runs in the target's context: no allocation, no lock, no sleep.
@@ -320,6 +465,7 @@ impl SiteRecord {
         // SAFETY: a plain read of jiffies.
         if !session.ratelimit.allow(unsafe { ffi::hp_c_log_window() }) {
             session.suppressed.fetch_add(1, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let mut line = LineBuf::<256>::default();
@@ -328,6 +474,7 @@ impl SiteRecord {
         // SAFETY: the buffer is NUL-terminated and outlives the call.
         unsafe { ffi::hp_c_emit_call(line.as_c_bytes().as_ptr().cast(), self.site.addr) };
         session.logged.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * /dev/hp_patcher: the control device (docs/control.md). A misc device,
+ * because lockdown leaves it usable where debugfs refuses writes; mode 0600,
+ * and every command also needs CAP_SYS_ADMIN. One write is one command; its
+ * reply waits in the open file for reads. Commands run under hp_lock, so
+ * they are serialized with each other and with the module notifier.
+ */
+#define pr_fmt(fmt) "hp_patcher: " fmt
+
+#include <linux/capability.h>
+#include <linux/fs.h>
+#include <linux/miscdevice.h>
+#include <linux/uaccess.h>
+
+#include "hp_internal.h"
+
+struct hp_file {
+	struct mutex lock;	/* one command or read at a time per open file */
+	struct hp_reply *reply;
+};
+
+static const char *const hp_state_names[] = {
+	[HP_ATTACHED] = "attached",
+	[HP_AWAITED] = "awaited",
+	[HP_REFUSED] = "refused",
+};
+
+static const char *const hp_sink_names[] = {
+	[HP_SINK_TRACE] = "trace",
+	[HP_SINK_PRINTK] = "printk",
+	[HP_SINK_NONE] = "none",
+};
+
+__printf(2, 3) static void hp_reply_printf(struct hp_reply *r, const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	hp_reply_line(r, line);
+}
+
+static void hp_target_totals(struct hp_target *t, u64 totals[3])
+{
+	struct hp_attachment *atts[] = { &t->core, &t->init };
+	unsigned int i, k;
+
+	totals[0] = totals[1] = totals[2] = 0;
+	for (i = 0; i < ARRAY_SIZE(atts); i++) {
+		u64 one[3];
+
+		if (!atts[i]->session)
+			continue;
+		hp_session_totals(atts[i]->session, one);
+		for (k = 0; k < 3; k++)
+			totals[k] += one[k];
+	}
+}
+
+static void hp_reply_target(struct hp_reply *r, struct hp_target *t)
+{
+	u64 totals[3];
+
+	hp_target_totals(t, totals);
+	hp_reply_printf(r, "target name=%s state=%s sink=%s follow=%d sites=%llu armed=%llu hits=%llu",
+			t->name, hp_state_names[t->state], hp_sink_names[t->sink],
+			t->follow, totals[0], totals[1], totals[2]);
+}
+
+static int hp_cmd_attach(const struct hp_command *cmd, struct hp_reply *r)
+{
+	struct hp_target *t = hp_find_target(cmd->module);
+	struct module *mod;
+	int err;
+
+	if (t) {
+		hp_err("%s is already a target (%s): detach it first",
+		       t->name, hp_state_names[t->state]);
+		return -EBUSY;
+	}
+	mod = hp_get_module(cmd->module);
+	if (IS_ERR(mod) && (PTR_ERR(mod) != -ENOENT || !cmd->follow)) {
+		if (PTR_ERR(mod) == -ENOENT)
+			hp_err("module %s is not loaded (attach with follow to await it)",
+			       cmd->module);
+		return PTR_ERR(mod);
+	}
+	t = hp_target_new(cmd->module, cmd->functions, cmd->sink, cmd->burst, cmd->follow);
+	if (!t) {
+		err = -ENOMEM;
+	} else if (IS_ERR(mod)) {
+		pr_info("awaiting %s: attaching when it loads\n", t->name);
+		err = 0;
+	} else {
+		err = hp_target_attach(t, mod);
+	}
+	if (!IS_ERR(mod))
+		module_put(mod);
+	if (err) {
+		hp_target_free(t);
+		return err;
+	}
+	list_add_tail(&t->node, &hp_targets);
+	hp_reply_target(r, t);
+	return 0;
+}
+
+static void hp_detach_one(struct hp_target *t, const char *why, struct hp_reply *r)
+{
+	u64 totals[3];
+
+	hp_target_totals(t, totals);
+	hp_target_detach(t, why);
+	list_del(&t->node);
+	hp_reply_printf(r, "detached name=%s calls=%llu", t->name, totals[2]);
+	hp_target_free(t);
+}
+
+static int hp_cmd_detach(const struct hp_command *cmd, struct hp_reply *r)
+{
+	struct hp_target *t, *next;
+
+	if (cmd->verb == HP_CMD_DETACH_ALL) {
+		list_for_each_entry_safe(t, next, &hp_targets, node)
+			hp_detach_one(t, "detach-all", r);
+		return 0;
+	}
+	t = hp_find_target(cmd->module);
+	if (!t) {
+		hp_err("%s is not a target: nothing to detach", cmd->module);
+		return -EINVAL;
+	}
+	hp_detach_one(t, "detach", r);
+	return 0;
+}
+
+static int hp_cmd_plan(const struct hp_command *cmd, struct hp_reply *r)
+{
+	struct hp_attachment att = {};
+	struct hp_session *session;
+	struct module *mod = hp_get_module(cmd->module);
+	int err;
+
+	if (IS_ERR(mod)) {
+		if (PTR_ERR(mod) == -ENOENT)
+			hp_err("module %s is not loaded", cmd->module);
+		return PTR_ERR(mod);
+	}
+	err = hp_plan_module(mod, cmd->functions, &session, &att);
+	if (!err) {
+		hp_reply_sites(r, session);
+		hp_session_free(session);
+		kvfree(att.text_copy);
+	}
+	module_put(mod);
+	return err;
+}
+
+/* The targets a listing covers: one by name (which must exist), or all. */
+static int hp_selected(const struct hp_command *cmd, struct hp_target **only)
+{
+	*only = NULL;
+	if (!cmd->has_module)
+		return 0;
+	*only = hp_find_target(cmd->module);
+	if (!*only) {
+		hp_err("%s is not a target", cmd->module);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int hp_cmd_list(const struct hp_command *cmd, struct hp_reply *r)
+{
+	struct hp_target *t, *only;
+	int err = hp_selected(cmd, &only);
+
+	if (err)
+		return err;
+	list_for_each_entry(t, &hp_targets, node) {
+		const struct hp_session *sessions[] = { t->core.session, t->init.session };
+
+		if (only && t != only)
+			continue;
+		hp_attachment_sync(&t->core);
+		hp_attachment_sync(&t->init);
+		if (cmd->verb == HP_CMD_TARGETS) {
+			hp_reply_target(r, t);
+		} else if (cmd->verb == HP_CMD_STATS) {
+			hp_reply_stats(r, sessions, ARRAY_SIZE(sessions));
+		} else {
+			if (t->core.session)
+				hp_reply_sites(r, t->core.session);
+			if (t->init.session)
+				hp_reply_sites(r, t->init.session);
+		}
+	}
+	return 0;
+}
+
+static int hp_cmd_info(struct hp_reply *r)
+{
+	size_t i;
+
+	hp_reply_printf(r, "info version=1 slab_buckets=%d call_thunks=%d raw_pointers=%d",
+			IS_ENABLED(CONFIG_SLAB_BUCKETS), IS_ENABLED(CONFIG_CALL_THUNKS),
+			hp_raw_pointers);
+	for (i = 0; i < hp_num_gfp_names; i++)
+		hp_reply_printf(r, "gfp mask=%#lx name=%s", hp_gfp_names[i].mask,
+				hp_gfp_names[i].name);
+	hp_reply_functions(r, hp_catalogue_addrs, hp_catalogue_len);
+	return 0;
+}
+
+static int hp_execute(const struct hp_command *cmd, struct hp_reply *r)
+{
+	switch (cmd->verb) {
+	case HP_CMD_ATTACH:
+		return hp_cmd_attach(cmd, r);
+	case HP_CMD_DETACH:
+	case HP_CMD_DETACH_ALL:
+		return hp_cmd_detach(cmd, r);
+	case HP_CMD_PLAN:
+		return hp_cmd_plan(cmd, r);
+	case HP_CMD_TARGETS:
+	case HP_CMD_SITES:
+	case HP_CMD_STATS:
+		return hp_cmd_list(cmd, r);
+	case HP_CMD_INFO:
+		return hp_cmd_info(r);
+	}
+	return -EINVAL;
+}
+
+static int hp_open(struct inode *inode, struct file *file)
+{
+	struct hp_file *f = kzalloc(sizeof(*f), GFP_KERNEL);
+
+	if (!f)
+		return -ENOMEM;
+	f->reply = hp_reply_new();
+	if (!f->reply) {
+		kfree(f);
+		return -ENOMEM;
+	}
+	mutex_init(&f->lock);
+	file->private_data = f;
+	return 0;
+}
+
+static int hp_release(struct inode *inode, struct file *file)
+{
+	struct hp_file *f = file->private_data;
+
+	hp_reply_free(f->reply);
+	kfree(f);
+	return 0;
+}
+
+static ssize_t hp_write(struct file *file, const char __user *buf, size_t len,
+			loff_t *ppos)
+{
+	struct hp_file *f = file->private_data;
+	struct hp_command *cmd;
+	u8 *text;
+	int err;
+
+	if (!capable(CAP_SYS_ADMIN)) {
+		pr_warn_ratelimited("control: %s (pid %d) lacks CAP_SYS_ADMIN: refused\n",
+				    current->comm, task_pid_nr(current));
+		return -EPERM;
+	}
+	mutex_lock(&f->lock);
+	hp_reply_clear(f->reply);
+	if (len > HP_MAX_COMMAND) {
+		/* Not even copied: the grammar's limit, said the grammar's way. */
+		pr_err("control: command longer than %d bytes\n", HP_MAX_COMMAND);
+		hp_reply_line(f->reply, "error control: command longer than 1024 bytes");
+		err = -EINVAL;
+		goto out;
+	}
+	text = memdup_user(buf, len);
+	cmd = kzalloc(sizeof(*cmd), GFP_KERNEL);
+	if (IS_ERR(text) || !cmd) {
+		err = IS_ERR(text) ? PTR_ERR(text) : -ENOMEM;
+		if (!IS_ERR(text))
+			kfree(text);
+		kfree(cmd);
+		goto out;
+	}
+	err = hp_control_parse(text, len, cmd, f->reply);
+	kfree(text);
+	if (!err) {
+		mutex_lock(&hp_lock);
+		hp_capture_errors(f->reply);
+		err = hp_execute(cmd, f->reply);
+		hp_capture_errors(NULL);
+		mutex_unlock(&hp_lock);
+	}
+	kfree(cmd);
+	if (!err && hp_reply_lost(f->reply))
+		err = -ENOMEM;
+out:
+	/* Reads start over on the new reply (the VFS stores *ppos back). */
+	*ppos = 0;
+	mutex_unlock(&f->lock);
+	return err ? err : len;
+}
+
+static ssize_t hp_read(struct file *file, char __user *buf, size_t len, loff_t *ppos)
+{
+	struct hp_file *f = file->private_data;
+	const u8 *data;
+	u64 size;
+	ssize_t n;
+
+	mutex_lock(&f->lock);
+	data = hp_reply_data(f->reply, &size);
+	n = simple_read_from_buffer(buf, len, ppos, data, size);
+	mutex_unlock(&f->lock);
+	return n;
+}
+
+static const struct file_operations hp_fops = {
+	.owner = THIS_MODULE,
+	.open = hp_open,
+	.release = hp_release,
+	.write = hp_write,
+	.read = hp_read,
+};
+
+static struct miscdevice hp_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "hp_patcher",
+	.fops = &hp_fops,
+	.mode = 0600,
+};
+
+int hp_control_init(void)
+{
+	return misc_register(&hp_misc);
+}
+
+void hp_control_exit(void)
+{
+	misc_deregister(&hp_misc);
+}

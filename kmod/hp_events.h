@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * hp_patcher's trace event: one per intercepted call of a target whose sink
+ * is `trace`. docs/control.md lists the fields; hpctl reads them in binary
+ * form through the event's format file.
+ */
+#undef TRACE_SYSTEM
+#define TRACE_SYSTEM hp_patcher
+
+#if !defined(HP_EVENTS_H) || defined(TRACE_HEADER_MULTI_READ)
+#define HP_EVENTS_H
+
+#include <linux/tracepoint.h>
+#include <linux/version.h>
+#include "hp_glue.h"
+
+/* The one kernel difference here: __assign_str lost its source in 6.10. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 10, 0)
+#define hp_assign_str(field, src) __assign_str(field)
+#else
+#define hp_assign_str(field, src) __assign_str(field, src)
+#endif
+
+TRACE_EVENT(hp_call,
+	TP_PROTO(const struct hp_call_event *e),
+	TP_ARGS(e),
+	TP_STRUCT__entry(
+		__string(target, e->target)
+		__field(unsigned long, site)
+		__string(callee, e->callee)
+		__field(u32, func)
+		__field(u32, returned)
+		__array(u64, args, 6)
+		__field(u64, ret)
+		__field(u64, start_ns)
+		__field(u64, duration_ns)
+	),
+	TP_fast_assign(
+		hp_assign_str(target, e->target);
+		__entry->site = e->site;
+		hp_assign_str(callee, e->callee);
+		__entry->func = e->func;
+		__entry->returned = e->returned;
+		memcpy(__entry->args, e->args, sizeof(__entry->args));
+		__entry->ret = e->ret;
+		__entry->start_ns = e->start_ns;
+		__entry->duration_ns = e->duration_ns;
+	),
+	TP_printk("%s %pS %s(0x%llx, 0x%llx, 0x%llx, 0x%llx, 0x%llx, 0x%llx) = 0x%llx returned=%u duration_ns=%llu",
+		  __get_str(target), (void *)__entry->site, __get_str(callee),
+		  __entry->args[0], __entry->args[1], __entry->args[2],
+		  __entry->args[3], __entry->args[4], __entry->args[5],
+		  __entry->ret, __entry->returned, __entry->duration_ns)
+);
+
+#endif
+
+#undef TRACE_INCLUDE_PATH
+#define TRACE_INCLUDE_PATH .
+#undef TRACE_INCLUDE_FILE
+#define TRACE_INCLUDE_FILE hp_events
+#include <trace/define_trace.h>

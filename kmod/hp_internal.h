@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * What the C files of hp_patcher share: the targets and their attachments
+ * (hp_main.c), used by the control device (hp_control.c).
+ */
+#ifndef HP_INTERNAL_H
+#define HP_INTERNAL_H
+
+#include <linux/module.h>
+#include <linux/kprobes.h>
+#include <linux/list.h>
+#include <linux/mutex.h>
+
+#include "hp_glue.h"
+
+/* One kprobe per redirected site. */
+struct hp_probe {
+	struct kprobe kp;
+	const struct hp_site *site;
+	bool tail_jump;
+	bool jump_through;	/* a void function: hp_trampoline_jump */
+	bool armed;		/* kprobes accepted it */
+};
+
+/* The sites of one text range of a target: its core text, or its init text
+ * while the module is still in its init. */
+struct hp_attachment {
+	struct hp_session *session;	/* null: nothing attached here */
+	struct hp_probe *probes;
+	struct kprobe **kprobes;	/* the registered ones, for the batch unregister */
+	unsigned int nr_kprobes;
+	u8 *text_copy;			/* the text as it was before attach */
+	u64 text_base, text_size;
+};
+
+enum hp_target_state {
+	HP_ATTACHED,
+	HP_AWAITED,	/* followed, not loaded */
+	HP_REFUSED,	/* followed, its last load could not be attached */
+};
+
+struct hp_target {
+	struct list_head node;
+	char name[MODULE_NAME_LEN];
+	char *functions;	/* the selection as given; "" is all */
+	u32 sink;		/* enum hp_sink */
+	u64 log_burst;		/* printk lines per window, 0: unlimited */
+	bool follow;
+	enum hp_target_state state;
+	struct module *mod;	/* while attached; compared, only dereferenced under hp_lock */
+	struct hp_attachment core, init;
+};
+
+/* Everything below is protected by hp_lock. */
+extern struct mutex hp_lock;
+extern struct list_head hp_targets;
+extern bool hp_raw_pointers;
+extern const struct trace_print_flags hp_gfp_names[];
+extern const size_t hp_num_gfp_names;
+
+struct hp_target *hp_find_target(const char *name);
+struct hp_target *hp_target_new(const char *name, const char *functions,
+				u32 sink, u64 burst, bool follow);
+void hp_target_free(struct hp_target *t);
+struct module *hp_get_module(const char *name);
+int hp_target_attach(struct hp_target *t, struct module *mod);
+void hp_target_detach(struct hp_target *t, const char *why);
+int hp_plan_module(struct module *mod, const char *functions,
+		   struct hp_session **out, struct hp_attachment *att);
+void hp_attachment_sync(struct hp_attachment *att);
+
+/* An error for the kernel log and, during a control command, its reply. */
+__printf(1, 2) void hp_err(const char *fmt, ...);
+void hp_capture_errors(struct hp_reply *r);
+
+int hp_control_init(void);
+void hp_control_exit(void);
+
+#endif
