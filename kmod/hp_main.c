@@ -616,6 +616,9 @@ static struct hp_target *hp_target_of(const struct module *mod)
 	return NULL;
 }
 
+/* COMING, as hp_module_coming_nb passes it on; hp_module_nb ignores COMING. */
+#define HP_STATE_COMING_LAST (-1UL)
+
 static int hp_module_event(struct notifier_block *nb, unsigned long state,
 			   void *data)
 {
@@ -629,7 +632,7 @@ static int hp_module_event(struct notifier_block *nb, unsigned long state,
 	 */
 	mutex_lock(&hp_lock);
 	switch (state) {
-	case MODULE_STATE_COMING:
+	case HP_STATE_COMING_LAST:
 		t = hp_find_target(mod->name);
 		if (t && t->follow && t->state != HP_ATTACHED) {
 			pr_info("%s is loading: attaching before its init\n", mod->name);
@@ -660,11 +663,30 @@ static int hp_module_event(struct notifier_block *nb, unsigned long state,
 	return NOTIFY_OK;
 }
 
-/* Before kprobes' own notifier (priority 0), which would drop our probes
- * without restoring the text. */
+/* LIVE and GOING: before kprobes' own notifier (priority 0), which would
+ * drop our probes without restoring the text. */
 static struct notifier_block hp_module_nb = {
 	.notifier_call = hp_module_event,
 	.priority = 1,
+};
+
+/*
+ * COMING: after every other notifier. Some patch the new module's text at
+ * COMING (static_call's, at priority 0, rewrites the calls of
+ * cond_resched() and friends): attaching before them would decode, and
+ * keep as the reference for detach, text that is not final yet.
+ */
+static int hp_module_coming(struct notifier_block *nb, unsigned long state,
+			    void *data)
+{
+	if (state != MODULE_STATE_COMING)
+		return NOTIFY_DONE;
+	return hp_module_event(nb, HP_STATE_COMING_LAST, data);
+}
+
+static struct notifier_block hp_module_coming_nb = {
+	.notifier_call = hp_module_coming,
+	.priority = INT_MIN,
 };
 
 /* insmod hp_patcher.ko target_name=X: the seed's interface, sink printk. */
@@ -729,6 +751,9 @@ static int __init hp_init(void)
 	err = register_module_notifier(&hp_module_nb);
 	if (err)
 		goto out_decoder;
+	err = register_module_notifier(&hp_module_coming_nb);
+	if (err)
+		goto out_notifier;
 	if (target_name && *target_name) {
 		err = hp_attach_at_load();
 		if (err)
@@ -741,6 +766,7 @@ static int __init hp_init(void)
 out_detach:
 	hp_detach_all("hp_patcher failed to load");
 out_notifier:
+	unregister_module_notifier(&hp_module_coming_nb);
 	unregister_module_notifier(&hp_module_nb);
 out_decoder:
 	hp_decoder_teardown();
@@ -757,6 +783,7 @@ static void __exit hp_exit(void)
 	 * comes meanwhile waits on hp_lock, then finds nothing to do.
 	 */
 	hp_detach_all("hp_patcher unloaded");
+	unregister_module_notifier(&hp_module_coming_nb);
 	unregister_module_notifier(&hp_module_nb);
 	hp_decoder_teardown();
 }

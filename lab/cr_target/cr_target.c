@@ -728,11 +728,16 @@ static noinline void __init cr_init_calls(void)
 		kfree(kmalloc(init_call_size, GFP_KERNEL));
 }
 
+static bool start_paused;
+module_param(start_paused, bool, 0400);
+MODULE_PARM_DESC(start_paused, "load paused: only init's own calls happen until pause is written 0");
+
 static int __init cr_target_init(void)
 {
 	int ret;
 
 	cr_init_calls();
+	WRITE_ONCE(cr_paused, start_paused);
 
 	cr_cache = kmem_cache_create(KBUILD_MODNAME "_obj", CR_OBJ_SIZE, 0, 0, NULL);
 	if (!cr_cache)
@@ -748,7 +753,8 @@ static int __init cr_target_init(void)
 		kmem_cache_destroy(cr_cache);
 		return ret;
 	}
-	cr_start_timers();
+	if (!start_paused)
+		cr_start_timers();
 
 	cr_debugfs_init();
 

@@ -55,7 +55,7 @@ expect_insmod_fails() {
 
 # expect_no_probes NAME: no kprobe is left on cr_target's or our code.
 expect_no_probes() {
-	if grep -q 'hp_patcher\|cr_target' /sys/kernel/debug/kprobes/list 2>/dev/null; then
+	if grep -q 'hp_patcher\|cr_target\|cr_twin' /sys/kernel/debug/kprobes/list 2>/dev/null; then
 		fail "$1" "kprobes left: $(cat /sys/kernel/debug/kprobes/list)"
 	else
 		pass "$1"
@@ -114,3 +114,41 @@ case $(uname -r) in
 6.1.*) KMALLOC=__kmalloc; KMALLOC_NODE=__kmalloc_node; KMALLOC_CACHE=kmalloc_trace ;;
 *) KMALLOC=__kmalloc_noprof; KMALLOC_NODE=__kmalloc_node_noprof; KMALLOC_CACHE=__kmalloc_cache_noprof ;;
 esac
+
+# ---- /dev/hp_patcher ----
+HPDEV=/dev/hp_patcher
+
+# hpcmd COMMAND: one write of COMMAND to the control device, then its reply
+# (read on the same open file). The exit status is the write's; a failed
+# write's errno text goes to stderr (dd says it: the shell's printf would
+# not), its reply (`error ...`) to stdout.
+hpcmd() { printf '%s' "$1" | hpwrite; }
+# hpwrite: the same for the bytes on stdin, written in one write().
+hpwrite() {
+	exec 3<>$HPDEV || return 1
+	dd bs=128k 2>/tmp/hpwrite.err >&3
+	rc=$?
+	cat <&3
+	exec 3>&-
+	grep -v 'records\|bytes' /tmp/hpwrite.err >&2
+	return $rc
+}
+# The targets, without their hit counts (which move while they run).
+targets_now() { hpcmd targets | sed 's/ hits=[0-9]*//'; }
+
+# expect_refused NAME ERRNO-TEXT COMMAND: the write fails with that errno,
+# the reply and the log say why, and the targets are as they were.
+expect_refused() {
+	before=$(targets_now)
+	out=$(hpcmd "$3" 2>&1)
+	if [ $? -eq 0 ]; then fail "$1" "'$3' was accepted: $out"; return; fi
+	case "$out" in
+	*"$2"*) case "$out" in *error*) pass "$1" ;; *) fail "$1" "no error reply: $out" ;; esac ;;
+	*) fail "$1" "'$3' said: $out" ;;
+	esac
+	expect_eq "$1.unchanged" "$(targets_now)" "$before"
+}
+
+# The value of KEY in the first reply line of kind KIND that has name=NAME.
+field() { awk -v k="$1" -v n="name=$2" '$0 ~ (" " n " ") || $0 ~ (" " n "$") { for (i = 2; i <= NF; i++) if (index($i, k "=") == 1) { print substr($i, length(k) + 2); exit } }'; }
+target_field() { hpcmd targets | field "$2" "$1"; }

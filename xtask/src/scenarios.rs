@@ -44,6 +44,15 @@ const BOOTS: &[Boot] = &[
         timeout_secs: 900,
     },
     Boot {
+        name: "control",
+        // lockdown last: it cannot be lifted.
+        scripts: &["control", "targets", "follow", "lockdown"],
+        in_tree: &[],
+        ext4_image: false,
+        cmdline: "",
+        timeout_secs: 900,
+    },
+    Boot {
         name: "ext4",
         scripts: &["ext4"],
         in_tree: &["crc32c_generic", "ext4", "brd"],

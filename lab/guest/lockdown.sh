@@ -1,0 +1,32 @@
+# Under kernel lockdown (integrity, what Secure Boot turns on), debugfs
+# refuses writes, and the control device still attaches, traces and
+# detaches. Lockdown cannot be lifted: this script runs last in its boot.
+# The modules are loaded before lockdown is engaged: under it the kernel
+# only loads signed modules, and ours are not signed by a key it trusts.
+. /scripts/lib.sh
+mark lockdown
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+insmod /modules/cr_target.ko
+insmod $HP
+echo integrity > /sys/kernel/security/lockdown
+if grep -q '\[integrity\]' /sys/kernel/security/lockdown; then pass lockdown.engaged; else fail lockdown.engaged "$(cat /sys/kernel/security/lockdown)"; fi
+if echo 1 > /sys/kernel/debug/cr_target/pause 2>/dev/null; then
+	fail lockdown.debugfs_refuses_writes "a debugfs write went through"
+else
+	pass lockdown.debugfs_refuses_writes
+fi
+
+expect_eq lockdown.attach "$(hpcmd 'attach cr_target' | field state cr_target)" attached
+I=/sys/kernel/tracing/instances/lockdown
+mkdir $I
+echo 1 > $I/events/hp_patcher/hp_call/enable
+sleep 2
+echo 0 > $I/events/hp_patcher/hp_call/enable
+n=$(grep -c 'hp_call: cr_target cr_round+0x' $I/trace)
+[ "$n" -gt 0 ] && pass lockdown.events || fail lockdown.events "no hp_call event in the instance"
+echo "HPINFO lockdown: $n events in 2 s"
+rmdir $I
+hpcmd 'detach cr_target' | grep -q '^detached name=cr_target' && pass lockdown.detach || fail lockdown.detach "no detached line"
+expect_log lockdown.identical "cr_target text identical to before attach"
+check lockdown.unload rmmod hp_patcher
+expect_no_probes lockdown.no_probes
