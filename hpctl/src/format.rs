@@ -39,7 +39,13 @@ pub fn parse_field(line: &str) -> Result<Field> {
     let (name, array_len) = match name.split_once('[') {
         Some((base, len)) => {
             let len = len.trim_end_matches(']');
-            (base, Some(len.parse().with_context(|| format!("bad array length in {line:?}"))?))
+            // `char buf[]`: a dynamic array to the end of the record.
+            let len = if len.is_empty() {
+                0
+            } else {
+                len.parse().with_context(|| format!("bad array length in {line:?}"))?
+            };
+            (base, Some(len))
         }
         None => (name, None),
     };

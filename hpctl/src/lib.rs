@@ -2,6 +2,7 @@
 //! `hp_patcher:hp_call` trace event. The binary is `src/main.rs`; the
 //! modules are a library so that tests/ can exercise them.
 
+pub mod capture;
 pub mod device;
 pub mod event;
 pub mod format;

@@ -152,6 +152,20 @@ enum Cmd {
         #[arg(long, value_name = "SECS")]
         duration: Option<f64>,
     },
+    /// Decode a saved capture directory offline (no root, no device).
+    #[command(
+        hide = true,
+        long_about = "Decode a capture saved from a live system: a directory \
+        with header_page, header_event, format (the hp_call format file) and cpu<N>.raw (what \
+        per_cpu/cpu<N>/trace_pipe_raw gave), plus optional info (the `info` reply), kallsyms and \
+        comms (\"pid comm\" lines). Prints what `hpctl trace` would have, CPU by CPU.",
+        after_help = "Example:\n  hpctl decode hpctl/tests/data/sample-6.12"
+    )]
+    Decode {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -194,6 +208,9 @@ fn send(command: &Command<'_>) -> Result<Vec<hpctl::records::Record>> {
 }
 
 fn run(command: Cmd) -> Result<()> {
+    if let Cmd::Decode { dir, json } = &command {
+        return decode(dir, *json);
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("must be run as root (hp_patcher's device and tracefs are root's)");
@@ -273,6 +290,30 @@ fn run(command: Cmd) -> Result<()> {
             };
             trace::run(trace::Options { modules, functions, json, buffer_kb, duration })?;
         }
+        Cmd::Decode { .. } => unreachable!("handled above"),
     }
+    Ok(())
+}
+
+fn decode(dir: &std::path::Path, json: bool) -> Result<()> {
+    let capture = hpctl::capture::decode_dir(dir)?;
+    let mut renderer = hpctl::capture::renderer_for(dir)?;
+    for ev in &capture.events {
+        if json {
+            println!("{}", json::call(&renderer.json(ev)));
+        } else {
+            println!("{}", renderer.human(ev));
+        }
+    }
+    for p in &capture.problems {
+        eprintln!("hpctl: {p}");
+    }
+    eprintln!(
+        "hpctl: {} pages, {} hp_call events, {} other records, {} pages with lost events before them",
+        capture.pages,
+        capture.events.len(),
+        capture.other_records,
+        capture.missed.len()
+    );
     Ok(())
 }

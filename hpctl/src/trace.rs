@@ -162,6 +162,7 @@ pub fn run(opts: Options) -> Result<()> {
     let root = tracefs::root()?;
     tracefs::remove_stale(&root);
     let mut instance = Instance::create(&root, opts.buffer_kb)?;
+    instance.check_event()?;
     let (header_page, header_event, format_text) = instance.descriptions()?;
     let layout = Layout { page: PageLayout::parse(&header_page)?, header: HeaderLayout::parse(&header_event)? };
     let format = HpCallFormat::new(&EventFormat::parse(&format_text).context("parsing hp_call's format")?)?;

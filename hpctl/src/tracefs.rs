@@ -55,8 +55,22 @@ fn write_file(path: &Path, value: &str) -> Result<()> {
     })
 }
 
-fn read_file(path: &Path) -> Result<String> {
-    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+/// Reads a tracefs file with reads of 64 kB. Some generate their text anew
+/// at each read and return nothing past the first (header_page and
+/// header_event do on 6.18): std's 32-byte first read would cut them short.
+pub fn read_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut text = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    Ok(String::from_utf8_lossy(&text).into_owned())
 }
 
 /// Removes instances left by an hpctl that was killed (its pid is gone).
@@ -135,11 +149,6 @@ impl Instance {
         let path = root.join("instances").join(format!("hpctl-{}", std::process::id()));
         fs::create_dir(&path).with_context(|| format!("creating the tracefs instance {}", path.display()))?;
         let instance = Instance { root: root.to_path_buf(), path, enabled: false, removed: false };
-        if !instance.path.join(EVENT).is_dir() {
-            bail!(
-                "no {EVENT} in tracefs: hp_patcher is not loaded, or was loaded without tracepoints (a module with bad taint gets none)"
-            );
-        }
         write_file(&instance.path.join("buffer_size_kb"), &buffer_kb.to_string())?;
         write_file(&instance.path.join("options/overwrite"), "0")?;
         // Best effort: an older kernel may lack mono; the time shown is the event's own start_ns anyway.
@@ -147,8 +156,24 @@ impl Instance {
         Ok(instance)
     }
 
+    /// Fails unless hp_patcher's event is there.
+    pub fn check_event(&self) -> Result<()> {
+        if !self.path.join(EVENT).is_dir() {
+            bail!(
+                "no {EVENT} in tracefs: hp_patcher is not loaded, or was loaded without tracepoints (a module with bad taint gets none)"
+            );
+        }
+        Ok(())
+    }
+
     /// `events/header_page`, `events/header_event` and the event's `format`.
     pub fn descriptions(&self) -> Result<(String, String, String)> {
+        let (page, header) = self.layout_text()?;
+        Ok((page, header, read_file(&self.path.join(EVENT).join("format"))?))
+    }
+
+    /// The ring-buffer layout files of this instance (or of the top level).
+    pub fn layout_text(&self) -> Result<(String, String)> {
         let pick = |name: &str| {
             let own = self.path.join("events").join(name);
             if own.exists() {
@@ -157,11 +182,7 @@ impl Instance {
                 self.root.join("events").join(name)
             }
         };
-        Ok((
-            read_file(&pick("header_page"))?,
-            read_file(&pick("header_event"))?,
-            read_file(&self.path.join(EVENT).join("format"))?,
-        ))
+        Ok((read_file(&pick("header_page"))?, read_file(&pick("header_event"))?))
     }
 
     pub fn cpus(&self) -> Result<Vec<u32>> {
@@ -199,7 +220,7 @@ impl Instance {
     pub fn stats(&self, cpus: &[u32]) -> Vec<(u32, CpuStats)> {
         cpus.iter()
             .map(|&cpu| {
-                let text = fs::read_to_string(self.path.join(format!("per_cpu/cpu{cpu}/stats"))).unwrap_or_default();
+                let text = read_file(&self.path.join(format!("per_cpu/cpu{cpu}/stats"))).unwrap_or_default();
                 (cpu, parse_stats(&text))
             })
             .collect()
