@@ -151,6 +151,11 @@ enum Cmd {
         /// Stop after this many seconds.
         #[arg(long, value_name = "SECS")]
         duration: Option<f64>,
+        /// Also save the raw pages and what decoding them needs in DIR
+        /// (header_page, header_event, format, info, cpu<N>.raw, kallsyms,
+        /// comms), for `hpctl decode DIR` and tests.
+        #[arg(long, value_name = "DIR")]
+        save_raw: Option<PathBuf>,
     },
     /// Decode a saved capture directory offline (no root, no device).
     #[command(
@@ -279,7 +284,7 @@ fn run(command: Cmd) -> Result<()> {
                 print!("{}", table::sites(&sites, false));
             }
         }
-        Cmd::Trace { modules, functions, json, buffer_kb, duration } => {
+        Cmd::Trace { modules, functions, json, buffer_kb, duration, save_raw } => {
             kmod::ensure_device()?;
             let modules = modules.iter().map(|m| module_arg(m)).collect::<Result<Vec<_>>>()?;
             let functions = functions_arg(&functions)?;
@@ -288,7 +293,7 @@ fn run(command: Cmd) -> Result<()> {
                 Some(d) if !(d > 0.0 && d.is_finite()) => bail!("--duration must be a positive number of seconds"),
                 d => d.map(Duration::from_secs_f64),
             };
-            trace::run(trace::Options { modules, functions, json, buffer_kb, duration })?;
+            trace::run(trace::Options { modules, functions, json, buffer_kb, duration, save_raw })?;
         }
         Cmd::Decode { .. } => unreachable!("handled above"),
     }

@@ -8,7 +8,9 @@
 //! in the ring buffer: `ring_dropped = events(end - start) - received`.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,8 @@ pub struct Options {
     pub json: bool,
     pub buffer_kb: u32,
     pub duration: Option<Duration>,
+    /// Also write what was read, as a capture directory (src/capture.rs).
+    pub save_raw: Option<PathBuf>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -72,6 +76,8 @@ struct Stream {
     problems_shown: u32,
     kallsyms_loaded: Instant,
     output_closed: bool,
+    /// cpu<N>.raw of a capture directory, by CPU.
+    raw_files: HashMap<u32, File>,
 }
 
 impl Stream {
@@ -89,6 +95,12 @@ impl Stream {
     }
 
     fn page(&mut self, cpu: u32, buf: &[u8]) {
+        if let Some(file) = self.raw_files.get_mut(&cpu) {
+            if let Err(e) = file.write_all(buf) {
+                eprintln!("hpctl: saving cpu{cpu}'s pages: {e}; no longer saving");
+                self.raw_files.clear();
+            }
+        }
         let page = parse_page(&self.layout, buf);
         if let Some(p) = &page.problem {
             self.problem(format!("cpu{cpu}: unreadable ring-buffer page: {p}"));
@@ -171,6 +183,7 @@ pub fn run(opts: Options) -> Result<()> {
     let what = describe(&opts);
     let json_out = opts.json;
     let duration = opts.duration;
+    let save_raw = opts.save_raw.clone();
     let mut stream = Stream {
         opts,
         renderer: Renderer {
@@ -188,7 +201,11 @@ pub fn run(opts: Options) -> Result<()> {
         problems_shown: 0,
         kallsyms_loaded: Instant::now(),
         output_closed: false,
+        raw_files: HashMap::new(),
     };
+    if let Some(dir) = &save_raw {
+        stream.raw_files = start_capture(dir, &cpus, [&header_page, &header_event, &format_text])?;
+    }
     let mut buf = vec![0u8; layout.page_size()];
 
     install_signal_handlers();
@@ -248,6 +265,12 @@ pub fn run(opts: Options) -> Result<()> {
     drop(readers);
     let removed = instance.remove();
     let end_stats = module_stats();
+    if let Some(dir) = &save_raw {
+        stream.raw_files.clear();
+        if let Err(e) = finish_capture(dir, &stream.received) {
+            eprintln!("hpctl: saving the capture's info files: {e:#}");
+        }
+    }
     result?;
     disabled?;
     removed?;
@@ -271,6 +294,49 @@ pub fn run(opts: Options) -> Result<()> {
         stream.flush();
     }
     eprintln!("hpctl: {}", summary_line(&summary));
+    Ok(())
+}
+
+/// The capture directory's description files, and one cpu<N>.raw per CPU.
+fn start_capture(dir: &Path, cpus: &[u32], texts: [&String; 3]) -> Result<HashMap<u32, File>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, text) in ["header_page", "header_event", "format"].iter().zip(texts) {
+        std::fs::write(dir.join(name), text).with_context(|| format!("writing {}", dir.join(name).display()))?;
+    }
+    let info = device::send(&Command::Info)?;
+    std::fs::write(dir.join("info"), info)?;
+    cpus.iter()
+        .map(|&cpu| {
+            let path = dir.join(format!("cpu{cpu}.raw"));
+            Ok((cpu, File::create(&path).with_context(|| format!("creating {}", path.display()))?))
+        })
+        .collect()
+}
+
+/// The symbols of the targets seen and the names of the tasks that called.
+fn finish_capture(dir: &Path, received: &HashMap<(String, String), u64>) -> Result<()> {
+    let mut targets: Vec<&str> = received.keys().map(|(t, _)| t.as_str()).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    let kallsyms = tracefs::read_file(Path::new("/proc/kallsyms"))?;
+    let mine: String = kallsyms
+        .lines()
+        .filter(|l| targets.iter().any(|t| l.ends_with(&format!("[{t}]"))))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.join("kallsyms"), mine)?;
+    let mut comms = String::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        if !entry.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+            continue;
+        }
+        for task in std::fs::read_dir(entry.path().join("task")).into_iter().flatten().flatten() {
+            if let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) {
+                comms.push_str(&format!("{} {}\n", task.file_name().to_string_lossy(), comm.trim_end()));
+            }
+        }
+    }
+    std::fs::write(dir.join("comms"), comms)?;
     Ok(())
 }
 

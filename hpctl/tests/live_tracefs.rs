@@ -135,3 +135,56 @@ fn a_full_buffer_drops_new_events_and_counts_them() {
     drop(marker);
     instance.remove().unwrap();
 }
+
+/// Saves a real capture for tests/real_capture.rs: `HPCTL_CAPTURE=1 cargo
+/// test -p hpctl --test live_tracefs -- --ignored capture`. Pinned to CPU 0;
+/// long and short markers, and a 200 ms gap (a time extend).
+#[test]
+#[ignore = "needs root and tracefs; writes tests/data/markers-<release>"]
+fn capture_markers() {
+    if std::env::var_os("HPCTL_CAPTURE").is_none() {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t with one CPU set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    let (mut instance, layout, _) = setup(64);
+    let release = tracefs::read_file(std::path::Path::new("/proc/sys/kernel/osrelease")).unwrap();
+    let release: String = release.trim().split('-').next().unwrap().split('.').take(2).collect::<Vec<_>>().join(".");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/markers-{release}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (page, header) = instance.layout_text().unwrap();
+    std::fs::write(dir.join("header_page"), page).unwrap();
+    std::fs::write(dir.join("header_event"), header).unwrap();
+    let format = tracefs::read_file(&instance.path.join("events/ftrace/print/format")).unwrap();
+    std::fs::write(dir.join("format"), format).unwrap();
+    let mut marker = OpenOptions::new().write(true).open(instance.path.join("trace_marker")).unwrap();
+    let mut texts = String::new();
+    for i in 0..60 {
+        if i == 30 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let text = format!("hpctl-capture {i} {}", "z".repeat(i * 13 % 200));
+        marker.write_all(text.as_bytes()).unwrap();
+        texts.push_str(text.trim_end());
+        texts.push('\n');
+    }
+    drop(marker);
+    std::fs::write(dir.join("markers.txt"), texts).unwrap();
+    let mut readers = instance.open_readers().unwrap();
+    let mut buf = vec![0u8; layout.page_size()];
+    for r in readers.iter_mut() {
+        let mut raw = Vec::new();
+        while let ReadOutcome::Page(n) = r.read_page(&mut buf).unwrap() {
+            raw.extend_from_slice(&buf[..n]);
+        }
+        if !raw.is_empty() {
+            std::fs::write(dir.join(format!("cpu{}.raw", r.cpu)), raw).unwrap();
+        }
+    }
+    drop(readers);
+    instance.remove().unwrap();
+}
