@@ -56,11 +56,12 @@ enum Cmd {
         after_help = "Examples:\n  hpctl plan ext4\n  hpctl plan cr_target --fn kfree,__kmalloc_noprof"
     )]
     Plan {
+        /// A loaded module, as lsmod names it (- and _ are the same).
         module: String,
         /// Comma list of catalogue functions (default: all this kernel exports).
         #[arg(long = "fn", value_name = "F1,F2")]
         functions: Option<String>,
-        /// One JSON object per site.
+        /// One JSON object per site (docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
@@ -77,6 +78,7 @@ enum Cmd {
         hpctl attach xfs --follow --ko ./hp_patcher.ko"
     )]
     Attach {
+        /// The module to instrument, as lsmod names it (- and _ are the same).
         module: String,
         /// Comma list of catalogue functions (default: all this kernel exports).
         #[arg(long = "fn", value_name = "F1,F2")]
@@ -92,9 +94,12 @@ enum Cmd {
         ko: Option<PathBuf>,
     },
     /// Detach from one target, or from all.
-    #[command(after_help = "Examples:\n  hpctl detach cr_target\n  hpctl detach --all")]
+    #[command(
+        after_help = "Examples:\n  hpctl detach cr_target\n  hpctl detach --all",
+        group(clap::ArgGroup::new("which").required(true).args(["module", "all"]))
+    )]
     Detach {
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        /// The target to detach from.
         module: Option<String>,
         /// Detach from every target.
         #[arg(long)]
@@ -110,14 +115,18 @@ enum Cmd {
         after_help = "Examples:\n  hpctl stats\n  hpctl stats cr_target --json"
     )]
     Stats {
+        /// Only this target (default: all).
         module: Option<String>,
+        /// One JSON object per target and function (docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
     /// Sites of all targets or one, with their hits.
     #[command(after_help = "Examples:\n  hpctl sites\n  hpctl sites cr_target --json")]
     Sites {
+        /// Only this target (default: all).
         module: Option<String>,
+        /// One JSON object per site (docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
@@ -167,7 +176,9 @@ enum Cmd {
         after_help = "Example:\n  hpctl decode hpctl/tests/data/sample-6.12"
     )]
     Decode {
+        /// A capture directory (see `trace --save-raw`).
         dir: PathBuf,
+        /// One JSON `call` object per event.
         #[arg(long)]
         json: bool,
     },
@@ -231,8 +242,8 @@ fn run(command: Cmd) -> Result<()> {
             }
         }
         Cmd::Plan { module, functions, json } => {
-            kmod::ensure_device()?;
             let (module, functions) = (module_arg(&module)?, functions_arg(&functions)?);
+            kmod::ensure_device()?;
             let sites = Site::all(&send(&Command::Plan { module: &module, functions: &functions })?)?;
             if json {
                 sites.iter().for_each(|s| println!("{}", json::site(s)));
@@ -250,8 +261,8 @@ fn run(command: Cmd) -> Result<()> {
             }
         }
         Cmd::Detach { module, all } => {
-            kmod::ensure_device()?;
             let module = module.as_deref().map(module_arg).transpose()?;
+            kmod::ensure_device()?;
             let command = match (&module, all) {
                 (Some(m), false) => Command::Detach { module: m },
                 _ => Command::DetachAll,
@@ -265,8 +276,8 @@ fn run(command: Cmd) -> Result<()> {
             }
         }
         Cmd::Stats { module, json } => {
-            kmod::ensure_device()?;
             let module = module.as_deref().map(module_arg).transpose()?;
+            kmod::ensure_device()?;
             let funcs = Func::all(&send(&Command::Stats { module: module.as_deref() })?)?;
             if json {
                 funcs.iter().for_each(|f| println!("{}", json::func(f)));
@@ -275,8 +286,8 @@ fn run(command: Cmd) -> Result<()> {
             }
         }
         Cmd::Sites { module, json } => {
-            kmod::ensure_device()?;
             let module = module.as_deref().map(module_arg).transpose()?;
+            kmod::ensure_device()?;
             let sites = Site::all(&send(&Command::Sites { module: module.as_deref() })?)?;
             if json {
                 sites.iter().for_each(|s| println!("{}", json::site(s)));
@@ -285,7 +296,6 @@ fn run(command: Cmd) -> Result<()> {
             }
         }
         Cmd::Trace { modules, functions, json, buffer_kb, duration, save_raw } => {
-            kmod::ensure_device()?;
             let modules = modules.iter().map(|m| module_arg(m)).collect::<Result<Vec<_>>>()?;
             let functions = functions_arg(&functions)?;
             let functions = functions.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect();
@@ -293,6 +303,7 @@ fn run(command: Cmd) -> Result<()> {
                 Some(d) if !(d > 0.0 && d.is_finite()) => bail!("--duration must be a positive number of seconds"),
                 d => d.map(Duration::from_secs_f64),
             };
+            kmod::ensure_device()?;
             trace::run(trace::Options { modules, functions, json, buffer_kb, duration, save_raw })?;
         }
         Cmd::Decode { .. } => unreachable!("handled above"),

@@ -170,6 +170,8 @@ fn drops_total(stats: &[(u32, CpuStats)]) -> (u64, u64) {
 }
 
 pub fn run(opts: Options) -> Result<()> {
+    // From the start: a Ctrl-C during setup still removes the instance.
+    install_signal_handlers();
     let info = Info::from_records(&parse_reply(&device::send(&Command::Info)?)?)?;
     let root = tracefs::root()?;
     tracefs::remove_stale(&root);
@@ -208,7 +210,6 @@ pub fn run(opts: Options) -> Result<()> {
     }
     let mut buf = vec![0u8; layout.page_size()];
 
-    install_signal_handlers();
     let start_stats = module_stats()?;
     instance.set_enabled(true)?;
     let started = Instant::now();
@@ -257,6 +258,8 @@ pub fn run(opts: Options) -> Result<()> {
 
     // The end: no new events, everything in the buffers read, counters final.
     let disabled = instance.set_enabled(false);
+    // A call that passed the enabled check just before may still be writing its event.
+    std::thread::sleep(Duration::from_millis(100));
     if result.is_ok() {
         result = stream.read_round(&mut readers, &mut buf, usize::MAX).map(drop);
     }
