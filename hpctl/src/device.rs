@@ -201,6 +201,27 @@ fn read_reply(dev: &mut impl Read) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&reply).into_owned())
 }
 
+/// An error as hpctl's one line on stderr: the context chain, and what the
+/// kernel's errno means here (lockdown for EPERM, a module not loaded for
+/// ENOENT from attach).
+pub fn one_line(e: &anyhow::Error) -> String {
+    if let Some(d) = e.downcast_ref::<DeviceError>() {
+        return device_error_line(d, lockdown_mode());
+    }
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn device_error_line(d: &DeviceError, lockdown: Option<String>) -> String {
+    match (d.errno, lockdown) {
+        (libc::EPERM, Some(mode)) => format!("{d}: kernel lockdown ({mode}) forbids it"),
+        (libc::ENOENT, _) if d.command.starts_with("attach ") => {
+            let module = d.command.split(' ').nth(1).unwrap_or_default();
+            format!("module {module} is not loaded ({d})")
+        }
+        _ => d.to_string(),
+    }
+}
+
 /// The kernel's lockdown mode when one is in force (`integrity`,
 /// `confidentiality`), from /sys/kernel/security/lockdown.
 pub fn lockdown_mode() -> Option<String> {
@@ -256,6 +277,34 @@ mod tests {
         assert_eq!(e.to_string(), "`attach x sink=trace`: module x is not loaded (ENOENT)");
         let e = DeviceError { command: "targets".into(), errno: libc::EACCES, reason: None };
         assert_eq!(e.to_string(), "`targets`: Permission denied (EACCES)");
+    }
+
+    #[test]
+    fn errno_meanings() {
+        let e = |command: &str, errno, reason: Option<&str>| DeviceError {
+            command: command.into(),
+            errno,
+            reason: reason.map(str::to_string),
+        };
+        let attach = e("attach cr_target sink=trace", libc::ENOENT, Some("no module cr_target"));
+        assert_eq!(
+            device_error_line(&attach, None),
+            "module cr_target is not loaded (`attach cr_target sink=trace`: no module cr_target (ENOENT))"
+        );
+        let refused = e("attach x sink=trace", libc::EPERM, None);
+        assert_eq!(
+            device_error_line(&refused, Some("integrity".into())),
+            "`attach x sink=trace`: Operation not permitted (EPERM): kernel lockdown (integrity) forbids it"
+        );
+        assert_eq!(device_error_line(&refused, None), "`attach x sink=trace`: Operation not permitted (EPERM)");
+        let bad =
+            e("attach x fn=kfree sink=trace", libc::EINVAL, Some("function 'kfree' is not exported by this kernel"));
+        assert_eq!(
+            one_line(&anyhow::Error::new(bad)),
+            "`attach x fn=kfree sink=trace`: function 'kfree' is not exported by this kernel (EINVAL)"
+        );
+        let chained = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&chained), "outer: inner");
     }
 
     #[test]

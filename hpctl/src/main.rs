@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
-use hpctl::device::{self, function_list, module_name, Command, DeviceError, Sink};
+use hpctl::device::{self, function_list, module_name, Command, Sink};
 use hpctl::records::{parse_reply, Detached, Func, Site, Target};
 use hpctl::{json, kmod, table, trace};
 
@@ -189,25 +189,10 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hpctl: {}", message(&e));
+            eprintln!("hpctl: {}", device::one_line(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// One line: the context chain, and what the kernel's errno means for us.
-fn message(e: &anyhow::Error) -> String {
-    if let Some(d) = e.downcast_ref::<DeviceError>() {
-        let lockdown = (d.errno == libc::EPERM).then(device::lockdown_mode).flatten();
-        if let Some(mode) = lockdown {
-            return format!("{d}: kernel lockdown ({mode}) forbids it");
-        }
-        if d.errno == libc::ENOENT && d.command.starts_with("attach ") && d.reason.is_none() {
-            let module = d.command.split(' ').nth(1).unwrap_or_default();
-            return format!("module {module} is not loaded ({d})");
-        }
-    }
-    format!("{e:#}").replace('\n', " ")
 }
 
 fn module_arg(name: &str) -> Result<String> {
