@@ -264,8 +264,12 @@ impl Renderer {
         Some(self.value(kind, ev.ret))
     }
 
+    pub fn site_symbol(&self, ev: &CallEvent) -> Option<String> {
+        self.symbols.lookup_in(ev.site, &ev.target)
+    }
+
     pub fn site_text(&self, ev: &CallEvent) -> String {
-        self.symbols.lookup(ev.site).unwrap_or_else(|| format!("{:#x}", ev.site))
+        self.site_symbol(ev).unwrap_or_else(|| format!("{:#x}", ev.site))
     }
 
     /// `<time> cpu=N pid=N comm=X target site callee(args) = ret (dur ns)`;
@@ -304,7 +308,7 @@ impl Renderer {
             comm: self.comms.get(ev.pid),
             target: ev.target.clone(),
             site: format!("{:#x}", ev.site),
-            site_symbol: self.symbols.lookup(ev.site),
+            site_symbol: self.site_symbol(ev),
             callee: ev.callee.clone(),
             func: ev.func,
             args: self.args(ev),

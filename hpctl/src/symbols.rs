@@ -44,6 +44,13 @@ impl Kallsyms {
         let (start, name, module) = &self.syms[i];
         Some(format!("{name}+{:#x} [{module}]", addr - start))
     }
+
+    /// As `lookup`, but only a symbol of `module`: an address past the last
+    /// symbol known of another module (one loaded since) is not taken for it.
+    pub fn lookup_in(&self, addr: u64, module: &str) -> Option<String> {
+        let i = self.syms.partition_point(|s| s.0 <= addr).checked_sub(1)?;
+        (self.syms[i].2 == module).then(|| self.lookup(addr)).flatten()
+    }
 }
 
 #[cfg(test)]
@@ -59,6 +66,8 @@ mod tests {
         assert_eq!(k.lookup(0xffffffffc0a0109d).as_deref(), Some("cr_round+0x9d [cr_target]"));
         assert_eq!(k.lookup(0xffffffffc0a01290).as_deref(), Some("cr_worker+0x0 [cr_target]"));
         assert_eq!(k.lookup(0xffffffffc0a00000), None);
+        assert_eq!(k.lookup_in(0xffffffffc0a0109d, "cr_target").as_deref(), Some("cr_round+0x9d [cr_target]"));
+        assert_eq!(k.lookup_in(0xffffffffc0a0109d, "ext4"), None);
         assert!(Kallsyms::parse("0000000000000000 t cr_round\t[cr_target]\n").is_empty());
     }
 }

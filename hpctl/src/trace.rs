@@ -119,9 +119,7 @@ impl Stream {
                 self.filtered_out += 1;
                 continue;
             }
-            if self.renderer.symbols.lookup(ev.site).is_none()
-                && self.kallsyms_loaded.elapsed() > Duration::from_secs(1)
-            {
+            if self.renderer.site_symbol(&ev).is_none() && self.kallsyms_loaded.elapsed() > Duration::from_secs(1) {
                 // A module loaded since (follow): look again, at most once a second.
                 self.renderer.symbols = Kallsyms::load();
                 self.kallsyms_loaded = Instant::now();

@@ -196,19 +196,26 @@ impl Instance {
         Ok(cpus)
     }
 
+    /// One reader per CPU that has a buffer (an offline possible CPU may
+    /// refuse: it is skipped with a warning).
     pub fn open_readers(&self) -> Result<Vec<CpuReader>> {
-        self.cpus()?
-            .into_iter()
-            .map(|cpu| {
-                let path = self.path.join(format!("per_cpu/cpu{cpu}/trace_pipe_raw"));
-                let file = OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NONBLOCK)
-                    .open(&path)
-                    .with_context(|| format!("opening {}", path.display()))?;
-                Ok(CpuReader { cpu, file })
-            })
-            .collect()
+        let mut readers = Vec::new();
+        let mut first_error = None;
+        for cpu in self.cpus()? {
+            let path = self.path.join(format!("per_cpu/cpu{cpu}/trace_pipe_raw"));
+            match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path) {
+                Ok(file) => readers.push(CpuReader { cpu, file }),
+                Err(e) => {
+                    eprintln!("hpctl: cpu{cpu} not traced: opening {}: {}", path.display(), strip_os_error(&e));
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match (readers.is_empty(), first_error) {
+            (true, Some(e)) => Err(e).context("no CPU's trace_pipe_raw could be opened"),
+            (true, None) => bail!("{} lists no CPU", self.path.join("per_cpu").display()),
+            _ => Ok(readers),
+        }
     }
 
     pub fn set_enabled(&mut self, on: bool) -> Result<()> {
