@@ -3,6 +3,7 @@
 mod build;
 mod debug_kernel;
 mod guest;
+mod hpctl;
 mod kernel;
 mod probe_point;
 mod real_modules;

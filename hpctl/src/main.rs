@@ -1,0 +1,320 @@
+//! hpctl: attach hp_patcher to live modules, list what it does, stream the
+//! calls it records. See docs/hpctl.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+use hpctl::device::{self, function_list, module_name, Command, Sink};
+use hpctl::records::{parse_reply, Detached, Func, Site, Target};
+use hpctl::{json, kmod, table, trace};
+
+#[derive(Parser)]
+#[command(
+    name = "hpctl",
+    version,
+    about = "Control hp_patcher: hot-patch a live module's memory calls and record them",
+    long_about = "Control hp_patcher: hot-patch a live kernel module's calls to memory functions \
+                  through kprobes, and record each call (arguments, result, duration, call site).\n\n\
+                  hpctl talks to /dev/hp_patcher (one command per write) and reads the \
+                  hp_patcher:hp_call trace event from a tracefs instance of its own. It must run \
+                  as root.",
+    after_help = "Examples:\n  hpctl attach cr_target\n  hpctl trace cr_target --duration 10\n  hpctl stats\n  hpctl detach --all"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List targets: state, sink, sites found and armed, hits.
+    #[command(
+        long_about = "List hp_patcher's targets (the `targets` command).\n\n\
+        Columns: NAME the module; STATE attached, awaited (followed, not loaded now) or refused \
+        (followed, its last load could not be attached); SINK where calls go (trace, printk, none); \
+        FOLLOW whether it is re-attached at every load; SITES call sites found; ARMED of those, \
+        probes in place; HITS calls intercepted.",
+        after_help = "Examples:\n  hpctl status\n  hpctl status --json"
+    )]
+    Status {
+        /// One JSON object per target (docs/json-schema.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show which call sites an attach would arm, arming nothing.
+    #[command(
+        long_about = "Decode a loaded module and list the calls to catalogue functions that \
+        an attach would intercept (the `plan` command). Nothing is armed.\n\n\
+        Columns: CALLER the calling function and offset; CALLEE the catalogue function; KIND call, \
+        or tail (a tail jump); STATE planned (would be armed, kprobes permitting), foreign \
+        (someone else's probe is on it), jcc (reached by a conditional jump), long (a prefixed \
+        call or jump). The last line sums it up.",
+        after_help = "Examples:\n  hpctl plan ext4\n  hpctl plan cr_target --fn kfree,__kmalloc_noprof"
+    )]
+    Plan {
+        /// A loaded module, as lsmod names it (- and _ are the same).
+        module: String,
+        /// Comma list of catalogue functions (default: all this kernel exports).
+        #[arg(long = "fn", value_name = "F1,F2")]
+        functions: Option<String>,
+        /// One JSON object per site (docs/json-schema.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach to a loaded module (loads hp_patcher.ko first if needed).
+    #[command(
+        long_about = "Attach hp_patcher to a loaded module: every call it makes to a \
+        selected catalogue function goes through hp_patcher from now on (all or nothing).\n\n\
+        If hp_patcher is not loaded, hpctl loads hp_patcher.ko first (finit_module), found at \
+        --ko, else beside the hpctl binary, else /lib/modules/$(uname -r)/{extra,updates}/, and \
+        creates /dev/hp_patcher if no udev or devtmpfs does.\n\n\
+        With --follow, a module that is not loaded is awaited, and the module is re-attached at \
+        every load, before its init runs.",
+        after_help = "Examples:\n  hpctl attach cr_target\n  hpctl attach ext4 --fn kfree,kmem_cache_free --sink printk\n  \
+        hpctl attach xfs --follow --ko ./hp_patcher.ko"
+    )]
+    Attach {
+        /// The module to instrument, as lsmod names it (- and _ are the same).
+        module: String,
+        /// Comma list of catalogue functions (default: all this kernel exports).
+        #[arg(long = "fn", value_name = "F1,F2")]
+        functions: Option<String>,
+        /// Where calls go: the hp_call trace event, a kernel log line, or counters only.
+        #[arg(long, value_enum, default_value = "trace")]
+        sink: Sink,
+        /// Await the module if it is not loaded, and re-attach at every load.
+        #[arg(long)]
+        follow: bool,
+        /// hp_patcher.ko to load if hp_patcher is not loaded.
+        #[arg(long, value_name = "PATH")]
+        ko: Option<PathBuf>,
+    },
+    /// Detach from one target, or from all.
+    #[command(
+        after_help = "Examples:\n  hpctl detach cr_target\n  hpctl detach --all",
+        group(clap::ArgGroup::new("which").required(true).args(["module", "all"]))
+    )]
+    Detach {
+        /// The target to detach from.
+        module: Option<String>,
+        /// Detach from every target.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Counters per target and function.
+    #[command(
+        long_about = "hp_patcher's counters per target and catalogue function (the `stats` \
+        command).\n\nColumns: HITS calls redirected to hp_patcher; INFLIGHT calls inside the real \
+        function right now; EVENTS trace events written (sink trace) or lines logged (printk); \
+        DROPPED calls that became no event (no tracer had hp_call enabled, or the printk rate \
+        limit); MISSED probe hits kprobes did not hand over (the real call ran unseen).",
+        after_help = "Examples:\n  hpctl stats\n  hpctl stats cr_target --json"
+    )]
+    Stats {
+        /// Only this target (default: all).
+        module: Option<String>,
+        /// One JSON object per target and function (docs/json-schema.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sites of all targets or one, with their hits.
+    #[command(after_help = "Examples:\n  hpctl sites\n  hpctl sites cr_target --json")]
+    Sites {
+        /// Only this target (default: all).
+        module: Option<String>,
+        /// One JSON object per site (docs/json-schema.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream recorded calls (the hp_patcher:hp_call event) until Ctrl-C.
+    #[command(
+        long_about = "Stream the calls hp_patcher records, from a tracefs instance of \
+        hpctl's own (instances/hpctl-<pid>: other tracing is not disturbed), read in binary \
+        from every CPU's trace_pipe_raw.\n\n\
+        One line per call: <time> cpu=N pid=N comm=X target site callee(args) = ret (dur ns). \
+        The time is the call's entry (CLOCK_MONOTONIC, seconds); a void function has no result \
+        and no duration. Events of each CPU are in order; CPUs are not merged.\n\n\
+        A full buffer drops new events: hpctl reports on stderr whenever that count grows, \
+        and at the end prints one line: events received, ring-buffer drops, and per function \
+        what was received, lost in the ring buffer (events hp_patcher wrote minus events \
+        received) and dropped by hp_patcher itself. Ends on Ctrl-C, SIGTERM or --duration.",
+        after_help = "Examples:\n  hpctl trace\n  hpctl trace cr_target --fn kfree --duration 5\n  \
+        hpctl trace ext4 xfs --json --buffer-kb 8192 > calls.jsonl"
+    )]
+    Trace {
+        /// Only these targets (default: all).
+        modules: Vec<String>,
+        /// Only these functions, comma list.
+        #[arg(long = "fn", value_name = "F1,F2")]
+        functions: Option<String>,
+        /// One JSON object per line: call, drop, summary (docs/json-schema.md).
+        #[arg(long)]
+        json: bool,
+        /// Ring buffer per CPU, in kB.
+        #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+        buffer_kb: u32,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        /// Also save the raw pages and what decoding them needs in DIR
+        /// (header_page, header_event, format, info, cpu<N>.raw, kallsyms,
+        /// comms), for `hpctl decode DIR` and tests.
+        #[arg(long, value_name = "DIR")]
+        save_raw: Option<PathBuf>,
+    },
+    /// Decode a saved capture directory offline (no root, no device).
+    #[command(
+        hide = true,
+        long_about = "Decode a capture saved from a live system: a directory \
+        with header_page, header_event, format (the hp_call format file) and cpu<N>.raw (what \
+        per_cpu/cpu<N>/trace_pipe_raw gave), plus optional info (the `info` reply), kallsyms and \
+        comms (\"pid comm\" lines). Prints what `hpctl trace` would have, CPU by CPU.",
+        after_help = "Example:\n  hpctl decode hpctl/tests/data/sample-6.12"
+    )]
+    Decode {
+        /// A capture directory (see `trace --save-raw`).
+        dir: PathBuf,
+        /// One JSON `call` object per event.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hpctl: {}", device::one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn module_arg(name: &str) -> Result<String> {
+    module_name(name).map_err(anyhow::Error::msg)
+}
+
+fn functions_arg(list: &Option<String>) -> Result<String> {
+    list.as_deref().map_or(Ok(String::new()), |l| function_list(l).map_err(anyhow::Error::msg))
+}
+
+fn send(command: &Command<'_>) -> Result<Vec<hpctl::records::Record>> {
+    let reply = device::send(command)?;
+    parse_reply(&reply)
+}
+
+fn run(command: Cmd) -> Result<()> {
+    if let Cmd::Decode { dir, json } = &command {
+        return decode(dir, *json);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("must be run as root (hp_patcher's device and tracefs are root's)");
+    }
+    match command {
+        Cmd::Status { json } => {
+            kmod::ensure_device()?;
+            let targets = Target::all(&send(&Command::Targets)?)?;
+            if json {
+                targets.iter().for_each(|t| println!("{}", json::target(t)));
+            } else {
+                print!("{}", table::status(&targets));
+            }
+        }
+        Cmd::Plan { module, functions, json } => {
+            let (module, functions) = (module_arg(&module)?, functions_arg(&functions)?);
+            kmod::ensure_device()?;
+            let sites = Site::all(&send(&Command::Plan { module: &module, functions: &functions })?)?;
+            if json {
+                sites.iter().for_each(|s| println!("{}", json::site(s)));
+            } else {
+                print!("{}", table::sites(&sites, true));
+            }
+        }
+        Cmd::Attach { module, functions, sink, follow, ko } => {
+            let (module, functions) = (module_arg(&module)?, functions_arg(&functions)?);
+            kmod::ensure_loaded(ko.as_deref())?;
+            let records = send(&Command::Attach { module: &module, functions: &functions, sink, follow })?;
+            match Target::all(&records)?.first() {
+                Some(t) => println!("{}", table::attached(t)),
+                None => bail!("attach {module}: the reply has no target line"),
+            }
+        }
+        Cmd::Detach { module, all } => {
+            let module = module.as_deref().map(module_arg).transpose()?;
+            kmod::ensure_device()?;
+            let command = match (&module, all) {
+                (Some(m), false) => Command::Detach { module: m },
+                _ => Command::DetachAll,
+            };
+            let detached = Detached::all(&send(&command)?)?;
+            if detached.is_empty() {
+                println!("no targets");
+            }
+            for d in detached {
+                println!("detached from {} after {} calls", d.name, d.calls);
+            }
+        }
+        Cmd::Stats { module, json } => {
+            let module = module.as_deref().map(module_arg).transpose()?;
+            kmod::ensure_device()?;
+            let funcs = Func::all(&send(&Command::Stats { module: module.as_deref() })?)?;
+            if json {
+                funcs.iter().for_each(|f| println!("{}", json::func(f)));
+            } else {
+                print!("{}", table::stats(&funcs));
+            }
+        }
+        Cmd::Sites { module, json } => {
+            let module = module.as_deref().map(module_arg).transpose()?;
+            kmod::ensure_device()?;
+            let sites = Site::all(&send(&Command::Sites { module: module.as_deref() })?)?;
+            if json {
+                sites.iter().for_each(|s| println!("{}", json::site(s)));
+            } else {
+                print!("{}", table::sites(&sites, false));
+            }
+        }
+        Cmd::Trace { modules, functions, json, buffer_kb, duration, save_raw } => {
+            let modules = modules.iter().map(|m| module_arg(m)).collect::<Result<Vec<_>>>()?;
+            let functions = functions_arg(&functions)?;
+            let functions = functions.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect();
+            let duration = match duration {
+                Some(d) if !(d > 0.0 && d.is_finite()) => bail!("--duration must be a positive number of seconds"),
+                d => d.map(Duration::from_secs_f64),
+            };
+            kmod::ensure_device()?;
+            trace::run(trace::Options { modules, functions, json, buffer_kb, duration, save_raw })?;
+        }
+        Cmd::Decode { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn decode(dir: &std::path::Path, json: bool) -> Result<()> {
+    let capture = hpctl::capture::decode_dir(dir)?;
+    let mut renderer = hpctl::capture::renderer_for(dir)?;
+    for ev in &capture.events {
+        if json {
+            println!("{}", json::call(&renderer.json(ev)));
+        } else {
+            println!("{}", renderer.human(ev));
+        }
+    }
+    for p in &capture.problems {
+        eprintln!("hpctl: {p}");
+    }
+    eprintln!(
+        "hpctl: {} pages, {} hp_call events, {} other records, {} pages with lost events before them",
+        capture.pages,
+        capture.events.len(),
+        capture.other_records,
+        capture.missed.len()
+    );
+    Ok(())
+}
