@@ -1,96 +1,34 @@
 //! /dev/hp_patcher: the commands hpctl sends and the one write / read-to-0
 //! exchange of docs/control.md.
 //!
-//! Every command line hpctl writes is built here, by `Command`'s `Display`
-//! (the same shape as `hp_core::control::Command`, which replaces it once
-//! it is on this branch).
+//! Every command line hpctl writes is built by `hp_core::control::Command`'s
+//! `Display`: the grammar the module parses with.
 
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 
+pub use hp_core::control::{Command, Sink};
+
 use crate::records::error_reason;
 
 pub const DEVICE: &str = "/dev/hp_patcher";
 
-/// Where a target's calls go.
+/// The sink as a command-line value; hp-core's `Sink` is the grammar's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Sink {
+pub enum SinkArg {
     #[default]
     Trace,
     Printk,
     None,
 }
 
-impl Sink {
-    pub fn name(self) -> &'static str {
-        match self {
-            Sink::Trace => "trace",
-            Sink::Printk => "printk",
-            Sink::None => "none",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Command<'a> {
-    /// `functions`: comma list, empty for every catalogue function.
-    Attach {
-        module: &'a str,
-        functions: &'a str,
-        sink: Sink,
-        follow: bool,
-    },
-    Detach {
-        module: &'a str,
-    },
-    DetachAll,
-    Plan {
-        module: &'a str,
-        functions: &'a str,
-    },
-    Targets,
-    Sites {
-        module: Option<&'a str>,
-    },
-    Stats {
-        module: Option<&'a str>,
-    },
-    Info,
-}
-
-/// The canonical line, without the newline: `attach m fn=a,b sink=trace follow`.
-impl fmt::Display for Command<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let functions = |f: &mut fmt::Formatter<'_>, list: &str| {
-            if list.is_empty() {
-                Ok(())
-            } else {
-                write!(f, " fn={list}")
-            }
-        };
-        match *self {
-            Command::Attach { module, functions: list, sink, follow } => {
-                write!(f, "attach {module}")?;
-                functions(f, list)?;
-                write!(f, " sink={}", sink.name())?;
-                if follow {
-                    f.write_str(" follow")?;
-                }
-                Ok(())
-            }
-            Command::Detach { module } => write!(f, "detach {module}"),
-            Command::DetachAll => f.write_str("detach-all"),
-            Command::Plan { module, functions: list } => {
-                write!(f, "plan {module}")?;
-                functions(f, list)
-            }
-            Command::Targets => f.write_str("targets"),
-            Command::Sites { module: None } => f.write_str("sites"),
-            Command::Sites { module: Some(m) } => write!(f, "sites {m}"),
-            Command::Stats { module: None } => f.write_str("stats"),
-            Command::Stats { module: Some(m) } => write!(f, "stats {m}"),
-            Command::Info => f.write_str("info"),
+impl From<SinkArg> for Sink {
+    fn from(sink: SinkArg) -> Sink {
+        match sink {
+            SinkArg::Trace => Sink::Trace,
+            SinkArg::Printk => Sink::Printk,
+            SinkArg::None => Sink::None,
         }
     }
 }
@@ -243,9 +181,9 @@ mod tests {
     #[test]
     fn command_lines() {
         let attach =
-            Command::Attach { module: "cr_target", functions: "kfree,vfree", sink: Sink::Printk, follow: true };
+            Command::Attach { module: "cr_target", functions: "kfree,vfree", sink: Sink::Printk, follow: true, burst: None };
         assert_eq!(attach.to_string(), "attach cr_target fn=kfree,vfree sink=printk follow");
-        let attach = Command::Attach { module: "ext4", functions: "", sink: Sink::Trace, follow: false };
+        let attach = Command::Attach { module: "ext4", functions: "", sink: Sink::Trace, follow: false, burst: None };
         assert_eq!(attach.to_string(), "attach ext4 sink=trace");
         assert_eq!(Command::Plan { module: "ext4", functions: "kfree" }.to_string(), "plan ext4 fn=kfree");
         assert_eq!(Command::Plan { module: "ext4", functions: "" }.to_string(), "plan ext4");

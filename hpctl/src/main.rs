@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
-use hpctl::device::{self, function_list, module_name, Command, Sink};
+use hpctl::device::{self, function_list, module_name, Command, SinkArg};
 use hpctl::records::{parse_reply, Detached, Func, Site, Target};
 use hpctl::{json, kmod, table, trace};
 
@@ -85,7 +85,10 @@ enum Cmd {
         functions: Option<String>,
         /// Where calls go: the hp_call trace event, a kernel log line, or counters only.
         #[arg(long, value_enum, default_value = "trace")]
-        sink: Sink,
+        sink: SinkArg,
+        /// With --sink printk: lines per 5 s window (0: unlimited; default: the module's log_burst).
+        #[arg(long, value_name = "N")]
+        burst: Option<u32>,
         /// Await the module if it is not loaded, and re-attach at every load.
         #[arg(long)]
         follow: bool,
@@ -236,10 +239,11 @@ fn run(command: Cmd) -> Result<()> {
                 print!("{}", table::sites(&sites, true));
             }
         }
-        Cmd::Attach { module, functions, sink, follow, ko } => {
+        Cmd::Attach { module, functions, sink, burst, follow, ko } => {
             let (module, functions) = (module_arg(&module)?, functions_arg(&functions)?);
             kmod::ensure_loaded(ko.as_deref())?;
-            let records = send(&Command::Attach { module: &module, functions: &functions, sink, follow })?;
+            let sink = sink.into();
+            let records = send(&Command::Attach { module: &module, functions: &functions, sink, follow, burst })?;
             match Target::all(&records)?.first() {
                 Some(t) => println!("{}", table::attached(t)),
                 None => bail!("attach {module}: the reply has no target line"),

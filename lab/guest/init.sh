@@ -12,6 +12,10 @@ echo "HP-GUEST-START $(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo)"
 for script in $(cat /scripts/run); do
 	echo "HP-SCRIPT-BEGIN $script"
 	sh /scripts/$script.sh
+	rc=$?
+	# A script the shell gave up on (a syntax or arithmetic error) did not
+	# run all its checks.
+	[ $rc -ne 0 ] && echo "HPTEST $script.script FAIL exit status $rc"
 	echo "HP-SCRIPT-END $script"
 done
 # The whole kernel log, for the host to keep and scan.

@@ -152,3 +152,14 @@ expect_refused() {
 # The value of KEY in the first reply line of kind KIND that has name=NAME.
 field() { awk -v k="$1" -v n="name=$2" '$0 ~ (" " n " ") || $0 ~ (" " n "$") { for (i = 2; i <= NF; i++) if (index($i, k "=") == 1) { print substr($i, length(k) + 2); exit } }'; }
 target_field() { hpcmd targets | field "$2" "$1"; }
+
+# as_user COMMAND: runs COMMAND as an unprivileged user (uid 1000), output
+# and errors on stdout.
+as_user() {
+	mkdir -p /etc
+	grep -q '^hpuser:' /etc/passwd 2>/dev/null || {
+		echo 'hpuser:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd
+		echo 'hpuser:x:1000:' >> /etc/group
+	}
+	su hpuser -c "$1" 2>&1
+}

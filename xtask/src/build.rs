@@ -66,6 +66,8 @@ pub struct Built {
     pub hp_patcher: PathBuf,
     pub cr_target: PathBuf,
     pub cr_twin: PathBuf,
+    /// The static user-space tool (the same for every kernel).
+    pub hpctl: PathBuf,
 }
 
 pub fn out_dir(kernel: &Kernel) -> PathBuf {
@@ -93,7 +95,8 @@ pub fn build_all(kernel: &Kernel) -> Result<Built> {
     // The same Kbuild builds the twin (cr_twin.c), a second target.
     let cr_twin = out.join("cr_twin.ko");
     std::fs::copy(cr_dir.join("cr_twin.ko"), &cr_twin)?;
-    Ok(Built { hp_patcher, cr_target, cr_twin })
+    let hpctl = crate::hpctl::build()?;
+    Ok(Built { hp_patcher, cr_target, cr_twin, hpctl })
 }
 
 /// The version of `crate` that a Cargo.lock pins.

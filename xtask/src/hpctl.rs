@@ -1,6 +1,4 @@
 //! hpctl as one static binary, for the busybox guest and any distribution.
-// Not called yet: the guest initramfs will take hpctl from build().
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;
