@@ -64,6 +64,9 @@ enum Cmd {
         /// One JSON object per site (docs/json-schema.md).
         #[arg(long)]
         json: bool,
+        /// hp_patcher.ko to load if hp_patcher is not loaded (it decodes the module).
+        #[arg(long, value_name = "PATH")]
+        ko: Option<PathBuf>,
     },
     /// Attach to a loaded module (loads hp_patcher.ko first if needed).
     #[command(
@@ -229,9 +232,9 @@ fn run(command: Cmd) -> Result<()> {
                 print!("{}", table::status(&targets));
             }
         }
-        Cmd::Plan { module, functions, json } => {
+        Cmd::Plan { module, functions, json, ko } => {
             let (module, functions) = (module_arg(&module)?, functions_arg(&functions)?);
-            kmod::ensure_device()?;
+            kmod::ensure_loaded(ko.as_deref())?;
             let sites = Site::all(&send(&Command::Plan { module: &module, functions: &functions })?)?;
             if json {
                 sites.iter().for_each(|s| println!("{}", json::site(s)));

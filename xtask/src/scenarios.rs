@@ -54,7 +54,7 @@ const BOOTS: &[Boot] = &[
     },
     Boot {
         name: "ext4",
-        scripts: &["ext4"],
+        scripts: &["ext4", "hpctl_ext4"],
         in_tree: &["crc32c_generic", "ext4", "brd"],
         ext4_image: true,
         cmdline: "",
@@ -175,7 +175,7 @@ fn run_boots(kernel: &Kernel, runs: Vec<(&Boot, Vec<&str>)>) -> Result<Outcome> 
                     failed += 1;
                     problems.push(format!("{}: {rest}", boot.name));
                 }
-            } else if line.starts_with("HPINFO ") {
+            } else if line.starts_with("HPINFO ") || line.starts_with("HPSHOW ") {
                 println!("  {line}");
             }
         }
