@@ -159,26 +159,20 @@ pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: u64, out: *mut 
     0
 }
 
-/// `symbol+off/size` as the kernel symbolizes `addr`, without ` [module]`.
-struct Symbol(u64);
-
-impl fmt::Display for Symbol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 128];
-        // SAFETY: buf is writable for its length; C writes at most len-1 bytes.
-        let len = unsafe { ffi::hp_c_format_symbol(self.0, buf.as_mut_ptr().cast(), buf.len() as u32) } as usize;
-        f.write_str(core::str::from_utf8(&buf[..len.min(buf.len())]).unwrap_or("?"))
-    }
+/// A value as a C formatter of the kernel's prints it: `symbol+off/size`
+/// (hp_c_format_symbol, without ` [module]`) or an address as `%p` shows it
+/// (hp_c_format_ptr, raw with raw_pointers=1).
+struct CFormatted {
+    value: u64,
+    format: unsafe extern "C" fn(u64, *mut c_char, u32) -> u32,
 }
 
-/// An address as `%p` shows it (or raw, with raw_pointers=1).
-struct Pointer(u64);
-
-impl fmt::Display for Pointer {
+impl fmt::Display for CFormatted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 24];
-        // SAFETY: as for Symbol.
-        let len = unsafe { ffi::hp_c_format_ptr(self.0, buf.as_mut_ptr().cast(), buf.len() as u32) } as usize;
+        let mut buf = [0u8; 128];
+        // SAFETY: buf is writable for its length; both formatters write at
+        // most len-1 bytes and return how many.
+        let len = unsafe { (self.format)(self.value, buf.as_mut_ptr().cast(), buf.len() as u32) } as usize;
         f.write_str(core::str::from_utf8(&buf[..len.min(buf.len())]).unwrap_or("?"))
     }
 }
@@ -191,8 +185,8 @@ fn site_line(r: &mut Reply, module: &str, site: &Site, state: &str, hits: u64) {
     let _ = writeln!(
         r,
         "site module={module} addr={} caller={} callee={} kind={kind} state={state} hits={hits}",
-        Pointer(site.addr),
-        Symbol(site.addr),
+        CFormatted { value: site.addr, format: ffi::hp_c_format_ptr },
+        CFormatted { value: site.addr, format: ffi::hp_c_format_symbol },
         MEMORY[site.func].name
     );
 }
