@@ -233,7 +233,7 @@ struct module *hp_get_module(const char *name)
 			hp_err("module %s is %s, not live", name,
 			       mod->state == MODULE_STATE_COMING ? "still loading" :
 			       mod->state == MODULE_STATE_GOING ? "being unloaded" : "not ready");
-			err = mod->state == MODULE_STATE_COMING ? -EAGAIN : -EINVAL;
+			err = -EINVAL;
 		} else if (!try_module_get(mod)) {
 			hp_err("module %s is being unloaded", name);
 			err = -EINVAL;
@@ -700,8 +700,10 @@ static int hp_attach_at_load(void)
 	mod = hp_get_module(target_name);
 	if (IS_ERR(mod)) {
 		err = PTR_ERR(mod);
+		/* pr_err, not hp_err: no command to reply to, and a parameter
+		 * may be longer than hp_err's buffer. */
 		if (err == -ENOENT)
-			hp_err("module %s is not loaded", target_name);
+			pr_err("module %s is not loaded\n", target_name);
 		goto out;
 	}
 	if (attach_delay_ms) {
