@@ -19,7 +19,7 @@ work() {
 	sync; rm /mnt/g*; sync
 }
 
-show $HPCTL plan ext4 --fn kfree,__kmalloc_noprof,__kmalloc_cache_noprof > /tmp/plan.out
+show $HPCTL plan ext4 --fn kfree,$KMALLOC,$KMALLOC_CACHE > /tmp/plan.out
 head -n 6 /tmp/plan.out; tail -n 2 /tmp/plan.out
 grep -q 'HPSHOW # ' /tmp/plan.out && [ "$(grep -c planned /tmp/plan.out)" -gt 0 ] && pass hpctl_ext4.plan || fail hpctl_ext4.plan "$(tail -2 /tmp/plan.out)"
 show $HPCTL attach ext4 > /tmp/attach.out
