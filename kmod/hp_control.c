@@ -140,7 +140,6 @@ static int hp_cmd_detach(const struct hp_command *cmd, struct hp_reply *r)
 static int hp_cmd_plan(const struct hp_command *cmd, struct hp_reply *r)
 {
 	struct hp_attachment att = {};
-	struct hp_session *session;
 	struct module *mod = hp_get_module(cmd->module);
 	int err;
 
@@ -149,11 +148,10 @@ static int hp_cmd_plan(const struct hp_command *cmd, struct hp_reply *r)
 			hp_err("module %s is not loaded", cmd->module);
 		return PTR_ERR(mod);
 	}
-	err = hp_plan_module(mod, cmd->functions, &session, &att);
+	err = hp_plan_module(mod, cmd->functions, &att);
 	if (!err) {
-		hp_reply_sites(r, session);
-		hp_session_free(session);
-		kvfree(att.text_copy);
+		hp_reply_sites(r, att.session);
+		hp_attachment_free(&att);
 	}
 	module_put(mod);
 	return err;

@@ -66,7 +66,8 @@ struct module *hp_get_module(const char *name);
 int hp_target_attach(struct hp_target *t, struct module *mod);
 void hp_target_detach(struct hp_target *t, const char *why);
 int hp_plan_module(struct module *mod, const char *functions,
-		   struct hp_session **out, struct hp_attachment *att);
+		   struct hp_attachment *att);
+void hp_attachment_free(struct hp_attachment *att);
 void hp_attachment_sync(struct hp_attachment *att);
 
 /* An error for the kernel log and, during a control command, its reply. */

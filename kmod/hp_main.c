@@ -74,7 +74,7 @@ static struct hp_reply *hp_capture_reply;
 void hp_capture_errors(struct hp_reply *r)
 {
 	lockdep_assert_held(&hp_lock);
-	hp_capture_task = r ? current : NULL;
+	WRITE_ONCE(hp_capture_task, r ? current : NULL);
 	hp_capture_reply = r;
 }
 
@@ -84,7 +84,8 @@ void hp_c_log(u32 level, const char *msg)
 {
 	if (level == HP_ERR) {
 		pr_err("%s\n", msg);
-		if (hp_capture_task == current && hp_capture_reply) {
+		/* Set and cleared under hp_lock by the command's own task. */
+		if (READ_ONCE(hp_capture_task) == current && hp_capture_reply) {
 			char line[256];
 
 			snprintf(line, sizeof(line), "error %s", msg);
@@ -330,7 +331,7 @@ static void hp_post_handler(struct kprobe *kp, struct pt_regs *regs,
 {
 }
 
-static void hp_attachment_free(struct hp_attachment *att)
+void hp_attachment_free(struct hp_attachment *att)
 {
 	hp_session_free(att->session);
 	kvfree(att->kprobes);
@@ -521,18 +522,16 @@ static void hp_init_text(const struct module *mod, u64 *base, u64 *size)
 #endif
 }
 
-/* For `plan`: the core text's sites, nothing registered. */
+/* For `plan`: the core text's sites in att->session, nothing registered;
+ * the caller frees att with hp_attachment_free. */
 int hp_plan_module(struct module *mod, const char *functions,
-		   struct hp_session **out, struct hp_attachment *att)
+		   struct hp_attachment *att)
 {
 	u64 base, size;
-	int err;
 
 	hp_core_text(mod, &base, &size);
-	err = hp_attachment_plan(mod, functions, HP_SINK_NONE, 0, &mod->core_kallsyms,
-				 base, size, false, att);
-	*out = att->session;
-	return err;
+	return hp_attachment_plan(mod, functions, HP_SINK_NONE, 0, &mod->core_kallsyms,
+				  base, size, false, att);
 }
 
 static int hp_attachment_attach(struct hp_target *t, struct module *mod,
