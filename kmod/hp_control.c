@@ -88,22 +88,12 @@ static int hp_cmd_attach(const struct hp_command *cmd, struct hp_reply *r)
 			       cmd->module);
 		return PTR_ERR(mod);
 	}
-	t = hp_target_new(cmd->module, cmd->functions, cmd->sink, cmd->burst, cmd->follow);
-	if (!t) {
-		err = -ENOMEM;
-	} else if (IS_ERR(mod)) {
-		pr_info("awaiting %s: attaching when it loads\n", t->name);
-		err = 0;
-	} else {
-		err = hp_target_attach(t, mod);
-	}
+	err = hp_target_add(cmd->module, cmd->functions, cmd->sink, cmd->burst,
+			    cmd->follow, IS_ERR(mod) ? NULL : mod, &t);
 	if (!IS_ERR(mod))
 		module_put(mod);
-	if (err) {
-		hp_target_free(t);
+	if (err)
 		return err;
-	}
-	list_add_tail(&t->node, &hp_targets);
 	hp_reply_target(r, t);
 	return 0;
 }

@@ -59,8 +59,8 @@ extern const struct trace_print_flags hp_gfp_names[];
 extern const size_t hp_num_gfp_names;
 
 struct hp_target *hp_find_target(const char *name);
-struct hp_target *hp_target_new(const char *name, const char *functions,
-				u32 sink, u64 burst, bool follow);
+int hp_target_add(const char *name, const char *functions, u32 sink, u64 burst,
+		  bool follow, struct module *mod, struct hp_target **out);
 void hp_target_free(struct hp_target *t);
 struct module *hp_get_module(const char *name);
 int hp_target_attach(struct hp_target *t, struct module *mod);

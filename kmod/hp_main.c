@@ -260,10 +260,9 @@ struct hp_target *hp_find_target(const char *name)
 	return NULL;
 }
 
-/* Not yet on the list; nothing attached. */
-/* burst U64_MAX: the log_burst= parameter. */
-struct hp_target *hp_target_new(const char *name, const char *functions,
-				u32 sink, u64 burst, bool follow)
+/* Not yet on the list; nothing attached. burst U64_MAX: log_burst=. */
+static struct hp_target *hp_target_new(const char *name, const char *functions,
+				       u32 sink, u64 burst, bool follow)
 {
 	struct hp_target *t = hp_alloc(sizeof(*t));
 	size_t len = strlen(functions) + 1;
@@ -603,6 +602,30 @@ void hp_target_detach(struct hp_target *t, const char *why)
 	t->mod = NULL;
 }
 
+/*
+ * A new target on the list: attached to mod (the caller holds it), or
+ * awaited when mod is null. All or nothing: on failure nothing is left.
+ */
+int hp_target_add(const char *name, const char *functions, u32 sink, u64 burst,
+		  bool follow, struct module *mod, struct hp_target **out)
+{
+	struct hp_target *t = hp_target_new(name, functions, sink, burst, follow);
+	int err = t ? 0 : -ENOMEM;
+
+	lockdep_assert_held(&hp_lock);
+	if (t && mod)
+		err = hp_target_attach(t, mod);
+	else if (t)
+		pr_info("awaiting %s: attaching when it loads\n", name);
+	if (err) {
+		hp_target_free(t);
+		return err;
+	}
+	list_add_tail(&t->node, &hp_targets);
+	*out = t;
+	return 0;
+}
+
 /* ---- following the targets' modules ---- */
 
 static struct hp_target *hp_target_of(const struct module *mod)
@@ -710,12 +733,8 @@ static int hp_attach_at_load(void)
 			attach_delay_ms, target_name);
 		msleep(attach_delay_ms);
 	}
-	t = hp_target_new(target_name, functions ? functions : "", HP_SINK_PRINTK, U64_MAX, false);
-	err = t ? hp_target_attach(t, mod) : -ENOMEM;
-	if (err)
-		hp_target_free(t);
-	else
-		list_add_tail(&t->node, &hp_targets);
+	err = hp_target_add(target_name, functions ? functions : "", HP_SINK_PRINTK,
+			    U64_MAX, false, mod, &t);
 	/*
 	 * From here on the notifier, not a reference, follows the target. Put
 	 * under the lock: a forced unload's notifier waits for it, so mod is

@@ -245,7 +245,7 @@ pub unsafe extern "C" fn hp_reply_stats(r: *mut Reply, sessions: *const *const S
 #[no_mangle]
 pub unsafe extern "C" fn hp_session_totals(s: *const Session, out: *mut [u64; 3]) {
     let s = unsafe { &*s };
-    let armed = s.sites().iter().filter(|site| site.state_name() == "armed").count() as u64;
+    let armed = s.sites().iter().filter(|site| site.is_armed()).count() as u64;
     let hits = s.sites().iter().map(|site| site.counters()[0]).sum();
     unsafe { *out = [s.sites().len() as u64, armed, hits] };
 }

@@ -66,8 +66,6 @@ pub struct Session {
     skipped: Vec<(Site, &'static str)>,
     /// By catalogue index, only for the functions that have sites.
     callee_names: Vec<CalleeName>,
-    logged: AtomicU64,
-    suppressed: AtomicU64,
     ratelimit: RateLimit,
 }
 
@@ -216,8 +214,6 @@ impl Session {
             sites,
             skipped,
             callee_names,
-            logged: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
             ratelimit: RateLimit::new(req.log_burst),
         };
         // SAFETY: raw is a fresh allocation with Session's layout.
@@ -253,12 +249,15 @@ impl Session {
         for (func, hits) in per_func.iter().enumerate().filter(|(_, &h)| h > 0) {
             let _ = write!(line, " {}={hits}", MEMORY[func].name);
         }
-        let _ = write!(
-            line,
-            "; logged {} suppressed {} missed {missed}",
-            self.logged.load(Ordering::Relaxed),
-            self.suppressed.load(Ordering::Relaxed)
-        );
+        // The sites' own counters: with sink printk an event is a line
+        // logged and a drop one the rate limit suppressed.
+        let events: u64 = self.sites.iter().map(|s| s.events.load(Ordering::Relaxed)).sum();
+        let dropped: u64 = self.sites.iter().map(|s| s.dropped.load(Ordering::Relaxed)).sum();
+        let (events_name, dropped_name) = match self.sink {
+            Sink::Printk => ("logged", "suppressed"),
+            Sink::Trace | Sink::None => ("events", "dropped"),
+        };
+        let _ = write!(line, "; {events_name} {events} {dropped_name} {dropped} missed {missed}");
         crate::log::emit(ffi::HP_INFO, &mut line);
         for s in self.sites.iter().filter(|s| s.hits.load(Ordering::Relaxed) > 0) {
             log_at(
@@ -372,6 +371,10 @@ impl SiteRecord {
         self.missed.store(missed, Ordering::Relaxed);
     }
 
+    pub fn is_armed(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == SiteState::Armed as u8
+    }
+
     pub fn state_name(&self) -> &'static str {
         match self.state.load(Ordering::Relaxed) {
             s if s == SiteState::Armed as u8 => "armed",
@@ -464,7 +467,6 @@ impl SiteRecord {
         let session = self.session();
         // SAFETY: a plain read of jiffies.
         if !session.ratelimit.allow(unsafe { ffi::hp_c_log_window() }) {
-            session.suppressed.fetch_add(1, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -473,7 +475,6 @@ impl SiteRecord {
         let _ = write_call(&mut line, func, session.config, args, ret, &session.gfp, &kernel_pointer);
         // SAFETY: the buffer is NUL-terminated and outlives the call.
         unsafe { ffi::hp_c_emit_call(line.as_c_bytes().as_ptr().cast(), self.site.addr) };
-        session.logged.fetch_add(1, Ordering::Relaxed);
         self.events.fetch_add(1, Ordering::Relaxed);
     }
 }
