@@ -62,7 +62,14 @@ window() {
 			bad=1; fail $name.$f "cr_target made $delta calls, hpctl accounts for $got"
 		fi
 	done
-	[ $bad = 0 ] && pass $name.every_call_accounted
+	if [ $bad = 0 ]; then
+		pass $name.every_call_accounted
+	else
+		# Which site fell short, and what kprobes holds there.
+		$HPCTL sites cr_target | sed "s/^/HPINFO $name: sites: /"
+		sed "s/^/HPINFO $name: kprobes: /" /sys/kernel/debug/kprobes/list
+		sed "s/^/HPINFO $name: summary: /" /tmp/$1.summary
+	fi
 	[ $calls -gt 0 ] && pass $name.calls || fail $name.calls "no call in the window"
 	summary=$(cat /tmp/$1.summary)
 	received=$(echo "$summary" | sed 's/.*"totals":{"received":\([0-9]*\).*/\1/')

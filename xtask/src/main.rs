@@ -68,7 +68,7 @@ enum Cmd {
     /// Host unit tests, then the guest tests on every kernel the lab pins.
     Test {
         /// Run only the guest scenarios (or, with --sweep, the sweep boots)
-        /// whose name contains this.
+        /// whose name contains this, or one of these (comma-separated).
         #[arg(long)]
         only: Option<String>,
         /// Skip the host unit tests.

@@ -125,7 +125,7 @@ impl Outcome {
 pub fn test(kernel: &Kernel, only: Option<&str>) -> Result<Outcome> {
     let runs = BOOTS
         .iter()
-        .map(|boot| (boot, boot.scripts.iter().copied().filter(|s| only.is_none_or(|o| s.contains(o))).collect()))
+        .map(|boot| (boot, boot.scripts.iter().copied().filter(|s| only.is_none_or(|o| o.split(',').any(|o| s.contains(o)))).collect()))
         .collect();
     run_boots(kernel, runs)
 }

@@ -95,7 +95,7 @@ impl fmt::Display for ParseError<'_> {
             ParseError::Ourselves => write!(f, "cannot instrument {OURSELVES} itself"),
             ParseError::UnexpectedArgument(a) => write!(f, "unexpected or repeated argument '{a}'"),
             ParseError::BadSink(s) => write!(f, "unknown sink '{s}' (trace, printk, none)"),
-            ParseError::BadFunctionList(l) => write!(f, "'{l}' is not a comma list of function names"),
+            ParseError::BadFunctionList(l) => write!(f, "'{l}' is not a comma list of names or name:SPEC (SPEC: x value, s string, S struct, final . variadic)"),
             ParseError::BadNumber(n) => write!(f, "'{n}' is not a decimal number up to {MAX_BURST}"),
         }
     }
@@ -188,8 +188,12 @@ fn target_module(word: Option<&str>) -> Result<&str, ParseError<'_>> {
 }
 
 fn function_list(list: &str) -> Result<&str, ParseError<'_>> {
-    let valid = list.split(',').all(|name| {
-        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    let valid = list.split(',').all(|item| {
+        crate::proto::Wanted::parse(item).is_ok_and(|w| {
+            !w.name.is_empty()
+                && w.name.len() <= crate::proto::MAX_NAME
+                && w.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        })
     });
     if valid {
         Ok(list)

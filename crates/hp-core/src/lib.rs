@@ -13,5 +13,6 @@ pub mod catalogue;
 pub mod control;
 pub mod event;
 pub mod gfp;
+pub mod proto;
 pub mod ratelimit;
 pub mod sites;
