@@ -10,6 +10,7 @@
 use core::fmt;
 
 use crate::event::RegisterArgs;
+use crate::proto::Wanted;
 
 /// How an argument or a return value is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,52 +247,88 @@ impl Selection {
 /// Why a `functions=` list was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SelectError<'a> {
-    /// Not in the catalogue at all.
-    Unknown(&'a str),
+    /// Not a symbol name (or a SPEC that does not parse).
+    BadName(&'a str),
     /// In the catalogue, but this kernel lacks it or does not export it.
     Unavailable(&'a str),
+    /// More names than one attachment takes.
+    TooMany,
     /// The list names nothing, or nothing in the default set is available.
     Empty,
 }
 
+/// Most functions outside the catalogue one attachment takes.
+pub const MAX_CALLEES: usize = 32;
+
 impl fmt::Display for SelectError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SelectError::Unknown(name) => {
-                write!(f, "unknown function '{name}'; supported:")?;
-                for func in MEMORY {
-                    write!(f, " {}", func.name)?;
-                }
-                Ok(())
-            }
+            SelectError::BadName(name) => write!(
+                f,
+                "'{name}' is not a function name or name:SPEC (SPEC: x value, s string, S struct, final . variadic)"
+            ),
             SelectError::Unavailable(name) => {
                 write!(f, "function '{name}' is not exported by this kernel")
             }
+            SelectError::TooMany => write!(f, "more than {MAX_CALLEES} functions outside the memory set"),
             SelectError::Empty => write!(f, "no function selected"),
         }
     }
 }
 
+/// What a `functions=` list asks for: catalogue functions (with their
+/// hand-written semantics) and any other callees, by name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Choice<'a> {
+    pub memory: Selection,
+    pub callees: [Option<Wanted<'a>>; MAX_CALLEES],
+}
+
+impl<'a> Choice<'a> {
+    pub fn callees(&self) -> impl Iterator<Item = &Wanted<'a>> {
+        self.callees.iter().flatten()
+    }
+}
+
+fn is_symbol_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= crate::proto::MAX_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
 /// Parses the comma-separated `functions=` parameter. An empty list means
-/// every available function; a name asked for explicitly must be available.
-pub fn select(list: &str, available: impl Fn(usize) -> bool) -> Result<Selection, SelectError<'_>> {
-    let mut selection = Selection::default();
+/// every available catalogue function (the memory set). A catalogue name
+/// without SPEC is that catalogue function, and must be available; any other
+/// name (or one with SPEC) is a callee the module must be found to call.
+pub fn select(list: &str, available: impl Fn(usize) -> bool) -> Result<Choice<'_>, SelectError<'_>> {
+    let mut choice = Choice::default();
     let mut named_any = false;
-    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+    let mut n_callees = 0;
+    for item in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         named_any = true;
-        let index = index_of(name).ok_or(SelectError::Unknown(name))?;
-        if !available(index) {
-            return Err(SelectError::Unavailable(name));
+        let wanted = Wanted::parse(item).map_err(|_| SelectError::BadName(item))?;
+        if !is_symbol_name(wanted.name) {
+            return Err(SelectError::BadName(item));
         }
-        selection.insert(index);
+        match index_of(wanted.name).filter(|_| wanted.spec.is_none()) {
+            Some(index) if !available(index) => return Err(SelectError::Unavailable(wanted.name)),
+            Some(index) => choice.memory.insert(index),
+            None => {
+                if choice.callees().any(|w| w.name == wanted.name) {
+                    continue;
+                }
+                *choice.callees.get_mut(n_callees).ok_or(SelectError::TooMany)? = Some(wanted);
+                n_callees += 1;
+            }
+        }
     }
     if !named_any {
-        (0..MEMORY.len()).filter(|&i| available(i)).for_each(|i| selection.insert(i));
+        (0..MEMORY.len()).filter(|&i| available(i)).for_each(|i| choice.memory.insert(i));
     }
-    if selection.is_empty() {
+    if choice.memory.is_empty() && n_callees == 0 {
         return Err(SelectError::Empty);
     }
-    Ok(selection)
+    Ok(choice)
 }
 
 #[cfg(test)]
@@ -321,26 +358,33 @@ mod tests {
     #[test]
     fn empty_list_selects_every_available_function() {
         let kfree = index_of("kfree").unwrap();
-        let sel = select("", |i| i != kfree).unwrap();
+        let sel = select("", |i| i != kfree).unwrap().memory;
         assert!(!sel.contains(kfree));
         assert_eq!(sel.iter().count(), MEMORY.len() - 1);
     }
 
     #[test]
     fn explicit_names_are_checked() {
-        let sel = select(" kfree, vfree ", |_| true).unwrap();
+        let sel = select(" kfree, vfree ", |_| true).unwrap().memory;
         assert_eq!(sel.iter().map(|i| MEMORY[i].name).collect::<std::vec::Vec<_>>(), ["kfree", "vfree"]);
-        assert_eq!(select("kfree,bogus", |_| true), Err(SelectError::Unknown("bogus")));
         let kfree = index_of("kfree").unwrap();
         assert_eq!(select("kfree", |i| i != kfree), Err(SelectError::Unavailable("kfree")));
         assert_eq!(select(",,", |_| false), Err(SelectError::Empty));
     }
 
     #[test]
-    fn unknown_name_message_lists_the_catalogue() {
-        let msg = SelectError::Unknown("kmalloc").to_string();
-        assert!(msg.starts_with("unknown function 'kmalloc'; supported: __kmalloc_noprof"));
-        assert!(msg.contains(" kstrdup"));
+    fn other_names_are_callees_with_or_without_spec() {
+        let c = select("kfree,mutex_lock,kstrtoint:sxx,kfree:x", |_| true).unwrap();
+        assert_eq!(c.memory.iter().map(|i| MEMORY[i].name).collect::<std::vec::Vec<_>>(), ["kfree"]);
+        let names: std::vec::Vec<_> = c.callees().map(|w| (w.name, w.spec.map(|s| s.to_string()))).collect();
+        assert_eq!(
+            names,
+            [("mutex_lock", None), ("kstrtoint", Some("sxx".to_string())), ("kfree", Some("x".to_string()))]
+        );
+        assert_eq!(select("kfree,;;%%", |_| true), Err(SelectError::BadName(";;%%")));
+        assert_eq!(select("f:q", |_| true), Err(SelectError::BadName("f:q")));
+        let many: std::string::String = (0..=MAX_CALLEES).map(|i| std::format!("f{i},")).collect();
+        assert_eq!(select(&many, |_| true), Err(SelectError::TooMany));
     }
 
     #[test]

@@ -397,6 +397,77 @@ impl FunctionScan<'_> {
     }
 }
 
+/// A function outside the module that the module calls or tail-jumps to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outgoing {
+    pub dest: u64,
+    /// 5-byte `call rel32` sites.
+    pub calls: u32,
+    /// 5-byte `jmp rel32` sites (tail calls).
+    pub tails: u32,
+    /// Of those, sites `is_static_call_site` named: the kernel rewrites them.
+    pub static_call_sites: u32,
+    /// Calls followed by `ud2` or `int3`, or that end their function: the
+    /// compiler's own sign that the callee does not return.
+    pub noreturn_sites: u32,
+}
+
+/// Every destination outside `[text_base, text_base + len)` of a 5-byte
+/// `call rel32` or `jmp rel32`, decoded function by function, sorted by
+/// destination.
+pub fn outgoing(
+    text: &[u8],
+    text_base: u64,
+    functions: &[FunctionRange],
+    is_static_call_site: impl Fn(u64) -> bool,
+) -> Result<Vec<Outgoing>, TryReserveError> {
+    let text_end = text_base + text.len() as u64;
+    let mut found: Vec<Outgoing> = Vec::new();
+    for range in functions {
+        if range.start < text_base || range.end > text_end || range.start >= range.end {
+            continue;
+        }
+        let bytes = &text[(range.start - text_base) as usize..(range.end - text_base) as usize];
+        let mut decoder = Decoder::with_ip(64, bytes, range.start, DecoderOptions::NONE);
+        while decoder.can_decode() {
+            let insn = decoder.decode();
+            let is_call = match insn.code() {
+                Code::Call_rel32_64 => true,
+                Code::Jmp_rel32_64 => false,
+                _ => continue,
+            };
+            let dest = insn.near_branch_target();
+            if insn.len() as u64 != SiteKind::INSTRUCTION_LEN || (dest >= text_base && dest < text_end) {
+                continue;
+            }
+            let next = decoder.position();
+            let noreturn = is_call && (next >= bytes.len() || bytes[next] == 0xcc || bytes[next..].starts_with(&[0x0f, 0x0b]));
+            let site = Outgoing {
+                dest,
+                calls: is_call as u32,
+                tails: !is_call as u32,
+                static_call_sites: is_static_call_site(insn.ip()) as u32,
+                noreturn_sites: noreturn as u32,
+            };
+            try_push(&mut found, site)?;
+        }
+    }
+    found.sort_unstable_by_key(|o| o.dest);
+    let mut merged: Vec<Outgoing> = Vec::new();
+    for o in found {
+        match merged.last_mut() {
+            Some(m) if m.dest == o.dest => {
+                m.calls += o.calls;
+                m.tails += o.tails;
+                m.static_call_sites += o.static_call_sites;
+                m.noreturn_sites += o.noreturn_sites;
+            }
+            _ => try_push(&mut merged, o)?,
+        }
+    }
+    Ok(merged)
+}
+
 /// `0f 8x rel32`: the only conditional jump that reaches outside the module.
 fn is_jcc_rel32(bytes: &[u8], position: usize, len: usize) -> bool {
     len == 6 && bytes[position] == 0x0f && bytes[position + 1] & 0xf0 == 0x80
@@ -655,5 +726,32 @@ mod tests {
         let d = discover_all(&text, &syms);
         assert_eq!(d.sites.len(), 1);
         assert!(d.disturbances.is_empty(), "{:?}", d.disturbances);
+    }
+
+    #[test]
+    fn outgoing_counts_calls_tails_and_noreturn_evidence() {
+        let (text, symbols) = build(&[
+            &|a| {
+                a.call(KMALLOC).unwrap();
+                a.call(OTHER).unwrap();
+                a.ud2().unwrap();
+            },
+            &|a| {
+                a.call(KMALLOC).unwrap();
+                a.jmp(KFREE).unwrap();
+            },
+            &|a| {
+                a.call(OTHER).unwrap();
+            },
+        ]);
+        let ranges = function_ranges(symbols, TEXT, TEXT + text.len() as u64).unwrap();
+        let static_site = TEXT;
+        let out = outgoing(&text, TEXT, &ranges, |addr| addr == static_site).unwrap();
+        let by = |dest| *out.iter().find(|o| o.dest == dest).unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!(by(KMALLOC), Outgoing { dest: KMALLOC, calls: 2, tails: 0, static_call_sites: 1, noreturn_sites: 0 });
+        assert_eq!(by(KFREE), Outgoing { dest: KFREE, calls: 0, tails: 1, static_call_sites: 0, noreturn_sites: 0 });
+        // Followed by ud2 once, and the last instruction of its function once.
+        assert_eq!(by(OTHER).noreturn_sites, 2);
     }
 }
