@@ -30,6 +30,9 @@ struct hp_attach_request {
 	u32 call_thunks;		/* CONFIG_CALL_THUNKS */
 	u32 sink;			/* enum hp_sink */
 	u32 quiet_if_none;		/* no error line if no site (init text) */
+	const u64 *static_call_sites;	/* addresses the kernel's static_call rewrites */
+	u64 num_static_call_sites;
+	struct hp_reply *callees;	/* non-NULL: list callees here, plan nothing */
 };
 
 /* Where a target's calls go (hp_core::control::Sink). */
@@ -50,14 +53,17 @@ struct hp_call_event {
 	u32 returned;		/* 0: a void function, ret and duration are 0 */
 	u64 args[6];
 	u64 ret;
+	u64 ret2;		/* rdx after the call */
 	u64 start_ns;
 	u64 duration_ns;
+	const u8 *strings;	/* hp_core::proto::strings encoding */
+	u32 strings_len;
 };
 
 /* A parsed control command (Rust's ControlCommand). */
 enum hp_verb {
 	HP_CMD_ATTACH = 1, HP_CMD_DETACH, HP_CMD_DETACH_ALL, HP_CMD_PLAN,
-	HP_CMD_TARGETS, HP_CMD_SITES, HP_CMD_STATS, HP_CMD_INFO,
+	HP_CMD_TARGETS, HP_CMD_SITES, HP_CMD_STATS, HP_CMD_INFO, HP_CMD_CALLEES,
 };
 #define HP_MAX_COMMAND 1024
 struct hp_command {
@@ -90,7 +96,7 @@ void hp_site_set_probe(const struct hp_site *site, bool armed, u64 missed);
 u64 hp_on_entry(const struct hp_site *site, const u64 *args,
 		struct hp_call_frame *frame, u64 caller);
 u64 hp_on_exit(const struct hp_site *site, u64 ret, const u64 *args,
-	       const struct hp_call_frame *frame);
+	       const struct hp_call_frame *frame, u64 ret2);
 u64 hp_on_jump_through(const struct hp_site *site, const u64 *args);
 
 struct hp_reply *hp_reply_new(void);
@@ -121,6 +127,8 @@ u64 hp_c_now_ns(void);
 bool hp_c_trace_enabled(void);
 void hp_c_trace_call(const struct hp_call_event *event);
 u32 hp_c_format_symbol(u64 addr, char *buf, u32 len);
+bool hp_c_is_traceable(u64 addr);
+int hp_c_read_string(u64 addr, u8 *buf, u32 len);
 void __noreturn hp_c_panic(const char *msg, size_t len);
 
 /* Where redirected calls go (hp_trampoline.S): with a result, and without. */

@@ -59,6 +59,8 @@ pub enum Command<'a> {
     Sites { module: Option<&'a str> },
     Stats { module: Option<&'a str> },
     Info,
+    /// Every function outside the module that it calls, with the verdict.
+    Callees { module: &'a str },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +88,7 @@ impl fmt::Display for ParseError<'_> {
             ParseError::NotText => write!(f, "command has a NUL, control or non-ASCII byte"),
             ParseError::UnknownVerb(v) => write!(
                 f,
-                "unknown command '{v}' (attach, detach, detach-all, plan, targets, sites, stats, info)"
+                "unknown command '{v}' (attach, detach, detach-all, plan, callees, targets, sites, stats, info)"
             ),
             ParseError::MissingModule => write!(f, "a module name is required"),
             ParseError::BadModuleName(m) => {
@@ -151,6 +153,7 @@ pub fn parse(bytes: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
         "sites" => Command::Sites { module: words.next().map(|w| module(Some(w))).transpose()? },
         "stats" => Command::Stats { module: words.next().map(|w| module(Some(w))).transpose()? },
         "info" => Command::Info,
+        "callees" => Command::Callees { module: target_module(words.next())? },
         other => return Err(ParseError::UnknownVerb(other)),
     };
     match words.next() {
@@ -233,6 +236,7 @@ impl fmt::Display for Command<'_> {
                 functions(f, list)
             }
             Command::Targets => write!(f, "targets"),
+            Command::Callees { module } => write!(f, "callees {module}"),
             Command::Sites { module } => {
                 write!(f, "sites")?;
                 optional(f, module)

@@ -10,7 +10,7 @@ fn module() -> impl Strategy<Value = String> {
 }
 
 fn functions() -> impl Strategy<Value = String> {
-    prop_oneof![Just(String::new()), "[a-z_]{1,20}(,[a-z_]{1,20}){0,4}"]
+    prop_oneof![Just(String::new()), "[a-z_]{1,20}(:[xsS]{0,8}[.]?)?(,[a-z_]{1,20}(:[xsS]{0,8}[.]?)?){0,4}"]
 }
 
 fn sink() -> impl Strategy<Value = Sink> {
@@ -35,7 +35,7 @@ proptest! {
     #[test]
     fn commands_round_trip(
         m in module(), f in functions(), s in sink(), follow in any::<bool>(),
-        burst in proptest::option::of(0u32..=hp_core::control::MAX_BURST), pick in 0u8..8,
+        burst in proptest::option::of(0u32..=hp_core::control::MAX_BURST), pick in 0u8..9,
     ) {
         let command = match pick {
             0 => Command::Attach { module: &m, functions: &f, sink: s, follow, burst },
@@ -45,6 +45,7 @@ proptest! {
             4 => Command::Targets,
             5 => Command::Sites { module: follow.then_some(m.as_str()) },
             6 => Command::Stats { module: follow.then_some(m.as_str()) },
+            7 => Command::Callees { module: &m },
             _ => Command::Info,
         };
         let line = command.to_string() + "\n";

@@ -23,6 +23,10 @@ pub struct AttachRequest {
     pub sink: u32,
     /// No error line when there is no site (an init text without any).
     pub quiet_if_none: u32,
+    pub static_call_sites: *const u64,
+    pub num_static_call_sites: u64,
+    /// Non-null: list the callees into this reply, plan nothing.
+    pub callees: *mut crate::control::Reply,
 }
 
 pub const HP_SINK_TRACE: u32 = 0;
@@ -47,8 +51,11 @@ pub struct CallEvent {
     pub returned: u32,
     pub args: [u64; 6],
     pub ret: u64,
+    pub ret2: u64,
     pub start_ns: u64,
     pub duration_ns: u64,
+    pub strings: *const u8,
+    pub strings_len: u32,
 }
 
 /// The kernel's `Elf64_Sym`.
@@ -92,5 +99,7 @@ extern "C" {
     pub fn hp_c_trace_enabled() -> bool;
     pub fn hp_c_trace_call(event: *const CallEvent);
     pub fn hp_c_format_symbol(addr: u64, buf: *mut c_char, len: u32) -> u32;
+    pub fn hp_c_is_traceable(addr: u64) -> bool;
+    pub fn hp_c_read_string(addr: u64, buf: *mut u8, len: u32) -> i32;
     pub fn hp_c_panic(msg: *const u8, len: usize) -> !;
 }
