@@ -138,10 +138,14 @@ static int hp_cmd_plan(const struct hp_command *cmd, struct hp_reply *r)
 			hp_err("module %s is not loaded", cmd->module);
 		return PTR_ERR(mod);
 	}
-	err = hp_plan_module(mod, cmd->functions, &att);
-	if (!err) {
-		hp_reply_sites(r, att.session);
-		hp_attachment_free(&att);
+	if (cmd->verb == HP_CMD_CALLEES) {
+		err = hp_list_callees(mod, r);
+	} else {
+		err = hp_plan_module(mod, cmd->functions, &att);
+		if (!err) {
+			hp_reply_sites(r, att.session);
+			hp_attachment_free(&att);
+		}
 	}
 	module_put(mod);
 	return err;
@@ -212,6 +216,7 @@ static int hp_execute(const struct hp_command *cmd, struct hp_reply *r)
 	case HP_CMD_DETACH_ALL:
 		return hp_cmd_detach(cmd, r);
 	case HP_CMD_PLAN:
+	case HP_CMD_CALLEES:
 		return hp_cmd_plan(cmd, r);
 	case HP_CMD_TARGETS:
 	case HP_CMD_SITES:

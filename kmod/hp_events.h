@@ -32,8 +32,10 @@ TRACE_EVENT(hp_call,
 		__field(u32, returned)
 		__array(u64, args, 6)
 		__field(u64, ret)
+		__field(u64, ret2)
 		__field(u64, start_ns)
 		__field(u64, duration_ns)
+		__dynamic_array(u8, strings, e->strings_len)
 	),
 	TP_fast_assign(
 		hp_assign_str(target, e->target);
@@ -43,14 +45,16 @@ TRACE_EVENT(hp_call,
 		__entry->returned = e->returned;
 		memcpy(__entry->args, e->args, sizeof(__entry->args));
 		__entry->ret = e->ret;
+		__entry->ret2 = e->ret2;
 		__entry->start_ns = e->start_ns;
 		__entry->duration_ns = e->duration_ns;
+		memcpy(__get_dynamic_array(strings), e->strings, e->strings_len);
 	),
-	TP_printk("%s %pS %s(0x%llx, 0x%llx, 0x%llx, 0x%llx, 0x%llx, 0x%llx) = 0x%llx returned=%u duration_ns=%llu",
+	TP_printk("%s %pS %s(0x%llx, 0x%llx, 0x%llx, 0x%llx, 0x%llx, 0x%llx) = 0x%llx:0x%llx returned=%u duration_ns=%llu",
 		  __get_str(target), (void *)__entry->site, __get_str(callee),
 		  __entry->args[0], __entry->args[1], __entry->args[2],
 		  __entry->args[3], __entry->args[4], __entry->args[5],
-		  __entry->ret, __entry->returned, __entry->duration_ns)
+		  __entry->ret, __entry->ret2, __entry->returned, __entry->duration_ns)
 );
 
 #endif

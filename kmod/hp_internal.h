@@ -67,6 +67,7 @@ int hp_target_attach(struct hp_target *t, struct module *mod);
 void hp_target_detach(struct hp_target *t, const char *why);
 int hp_plan_module(struct module *mod, const char *functions,
 		   struct hp_attachment *att);
+int hp_list_callees(struct module *mod, struct hp_reply *r);
 void hp_attachment_free(struct hp_attachment *att);
 void hp_attachment_sync(struct hp_attachment *att);
 

@@ -21,6 +21,9 @@
 #include <linux/sched.h>
 #include <linux/jiffies.h>
 #include <linux/version.h>
+#include <linux/ftrace.h>
+#include <linux/uaccess.h>
+#include <linux/static_call.h>
 #include <linux/tracepoint.h>	/* TRACE_DEFINE_ENUM, used by mmflags.h */
 #include <trace/events/mmflags.h>
 
@@ -152,6 +155,44 @@ u32 hp_c_format_symbol(u64 addr, char *buf, u32 len)
 	if (space)
 		*space = '\0';
 	return strscpy(buf, sym, len) < 0 ? len - 1 : strlen(buf);
+}
+
+/*
+ * Never registered: setting its filter only asks ftrace whether addr has an
+ * fentry site (ftrace_location), the kernel's own mark of a C function that
+ * an ordinary call enters. Assembly (thunks, __get_user_*) and noinstr code
+ * have none. Used under hp_lock only.
+ */
+static struct ftrace_ops hp_ftrace_question;
+
+bool hp_c_is_traceable(u64 addr)
+{
+	int err = ftrace_set_filter_ip(&hp_ftrace_question, addr, 0, 1);
+
+	ftrace_free_filter(&hp_ftrace_question);
+	return err == 0;
+}
+
+/*
+ * Up to len bytes of a string argument, page by page, with the kernel's
+ * nofault copy: a wrong SPEC, a NULL or a user address gives -EFAULT (or
+ * fewer bytes), never a fault. Any context.
+ */
+int hp_c_read_string(u64 addr, u8 *buf, u32 len)
+{
+	u32 done = 0;
+
+	while (done < len) {
+		u64 at = addr + done;
+		u32 chunk = min_t(u64, len - done, PAGE_SIZE - offset_in_page(at));
+
+		if (copy_from_kernel_nofault(buf + done, (const void *)at, chunk))
+			return done ? done : -EFAULT;
+		if (memchr(buf + done, 0, chunk))
+			return done + chunk;
+		done += chunk;
+	}
+	return done;
 }
 
 /* Whether addr is in some function the kernel knows (kernel or module text,
@@ -458,9 +499,40 @@ static void hp_attachment_detach(const char *name, struct hp_attachment *att,
  * which nobody else's text_poke can race) and hands it to Rust with the
  * symbols. On success att owns the session and the copy.
  */
+/*
+ * The instructions the kernel's static_call rewrites in mod (calls through
+ * a static key's trampoline, patched to the current target or a NOP): never
+ * ours to redirect. NULL with *n = 0 when there are none.
+ */
+static u64 *hp_static_call_sites(const struct module *mod, u64 *n)
+{
+	u64 *addrs = NULL;
+#ifdef CONFIG_HAVE_STATIC_CALL_INLINE
+	unsigned int i;
+
+	*n = 0;
+	if (!mod->num_static_call_sites)
+		return NULL;
+	addrs = hp_alloc(mod->num_static_call_sites * sizeof(*addrs));
+	if (!addrs)
+		return ERR_PTR(-ENOMEM);
+	for (i = 0; i < mod->num_static_call_sites; i++) {
+		const struct static_call_site *site = &mod->static_call_sites[i];
+
+		/* The field holds the site relative to its own address. */
+		addrs[i] = (u64)&site->addr + site->addr;
+	}
+	*n = mod->num_static_call_sites;
+#else
+	*n = 0;
+#endif
+	return addrs;
+}
+
 static int hp_attachment_plan(struct module *mod, const char *functions, u32 sink,
 			      u64 burst, const struct mod_kallsyms *syms, u64 base, u64 size,
-			      bool quiet_if_none, struct hp_attachment *att)
+			      bool quiet_if_none, struct hp_reply *callees,
+			      struct hp_attachment *att)
 {
 	struct hp_attach_request req = {
 		.target_name = mod->name,
@@ -480,7 +552,9 @@ static int hp_attachment_plan(struct module *mod, const char *functions, u32 sin
 		.quiet_if_none = quiet_if_none,
 		.text_base = base,
 		.text_size = size,
+		.callees = callees,
 	};
+	u64 *static_sites;
 	int err;
 
 	att->text_base = base;
@@ -492,8 +566,16 @@ static int hp_attachment_plan(struct module *mod, const char *functions, u32 sin
 	}
 	memcpy(att->text_copy, (const void *)base, size);
 	req.text = att->text_copy;
+	static_sites = hp_static_call_sites(mod, &req.num_static_call_sites);
+	if (IS_ERR(static_sites)) {
+		hp_attachment_free(att);
+		hp_err("out of memory for %s's static call sites", mod->name);
+		return -ENOMEM;
+	}
+	req.static_call_sites = static_sites;
 	err = hp_plan(&req, &att->session);
-	if (err)
+	kvfree(static_sites);
+	if (err || callees)
 		hp_attachment_free(att);
 	return err;
 }
@@ -530,7 +612,18 @@ int hp_plan_module(struct module *mod, const char *functions,
 
 	hp_core_text(mod, &base, &size);
 	return hp_attachment_plan(mod, functions, HP_SINK_NONE, 0, &mod->core_kallsyms,
-				  base, size, false, att);
+				  base, size, false, NULL, att);
+}
+
+/* For `callees`: every function outside mod's core text it calls, into r. */
+int hp_list_callees(struct module *mod, struct hp_reply *r)
+{
+	struct hp_attachment att = {};
+	u64 base, size;
+
+	hp_core_text(mod, &base, &size);
+	return hp_attachment_plan(mod, "", HP_SINK_NONE, 0, &mod->core_kallsyms,
+				  base, size, false, r, &att);
 }
 
 static int hp_attachment_attach(struct hp_target *t, struct module *mod,
@@ -538,7 +631,7 @@ static int hp_attachment_attach(struct hp_target *t, struct module *mod,
 				bool quiet_if_none, struct hp_attachment *att)
 {
 	int err = hp_attachment_plan(mod, t->functions, t->sink, t->log_burst, syms, base, size,
-				     quiet_if_none, att);
+				     quiet_if_none, NULL, att);
 
 	if (!err)
 		err = hp_register_probes(t->name, att);

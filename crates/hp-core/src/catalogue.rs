@@ -11,6 +11,7 @@ use core::fmt;
 
 use crate::event::RegisterArgs;
 use crate::proto::Wanted;
+use alloc::vec::Vec;
 
 /// How an argument or a return value is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,6 +254,7 @@ pub enum SelectError<'a> {
     Unavailable(&'a str),
     /// More names than one attachment takes.
     TooMany,
+    OutOfMemory,
     /// The list names nothing, or nothing in the default set is available.
     Empty,
 }
@@ -271,6 +273,7 @@ impl fmt::Display for SelectError<'_> {
                 write!(f, "function '{name}' is not exported by this kernel")
             }
             SelectError::TooMany => write!(f, "more than {MAX_CALLEES} functions outside the memory set"),
+            SelectError::OutOfMemory => write!(f, "out of memory"),
             SelectError::Empty => write!(f, "no function selected"),
         }
     }
@@ -278,15 +281,15 @@ impl fmt::Display for SelectError<'_> {
 
 /// What a `functions=` list asks for: catalogue functions (with their
 /// hand-written semantics) and any other callees, by name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Choice<'a> {
     pub memory: Selection,
-    pub callees: [Option<Wanted<'a>>; MAX_CALLEES],
+    pub callees: Vec<Wanted<'a>>,
 }
 
 impl<'a> Choice<'a> {
     pub fn callees(&self) -> impl Iterator<Item = &Wanted<'a>> {
-        self.callees.iter().flatten()
+        self.callees.iter()
     }
 }
 
@@ -303,7 +306,6 @@ fn is_symbol_name(name: &str) -> bool {
 pub fn select(list: &str, available: impl Fn(usize) -> bool) -> Result<Choice<'_>, SelectError<'_>> {
     let mut choice = Choice::default();
     let mut named_any = false;
-    let mut n_callees = 0;
     for item in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         named_any = true;
         let wanted = Wanted::parse(item).map_err(|_| SelectError::BadName(item))?;
@@ -317,15 +319,18 @@ pub fn select(list: &str, available: impl Fn(usize) -> bool) -> Result<Choice<'_
                 if choice.callees().any(|w| w.name == wanted.name) {
                     continue;
                 }
-                *choice.callees.get_mut(n_callees).ok_or(SelectError::TooMany)? = Some(wanted);
-                n_callees += 1;
+                if choice.callees.len() == MAX_CALLEES {
+                    return Err(SelectError::TooMany);
+                }
+                choice.callees.try_reserve(1).map_err(|_| SelectError::OutOfMemory)?;
+                choice.callees.push(wanted);
             }
         }
     }
     if !named_any {
         (0..MEMORY.len()).filter(|&i| available(i)).for_each(|i| choice.memory.insert(i));
     }
-    if choice.memory.is_empty() && n_callees == 0 {
+    if choice.memory.is_empty() && choice.callees.is_empty() {
         return Err(SelectError::Empty);
     }
     Ok(choice)

@@ -8,6 +8,7 @@ use core::fmt::{self, Write};
 
 use crate::catalogue::{Function, KernelConfig, Kind};
 use crate::gfp::{write_gfp, GfpName};
+use crate::proto::Spec;
 
 /// Register arguments in System V order: rdi, rsi, rdx, rcx, r8, r9.
 pub type RegisterArgs = [u64; 6];
@@ -103,6 +104,76 @@ impl<const N: usize> Write for LineBuf<N> {
     }
 }
 
+/// Whether a register value is an address in the kernel's half: printed
+/// through `ptr` (hashed like `%p` in the kernel log), as any other value
+/// could be a pointer the line must not expose.
+fn is_kernel_address(value: u64) -> bool {
+    value >= 0xffff_8000_0000_0000
+}
+
+fn write_register(w: &mut impl Write, value: u64, ptr: PointerFormat<'_>) -> fmt::Result {
+    if is_kernel_address(value) {
+        ptr(w, value)
+    } else {
+        write!(w, "{value:#x}")
+    }
+}
+
+/// Writes a call to a function outside the catalogue: `name(a0, "s1", ...)`
+/// with as many arguments as `spec` gives (six for raw), strings from the
+/// event encoding, then ` = ret` (` = ret:ret2` when rdx is set) if it
+/// returned to us. Types beyond SPEC's are hpctl's to print, from BTF.
+pub fn write_any_call(
+    w: &mut impl Write,
+    name: &str,
+    spec: Spec,
+    args: &RegisterArgs,
+    result: Option<(u64, u64)>,
+    strings: &[u8],
+    ptr: PointerFormat<'_>,
+) -> fmt::Result {
+    w.write_str(name)?;
+    w.write_char('(')?;
+    let mask = spec.string_mask();
+    let mut texts = crate::proto::strings::decode(strings);
+    for (i, &value) in args.iter().take(spec.arity()).enumerate() {
+        if i > 0 {
+            w.write_str(", ")?;
+        }
+        if mask & (1 << i) == 0 {
+            write_register(w, value, ptr)?;
+            continue;
+        }
+        match texts.next() {
+            Some(Some((bytes, truncated))) => {
+                w.write_char('"')?;
+                for &b in bytes {
+                    match b {
+                        b'"' | b'\\' => write!(w, "\\{}", b as char)?,
+                        0x20..=0x7e => w.write_char(b as char)?,
+                        _ => write!(w, "\\x{b:02x}")?,
+                    }
+                }
+                w.write_char('"')?;
+                if truncated {
+                    w.write_str("...")?;
+                }
+            }
+            _ => write_register(w, value, ptr)?,
+        }
+    }
+    w.write_char(')')?;
+    if let Some((ret, ret2)) = result {
+        w.write_str(" = ")?;
+        write_register(w, ret, ptr)?;
+        if ret2 != 0 {
+            w.write_char(':')?;
+            write_register(w, ret2, ptr)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +224,21 @@ mod tests {
         write_call(&mut buf, func, KernelConfig::default(), &[0x10, 0xcc0, 64, 0, 0, 0], 0x20, GFP_6_12, &hashed)
             .unwrap();
         assert_eq!(buf.as_str(), "__kmalloc_cache_noprof(s=h5a5a5a4a, flags=GFP_KERNEL, size=64) = h5a5a5a7a");
+    }
+
+    #[test]
+    fn any_call_shows_strings_and_hides_kernel_addresses() {
+        let mut text = [0u8; crate::proto::strings::CAPACITY];
+        let mut used = 0;
+        crate::proto::strings::encode(&mut text, &mut used, Some(b"12\"x\n\0"));
+        let hashed = |w: &mut dyn Write, _v: u64| w.write_str("(hashed)");
+        let mut buf = LineBuf::<256>::default();
+        let spec = Spec::parse("sxx").unwrap();
+        let args = [0xffff_8880_0000_1000, 10, 0xffff_c900_0000_0008, 0, 0, 0];
+        write_any_call(&mut buf, "kstrtoint", spec, &args, Some((0, 0)), &text[..used], &hashed).unwrap();
+        assert_eq!(buf.as_str(), "kstrtoint(\"12\\\"x\\x0a\", 0xa, (hashed)) = 0x0");
+        let mut buf = LineBuf::<256>::default();
+        write_any_call(&mut buf, "f", Spec::Raw, &[1, 2, 3, 4, 5, 6], Some((5, 7)), &[], &hashed).unwrap();
+        assert_eq!(buf.as_str(), "f(0x1, 0x2, 0x3, 0x4, 0x5, 0x6) = 0x5:0x7");
     }
 }

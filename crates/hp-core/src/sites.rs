@@ -415,6 +415,7 @@ pub struct Outgoing {
 /// Every destination outside `[text_base, text_base + len)` of a 5-byte
 /// `call rel32` or `jmp rel32`, decoded function by function, sorted by
 /// destination.
+#[inline(never)] // its decoder stays in its own frame
 pub fn outgoing(
     text: &[u8],
     text_base: u64,
@@ -422,50 +423,63 @@ pub fn outgoing(
     is_static_call_site: impl Fn(u64) -> bool,
 ) -> Result<Vec<Outgoing>, TryReserveError> {
     let text_end = text_base + text.len() as u64;
-    let mut found: Vec<Outgoing> = Vec::new();
+    // Sorted by destination as it grows: a module has far fewer callees
+    // than sites, and sorting here would need a large stack frame.
+    let mut merged: Vec<Outgoing> = Vec::new();
     for range in functions {
         if range.start < text_base || range.end > text_end || range.start >= range.end {
             continue;
         }
         let bytes = &text[(range.start - text_base) as usize..(range.end - text_base) as usize];
-        let mut decoder = Decoder::with_ip(64, bytes, range.start, DecoderOptions::NONE);
-        while decoder.can_decode() {
-            let insn = decoder.decode();
-            let is_call = match insn.code() {
-                Code::Call_rel32_64 => true,
-                Code::Jmp_rel32_64 => false,
-                _ => continue,
-            };
-            let dest = insn.near_branch_target();
-            if insn.len() as u64 != SiteKind::INSTRUCTION_LEN || (dest >= text_base && dest < text_end) {
-                continue;
-            }
-            let next = decoder.position();
-            let noreturn = is_call && (next >= bytes.len() || bytes[next] == 0xcc || bytes[next..].starts_with(&[0x0f, 0x0b]));
-            let site = Outgoing {
-                dest,
-                calls: is_call as u32,
-                tails: !is_call as u32,
-                static_call_sites: is_static_call_site(insn.ip()) as u32,
-                noreturn_sites: noreturn as u32,
-            };
-            try_push(&mut found, site)?;
-        }
-    }
-    found.sort_unstable_by_key(|o| o.dest);
-    let mut merged: Vec<Outgoing> = Vec::new();
-    for o in found {
-        match merged.last_mut() {
-            Some(m) if m.dest == o.dest => {
-                m.calls += o.calls;
-                m.tails += o.tails;
-                m.static_call_sites += o.static_call_sites;
-                m.noreturn_sites += o.noreturn_sites;
-            }
-            _ => try_push(&mut merged, o)?,
-        }
+        outgoing_of_function(bytes, range.start, text_base..text_end, &is_static_call_site, &mut merged)?;
     }
     Ok(merged)
+}
+
+/// One function's share of `outgoing`, merged into `merged`.
+#[inline(never)] // its decoder stays in its own frame
+fn outgoing_of_function(
+    bytes: &[u8],
+    start: u64,
+    own_text: core::ops::Range<u64>,
+    is_static_call_site: &dyn Fn(u64) -> bool,
+    merged: &mut Vec<Outgoing>,
+) -> Result<(), TryReserveError> {
+    let mut decoder = new_decoder(bytes, start);
+    while decoder.can_decode() {
+        let insn = decoder.decode();
+        let is_call = match insn.code() {
+            Code::Call_rel32_64 => true,
+            Code::Jmp_rel32_64 => false,
+            _ => continue,
+        };
+        let dest = insn.near_branch_target();
+        if insn.len() as u64 != SiteKind::INSTRUCTION_LEN || own_text.contains(&dest) {
+            continue;
+        }
+        let next = decoder.position();
+        let noreturn = is_call && (next >= bytes.len() || bytes[next] == 0xcc || bytes[next..].starts_with(&[0x0f, 0x0b]));
+        let at = match merged.binary_search_by_key(&dest, |o| o.dest) {
+            Ok(at) => at,
+            Err(at) => {
+                merged.try_reserve(1)?;
+                merged.insert(at, Outgoing { dest, ..Outgoing::default() });
+                at
+            }
+        };
+        let o = &mut merged[at];
+        o.calls += is_call as u32;
+        o.tails += !is_call as u32;
+        o.static_call_sites += is_static_call_site(insn.ip()) as u32;
+        o.noreturn_sites += noreturn as u32;
+    }
+    Ok(())
+}
+
+/// Made in place, not on the caller's stack and then copied (464 bytes).
+#[inline(never)]
+fn new_decoder(bytes: &[u8], ip: u64) -> Decoder<'_> {
+    Decoder::with_ip(64, bytes, ip, DecoderOptions::NONE)
 }
 
 /// `0f 8x rel32`: the only conditional jump that reaches outside the module.

@@ -92,6 +92,7 @@ pub const HP_CMD_TARGETS: u32 = 5;
 pub const HP_CMD_SITES: u32 = 6;
 pub const HP_CMD_STATS: u32 = 7;
 pub const HP_CMD_INFO: u32 = 8;
+pub const HP_CMD_CALLEES: u32 = 9;
 
 /// A parsed command for C (struct hp_command): strings NUL-terminated.
 #[repr(C)]
@@ -144,6 +145,7 @@ pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: u64, out: *mut 
         Command::Sites { module } => (HP_CMD_SITES, module, "", Sink::Trace, false),
         Command::Stats { module } => (HP_CMD_STATS, module, "", Sink::Trace, false),
         Command::Info => (HP_CMD_INFO, None, "", Sink::Trace, false),
+        Command::Callees { module } => (HP_CMD_CALLEES, Some(module), "", Sink::Trace, false),
     };
     out.verb = verb;
     out.sink = match sink {
@@ -177,7 +179,8 @@ impl fmt::Display for CFormatted {
     }
 }
 
-fn site_line(r: &mut Reply, module: &str, site: &Site, state: &str, hits: u64) {
+fn site_line(r: &mut Reply, s: &Session, site: &Site, state: &str, hits: u64) {
+    let module = s.target();
     let kind = match site.kind {
         SiteKind::Call => "call",
         SiteKind::TailJump => "tail",
@@ -187,7 +190,7 @@ fn site_line(r: &mut Reply, module: &str, site: &Site, state: &str, hits: u64) {
         "site module={module} addr={} caller={} callee={} kind={kind} state={state} hits={hits}",
         CFormatted { value: site.addr, format: ffi::hp_c_format_ptr },
         CFormatted { value: site.addr, format: ffi::hp_c_format_symbol },
-        MEMORY[site.func].name
+        s.function_name(site.func)
     );
 }
 
@@ -199,15 +202,15 @@ fn site_line(r: &mut Reply, module: &str, site: &Site, state: &str, hits: u64) {
 pub unsafe extern "C" fn hp_reply_sites(r: *mut Reply, s: *const Session) {
     let (r, s) = unsafe { (&mut *r, &*s) };
     for site in s.sites() {
-        site_line(r, s.target(), site.site(), site.state_name(), site.counters()[0]);
+        site_line(r, s, site.site(), site.state_name(), site.counters()[0]);
     }
     for (site, why) in s.skipped() {
-        site_line(r, s.target(), site, why, 0);
+        site_line(r, s, site, why, 0);
     }
 }
 
-/// A `func` line per catalogue function with sites, summed over the
-/// target's sessions (core text, and init text while it has one).
+/// A `func` line per intercepted function with sites, summed by name over
+/// the target's sessions (core text, and init text while it has one).
 ///
 /// # Safety
 /// `r` came from `hp_reply_new`; `sessions` holds `n` pointers, each null or
@@ -217,11 +220,13 @@ pub unsafe extern "C" fn hp_reply_stats(r: *mut Reply, sessions: *const *const S
     let r = unsafe { &mut *r };
     let sessions = unsafe { core::slice::from_raw_parts(sessions, n as usize) };
     let sessions = || sessions.iter().filter(|s| !s.is_null()).map(|&s| unsafe { &*s });
-    let Some(module) = sessions().next().map(|s| s.target()) else { return };
-    for (func, f) in MEMORY.iter().enumerate() {
+    let Some(first) = sessions().next() else { return };
+    let module = first.target();
+    for name in first.function_names() {
         let mut sum = [0u64; 5];
         let mut any = false;
-        for site in sessions().flat_map(|s| s.sites()).filter(|site| site.func() == func) {
+        let sites = sessions().flat_map(|s| s.sites().iter().map(move |site| (s, site)));
+        for (_, site) in sites.filter(|(s, site)| s.function_name(site.func()) == name) {
             any = true;
             for (total, value) in sum.iter_mut().zip(site.counters()) {
                 *total += value;
@@ -231,8 +236,7 @@ pub unsafe extern "C" fn hp_reply_stats(r: *mut Reply, sessions: *const *const S
             let [hits, inflight, events, dropped, missed] = sum;
             let _ = writeln!(
                 r,
-                "func module={module} name={} hits={hits} inflight={inflight} events={events} dropped={dropped} missed={missed}",
-                f.name
+                "func module={module} name={name} hits={hits} inflight={inflight} events={events} dropped={dropped} missed={missed}"
             );
         }
     }

@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+mod callees;
 mod control;
 mod ffi;
 mod log;
@@ -19,6 +20,9 @@ use core::ffi::{c_char, CStr};
 use session::{Session, SiteRecord, SiteState};
 use ffi::CallFrame;
 
+/// With `req.callees` set, lists the callees into that reply and sets `*out`
+/// to null.
+///
 /// # Safety
 /// `req` points to a valid request whose pointers are valid for the sizes
 /// it gives and outlive the call (the text copy, symbols and tables are kept
@@ -139,6 +143,7 @@ pub unsafe extern "C" fn hp_on_exit(
     ret: u64,
     args: *const [u64; 6],
     frame: *const CallFrame,
+    ret2: u64,
 ) -> u64 {
-    unsafe { &*site }.exit(ret, unsafe { &*args }, unsafe { &*frame })
+    unsafe { &*site }.exit(ret, ret2, unsafe { &*args }, unsafe { &*frame })
 }

@@ -9,11 +9,13 @@ use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use hp_core::control::Sink;
 
 use hp_core::catalogue::{self, CallerArgs, KernelConfig, Kind, MEMORY};
-use hp_core::event::{write_call, LineBuf, RegisterArgs};
+use hp_core::event::{write_any_call, write_call, LineBuf, RegisterArgs};
+use hp_core::proto::{strings, Spec};
 use hp_core::gfp::GfpName;
 use hp_core::ratelimit::RateLimit;
 use hp_core::sites::{self, Discovery, DisturbanceKind, Options, Site, SiteKind, Symbol, Target};
 
+use crate::callees::{self, Callee};
 use crate::ffi::{self, AttachRequest, CallEvent, CallFrame};
 use crate::log::{error, info, log_at};
 
@@ -53,8 +55,42 @@ pub enum SiteState {
     Refused = 2,
 }
 
-/// A catalogue name with its NUL, for the trace event.
-type CalleeName = LineBuf<48>;
+/// A function name with its NUL, for the trace event.
+pub type CalleeName = LineBuf<64>;
+
+/// A function a session intercepts: `Site::func` indexes `Session::functions`.
+pub struct Intercepted {
+    name: CalleeName,
+    kind: FunctionKind,
+}
+
+#[derive(Clone, Copy)]
+enum FunctionKind {
+    /// The memory catalogue's entry, with its hand-written semantics.
+    Memory(usize),
+    /// Any other callee, as SPEC (or raw) describes it.
+    Any(Spec),
+}
+
+impl Intercepted {
+    fn new(name: &str, kind: FunctionKind) -> Intercepted {
+        let mut n = CalleeName::default();
+        let _ = n.write_str(name);
+        Intercepted { name: n, kind }
+    }
+
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The event's `func`: the catalogue index, or u32::MAX.
+    fn catalogue_index(&self) -> u32 {
+        match self.kind {
+            FunctionKind::Memory(i) => i as u32,
+            FunctionKind::Any(_) => u32::MAX,
+        }
+    }
+}
 
 pub struct Session {
     target: TargetName,
@@ -64,8 +100,7 @@ pub struct Session {
     sites: Vec<SiteRecord>,
     /// Found but not redirected, with the reason shown in site lists.
     skipped: Vec<(Site, &'static str)>,
-    /// By catalogue index, only for the functions that have sites.
-    callee_names: Vec<CalleeName>,
+    functions: Vec<Intercepted>,
     ratelimit: RateLimit,
 }
 
@@ -97,14 +132,6 @@ impl Session {
         let target = unsafe { CStr::from_ptr(req.target_name) }.to_str().unwrap_or("?");
         let addrs = unsafe { slice(req.catalogue_addrs, req.catalogue_len) };
         let available = |i: usize| addrs.get(i).is_some_and(|&a| a != 0);
-        let functions = unsafe { CStr::from_ptr(req.functions) }.to_str().map_err(|_| ffi::EINVAL)?;
-        let selection = catalogue::select(functions, available).map_err(|e| {
-            error!("functions={functions}: {e}");
-            ffi::EINVAL
-        })?;
-        let mut targets = Vec::new();
-        targets.try_reserve_exact(MEMORY.len()).map_err(out_of_memory)?;
-        targets.extend(selection.iter().map(|func| Target { addr: addrs[func], func }));
 
         let text = unsafe { slice(req.text, req.text_size) };
         let symbols = unsafe { slice(req.symtab, req.num_symtab) }.iter().map(|s| Symbol {
@@ -118,19 +145,36 @@ impl Session {
             error!("{target}: no function symbol in its text: nothing to decode");
             return Err(ffi::ENOENT);
         }
+        if !req.callees.is_null() {
+            // SAFETY: C passes its reply, alive and not shared during the call.
+            callees::reply(req, unsafe { &mut *req.callees }, text, &ranges)?;
+            return Ok(core::ptr::null_mut());
+        }
+        let functions = unsafe { CStr::from_ptr(req.functions) }.to_str().map_err(|_| ffi::EINVAL)?;
+        let choice = catalogue::select(functions, available).map_err(|e| {
+            error!("functions={functions}: {e}");
+            ffi::EINVAL
+        })?;
+        let static_call_sites = callees::sorted_static_call_sites(req).map_err(out_of_memory)?;
+
+        let (functions, targets) =
+            intercepted(target, &choice, addrs, text, req.text_base, &ranges, &static_call_sites)?;
+        drop(choice);
+
         let options = Options {
             call_thunks: req.call_thunks != 0,
             module_space_start: req.module_space_start,
             module_space_end: req.module_space_end,
         };
-        let found = sites::discover(text, req.text_base, &ranges, &targets, &options).map_err(out_of_memory)?;
+        let mut found = sites::discover(text, req.text_base, &ranges, &targets, &options).map_err(out_of_memory)?;
         drop(ranges);
 
         info!(
             "{target}: decoded {} functions, {} of {} text bytes",
             found.functions_decoded, found.bytes_decoded, req.text_size
         );
-        report_skipped(&found);
+        report_skipped(&found, &functions);
+        let static_sites = take_static_call_sites(&mut found.sites, &static_call_sites)?;
         if found.sites.is_empty() {
             if req.quiet_if_none == 0 {
                 error!("{target}: no call or tail call to the selected functions ({} selected)", targets.len());
@@ -139,6 +183,7 @@ impl Session {
         }
         let mut skipped = Vec::new();
         let skips = [
+            (&static_sites, "static_call"),
             (&found.foreign_probes, "foreign"),
             (&found.conditional_jumps, "jcc"),
             (&found.long_branches, "long"),
@@ -147,14 +192,7 @@ impl Session {
         for (list, why) in skips {
             skipped.extend(list.iter().map(|&site| (site, why)));
         }
-        let mut callee_names = Vec::new();
-        callee_names.try_reserve_exact(MEMORY.len()).map_err(out_of_memory)?;
-        callee_names.extend(MEMORY.iter().map(|f| {
-            let mut name = CalleeName::default();
-            let _ = name.write_str(f.name);
-            name
-        }));
-        crate::log::emit(ffi::HP_INFO, &mut log_line_for_sites(target, &found.sites));
+        crate::log::emit(ffi::HP_INFO, &mut log_line_for_sites(target, &found.sites, &functions));
 
         let gfp_names = unsafe { slice(req.gfp_names, req.num_gfp_names) };
         let mut gfp = Vec::new();
@@ -164,14 +202,21 @@ impl Session {
         sites.try_reserve_exact(found.sites.len()).map_err(out_of_memory)?;
         let config = KernelConfig { slab_buckets: req.slab_buckets != 0 };
         sites.extend(found.sites.iter().map(|&site| {
-            let jump_through = MEMORY[site.func].ret == Kind::Void;
-            // Only where the kernel at hand exports the _track_caller form.
-            let via = catalogue::track_caller(site.func)
-                .filter(|_| !jump_through)
-                .and_then(|t| Some((t, catalogue::index_of(t.via).filter(|&v| available(v))?)));
-            let (real, track_caller) = match via {
-                Some((t, via)) => (addrs[via], Some(t.resolve(config))),
-                None => (addrs[site.func], None),
+            let (jump_through, real, track_caller) = match functions[site.func].kind {
+                FunctionKind::Memory(func) => {
+                    let jump_through = MEMORY[func].ret == Kind::Void;
+                    // Only where the kernel at hand exports the _track_caller form.
+                    let via = catalogue::track_caller(func)
+                        .filter(|_| !jump_through)
+                        .and_then(|t| Some((t, catalogue::index_of(t.via).filter(|&v| available(v))?)));
+                    match via {
+                        Some((t, via)) => (jump_through, addrs[via], Some(t.resolve(config))),
+                        None => (jump_through, addrs[func], None),
+                    }
+                }
+                // Always called through: the trampoline forwards stack
+                // arguments too, and sees the result.
+                FunctionKind::Any(_) => (false, targets[site.func].addr, None),
             };
             SiteRecord {
                 site,
@@ -213,7 +258,7 @@ impl Session {
             gfp,
             sites,
             skipped,
-            callee_names,
+            functions,
             ratelimit: RateLimit::new(req.log_burst),
         };
         // SAFETY: raw is a fresh allocation with Session's layout.
@@ -233,21 +278,36 @@ impl Session {
         self.target.as_str()
     }
 
+    pub fn function_name(&self, func: usize) -> &str {
+        self.functions.get(func).map_or("?", |f| f.name())
+    }
+
+    /// Functions with at least one site, in the order of `fn=`.
+    pub fn function_names(&self) -> impl Iterator<Item = &str> {
+        self.functions
+            .iter()
+            .enumerate()
+            .filter(|(func, _)| self.sites.iter().any(|s| s.site.func == *func))
+            .map(|(_, f)| f.name())
+    }
+
     pub fn inflight(&self) -> u64 {
         self.sites.iter().map(|s| s.inflight.load(Ordering::SeqCst)).sum()
     }
 
     /// One line with the totals and per-function hits, then one per site hit.
     pub fn report(&self, why: &str, missed: u64) {
-        let mut per_func = [0u64; MEMORY.len()];
-        for s in &self.sites {
-            per_func[s.site.func] += s.hits.load(Ordering::Relaxed);
-        }
-        let total: u64 = per_func.iter().sum();
+        let hits_of = |func: usize| -> u64 {
+            self.sites.iter().filter(|s| s.site.func == func).map(|s| s.hits.load(Ordering::Relaxed)).sum()
+        };
+        let total: u64 = self.sites.iter().map(|s| s.hits.load(Ordering::Relaxed)).sum();
         let mut line = crate::log::Line::default();
         let _ = write!(line, "detached from {} ({why}): {total} calls", self.target.as_str());
-        for (func, hits) in per_func.iter().enumerate().filter(|(_, &h)| h > 0) {
-            let _ = write!(line, " {}={hits}", MEMORY[func].name);
+        for (func, f) in self.functions.iter().enumerate() {
+            let hits = hits_of(func);
+            if hits > 0 {
+                let _ = write!(line, " {}={hits}", f.name());
+            }
         }
         // The sites' own counters: with sink printk an event is a line
         // logged and a drop one the rate limit suppressed.
@@ -263,7 +323,7 @@ impl Session {
             log_at(
                 ffi::HP_INFO,
                 s.site.addr,
-                format_args!("site hits {} {}", MEMORY[s.site.func].name, s.hits.load(Ordering::Relaxed)),
+                format_args!("site hits {} {}", self.functions[s.site.func].name(), s.hits.load(Ordering::Relaxed)),
             );
         }
     }
@@ -276,9 +336,9 @@ fn out_of_memory<E>(_: E) -> i32 {
 }
 
 /// What decoding found and will not redirect, or could not be sure of.
-fn report_skipped(found: &Discovery) {
+fn report_skipped(found: &Discovery, functions: &[Intercepted]) {
     let warn = |site: &Site, why: &str| {
-        log_at(ffi::HP_WARN, site.addr, format_args!("{} {}: skipped", MEMORY[site.func].name, why));
+        log_at(ffi::HP_WARN, site.addr, format_args!("{} {}: skipped", functions[site.func].name(), why));
     };
     for probed in &found.foreign_probes {
         warn(probed, "call already probed by someone else");
@@ -315,26 +375,76 @@ fn report_skipped(found: &Discovery) {
 }
 
 /// `target: S sites: kfree=3 (1 tail) vfree=1 ...`
-fn log_line_for_sites(target: &str, found: &[Site]) -> crate::log::Line {
-    let mut calls = [0u32; MEMORY.len()];
-    let mut tails = [0u32; MEMORY.len()];
-    for s in found {
-        match s.kind {
-            SiteKind::Call => calls[s.func] += 1,
-            SiteKind::TailJump => tails[s.func] += 1,
-        }
-    }
+fn log_line_for_sites(target: &str, found: &[Site], functions: &[Intercepted]) -> crate::log::Line {
     let mut line = crate::log::Line::default();
     let _ = write!(line, "{target}: {} sites:", found.len());
-    for func in 0..MEMORY.len() {
-        if calls[func] + tails[func] > 0 {
-            let _ = write!(line, " {}={}", MEMORY[func].name, calls[func] + tails[func]);
-            if tails[func] > 0 {
-                let _ = write!(line, " ({} tail)", tails[func]);
+    for (func, f) in functions.iter().enumerate() {
+        let count = |kind: SiteKind| found.iter().filter(|s| s.func == func && s.kind == kind).count();
+        let (calls, tails) = (count(SiteKind::Call), count(SiteKind::TailJump));
+        if calls + tails > 0 {
+            let _ = write!(line, " {}={}", f.name(), calls + tails);
+            if tails > 0 {
+                let _ = write!(line, " ({tails} tail)");
             }
         }
     }
     line
+}
+
+/// The functions `choice` names, and where each is: the catalogue's address,
+/// or the destination of the module's own calls.
+#[inline(never)] // keeps its locals out of the planner's frame
+fn intercepted(
+    target: &str,
+    choice: &catalogue::Choice<'_>,
+    addrs: &[u64],
+    text: &[u8],
+    text_base: u64,
+    ranges: &[sites::FunctionRange],
+    static_call_sites: &[u64],
+) -> Result<(Vec<Intercepted>, Vec<Target>), i32> {
+    let mut functions = Vec::new();
+    let mut targets = Vec::new();
+    let n = MEMORY.len() + catalogue::MAX_CALLEES;
+    functions.try_reserve_exact(n).map_err(out_of_memory)?;
+    targets.try_reserve_exact(n).map_err(out_of_memory)?;
+    for i in choice.memory.iter() {
+        targets.push(Target { addr: addrs[i], func: functions.len() });
+        functions.push(Intercepted::new(MEMORY[i].name, FunctionKind::Memory(i)));
+    }
+    if choice.callees().next().is_some() {
+        let found = callees::list(text, text_base, ranges, static_call_sites)?;
+        for wanted in choice.callees() {
+            let callee = pick_callee(target, &found, wanted.name, wanted.spec)?;
+            targets.push(Target { addr: callee.dest, func: functions.len() });
+            functions.push(Intercepted::new(wanted.name, FunctionKind::Any(wanted.spec.unwrap_or(Spec::Raw))));
+        }
+    }
+    Ok((functions, targets))
+}
+
+/// Moves out of `sites` those the kernel's static_call rewrites itself.
+#[inline(never)]
+fn take_static_call_sites(sites: &mut Vec<Site>, static_call_sites: &[u64]) -> Result<Vec<Site>, i32> {
+    let is_static = |s: &Site| static_call_sites.binary_search(&s.addr).is_ok();
+    let mut taken = Vec::new();
+    taken.try_reserve_exact(sites.iter().filter(|s| is_static(s)).count()).map_err(out_of_memory)?;
+    taken.extend(sites.iter().filter(|s| is_static(s)).copied());
+    sites.retain(|s| !is_static(s));
+    Ok(taken)
+}
+
+/// The callee `name` of the module, if it may be intercepted as `spec` says.
+fn pick_callee<'a>(target: &str, found: &'a [Callee], name: &str, spec: Option<Spec>) -> Result<&'a Callee, i32> {
+    let Some(callee) = found.iter().find(|c| c.name.as_str() == name) else {
+        error!("{target} never calls '{name}' directly (its callees: 'callees {target}')");
+        return Err(ffi::ENOENT);
+    };
+    if let Some(why) = callee.refusal.or(spec.and_then(|s| s.refusal())) {
+        error!("{target}: '{name}' refused: {why}");
+        return Err(ffi::EINVAL);
+    }
+    Ok(callee)
 }
 
 impl SiteRecord {
@@ -406,8 +516,8 @@ impl SiteRecord {
     }
 
     /// Logs the call (or counts it as suppressed) and returns `ret` as is.
-    pub fn exit(&self, ret: u64, args: &RegisterArgs, frame: &CallFrame) -> u64 {
-        self.record(args, Some((ret, frame.start_ns)));
+    pub fn exit(&self, ret: u64, ret2: u64, args: &RegisterArgs, frame: &CallFrame) -> u64 {
+        self.record(args, Some(Returned { ret, ret2, start_ns: frame.start_ns }));
         // Last touch of the session: after this the detach may free it.
         self.inflight.fetch_sub(1, Ordering::SeqCst);
         ret
@@ -422,48 +532,58 @@ impl SiteRecord {
         self.real
     }
 
-    /// Sends the call to the session's sink. `result` is the return value
-    /// and entry time, for a call that returned to us.
-    fn record(&self, args: &RegisterArgs, result: Option<(u64, u64)>) {
+    fn function(&self) -> &Intercepted {
+        &self.session().functions[self.site.func]
+    }
+
+    /// Sends the call to the session's sink; `result` is None for a call
+    /// we jump into and never see return.
+    fn record(&self, args: &RegisterArgs, result: Option<Returned>) {
         match self.session().sink {
-            Sink::Printk => self.log_call(args, result.map_or(0, |(ret, _)| ret)),
+            Sink::Printk => self.log_call(args, result),
             Sink::Trace => self.trace_call(args, result),
             Sink::None => {}
         }
     }
 
     /// Runs in the target's context: no allocation, no lock, no sleep.
-    fn trace_call(&self, args: &RegisterArgs, result: Option<(u64, u64)>) {
+    fn trace_call(&self, args: &RegisterArgs, result: Option<Returned>) {
         // SAFETY: reads a static key.
         if !unsafe { ffi::hp_c_trace_enabled() } {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let session = self.session();
-        let (ret, start_ns, duration_ns) = match result {
+        let function = self.function();
+        let (ret, ret2, start_ns, duration_ns) = match result {
             // SAFETY: reads a clock.
-            Some((ret, start)) => (ret, start, unsafe { ffi::hp_c_now_ns() }.saturating_sub(start)),
-            None => (0, unsafe { ffi::hp_c_now_ns() }, 0),
+            Some(r) => (r.ret, r.ret2, r.start_ns, unsafe { ffi::hp_c_now_ns() }.saturating_sub(r.start_ns)),
+            None => (0, 0, unsafe { ffi::hp_c_now_ns() }, 0),
         };
+        let mut text = [0u8; strings::CAPACITY];
+        let text_len = read_strings(function, args, &mut text);
         let event = CallEvent {
             target: session.target.as_c_ptr().cast(),
-            callee: session.callee_names[self.site.func].as_c_ptr().cast(),
+            callee: function.name.as_c_ptr().cast(),
             site: self.site.addr,
-            func: self.site.func as u32,
+            func: function.catalogue_index(),
             returned: result.is_some() as u32,
             args: *args,
             ret,
+            ret2,
             start_ns,
             duration_ns,
+            strings: text.as_ptr(),
+            strings_len: text_len as u32,
         };
         // SAFETY: the event's strings are NUL-terminated and live as long as
-        // the session, which outlives this call.
+        // the session, which outlives this call; `text` outlives it too.
         unsafe { ffi::hp_c_trace_call(&event) };
         self.events.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Runs in the target's context: no allocation, no lock, no sleep.
-    fn log_call(&self, args: &RegisterArgs, ret: u64) {
+    fn log_call(&self, args: &RegisterArgs, result: Option<Returned>) {
         let session = self.session();
         // SAFETY: a plain read of jiffies.
         if !session.ratelimit.allow(unsafe { ffi::hp_c_log_window() }) {
@@ -471,12 +591,48 @@ impl SiteRecord {
             return;
         }
         let mut line = LineBuf::<256>::default();
-        let func = &MEMORY[self.site.func];
-        let _ = write_call(&mut line, func, session.config, args, ret, &session.gfp, &kernel_pointer);
+        let function = self.function();
+        let ret = result.map_or(0, |r| r.ret);
+        let _ = match function.kind {
+            FunctionKind::Memory(func) => {
+                write_call(&mut line, &MEMORY[func], session.config, args, ret, &session.gfp, &kernel_pointer)
+            }
+            FunctionKind::Any(spec) => {
+                let mut text = [0u8; strings::CAPACITY];
+                let len = read_strings(function, args, &mut text);
+                let ret = result.map(|r| (r.ret, r.ret2));
+                write_any_call(&mut line, function.name(), spec, args, ret, &text[..len], &kernel_pointer)
+            }
+        };
         // SAFETY: the buffer is NUL-terminated and outlives the call.
         unsafe { ffi::hp_c_emit_call(line.as_c_bytes().as_ptr().cast(), self.site.addr) };
         self.events.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// What the real function gave back, and when it was entered.
+#[derive(Clone, Copy)]
+struct Returned {
+    ret: u64,
+    ret2: u64,
+    start_ns: u64,
+}
+
+/// The string arguments SPEC names, read with a nofault copy (a wrong SPEC
+/// reads garbage or nothing, never faults), encoded for the event.
+fn read_strings(function: &Intercepted, args: &RegisterArgs, out: &mut [u8; strings::CAPACITY]) -> usize {
+    let FunctionKind::Any(spec) = function.kind else { return 0 };
+    let mask = spec.string_mask();
+    let mut used = 0;
+    for (_, &ptr) in args.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0) {
+        let mut buf = [0u8; hp_core::proto::MAX_STRING + 1];
+        // SAFETY: buf is writable for its length; C reads at most that many
+        // bytes with copy_from_kernel_nofault.
+        let n = unsafe { ffi::hp_c_read_string(ptr, buf.as_mut_ptr(), buf.len() as u32) };
+        let bytes = usize::try_from(n).ok().map(|n| &buf[..n.min(buf.len())]);
+        strings::encode(out, &mut used, bytes);
+    }
+    used
 }
 
 /// A pointer as the kernel prints `%p` (hashed), or `%px` with raw_pointers=1.
