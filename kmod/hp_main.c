@@ -21,7 +21,6 @@
 #include <linux/sched.h>
 #include <linux/jiffies.h>
 #include <linux/version.h>
-#include <linux/ftrace.h>
 #include <linux/uaccess.h>
 #include <linux/static_call.h>
 #include <linux/tracepoint.h>	/* TRACE_DEFINE_ENUM, used by mmflags.h */
@@ -158,19 +157,43 @@ u32 hp_c_format_symbol(u64 addr, char *buf, u32 len)
 }
 
 /*
- * Never registered: setting its filter only asks ftrace whether addr has an
- * fentry site (ftrace_location), the kernel's own mark of a C function that
- * an ordinary call enters. Assembly (thunks, __get_user_*) and noinstr code
- * have none. Used under hp_lock only.
+ * Whether addr starts with an fentry site, as ftrace left it: the 5-byte NOP
+ * (after endbr64 or its sealed form), or a call into ftrace's code while someone traces it.
+ * That is the compiler's mark of a C function entered by an ordinary call
+ * (-mfentry); assembly (thunks, __get_user_*, rep_movs_alternative) and
+ * noinstr code have none. ftrace's own records would say the same, but its
+ * exported way to ask (a filter on a private ftrace_ops) frees hashes we do
+ * not own; reading the bytes has no side effect.
  */
-static struct ftrace_ops hp_ftrace_question;
-
 bool hp_c_is_traceable(u64 addr)
 {
-	int err = ftrace_set_filter_ip(&hp_ftrace_question, addr, 0, 1);
+	/* endbr64, or the 4-byte NOP that seals it when nothing takes the
+	 * function's address (IBT sealing poisons unneeded ENDBRs). */
+	static const u8 entry[][4] = {
+		{ 0xf3, 0x0f, 0x1e, 0xfa }, { 0x66, 0x0f, 0x1f, 0x00 }, { 0x0f, 0x1f, 0x40, 0x00 },
+	};
+	static const u8 nop5[] = { 0x0f, 0x1f, 0x44, 0x00, 0x00 };
+	size_t i;
+	char sym[KSYM_SYMBOL_LEN];
+	u8 insn[9];
+	const u8 *p = insn;
+	s32 rel;
 
-	ftrace_free_filter(&hp_ftrace_question);
-	return err == 0;
+	if (copy_from_kernel_nofault(insn, (const void *)addr, sizeof(insn)))
+		return false;
+	for (i = 0; i < ARRAY_SIZE(entry); i++) {
+		if (!memcmp(p, entry[i], sizeof(entry[i]))) {
+			p += sizeof(entry[i]);
+			break;
+		}
+	}
+	if (!memcmp(p, nop5, sizeof(nop5)))
+		return true;
+	if (p[0] != 0xe8)
+		return false;
+	memcpy(&rel, p + 1, sizeof(rel));
+	sprint_symbol_no_offset(sym, addr + (p - insn) + 5 + rel);
+	return strncmp(sym, "ftrace_", 7) == 0;
 }
 
 /*

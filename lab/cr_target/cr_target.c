@@ -257,6 +257,26 @@ static inline void cr_touch(void *p, unsigned int seq)
 		*(volatile u8 *)p = (u8)seq;
 }
 
+/*
+ * Calls outside the memory catalogue, with typed arguments and known
+ * results, one each per round: hp_patcher's any-callee tests check every
+ * recorded call against its own arguments (the string parses to the value,
+ * the nanoseconds split into the two-register timespec64).
+ */
+static const char *const cr_numbers[] = { "7", "-42", "123456", "0x1f", "2147483648", "" };
+static long cr_typed_sink;
+
+static noinline void cr_typed_calls(unsigned int seq)
+{
+	struct timespec64 ts;
+	int value = 0;
+	int err;
+
+	err = kstrtoint(cr_numbers[seq % ARRAY_SIZE(cr_numbers)], 10, &value);
+	ts = ns_to_timespec64((s64)seq * 1000000007LL);
+	WRITE_ONCE(cr_typed_sink, err + value + ts.tv_sec + ts.tv_nsec);
+}
+
 /* One task-context round: one call per counter below (kfree: five). */
 static noinline void cr_round(unsigned int seq)
 {
@@ -333,6 +353,7 @@ static noinline void cr_round(unsigned int seq)
 	CR_COUNT(ctx, CR_KFREE);
 	cr_release(d);			/* tail call: jmp kfree */
 
+	cr_typed_calls(seq);
 	atomic64_inc(&cr_rounds);
 }
 

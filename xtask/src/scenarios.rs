@@ -46,7 +46,7 @@ const BOOTS: &[Boot] = &[
     Boot {
         name: "control",
         // lockdown last: it cannot be lifted.
-        scripts: &["control", "targets", "follow", "events", "lockdown"],
+        scripts: &["control", "targets", "follow", "events", "anycallee", "lockdown"],
         in_tree: &[],
         ext4_image: false,
         cmdline: "",

@@ -104,15 +104,16 @@ impl<const N: usize> Write for LineBuf<N> {
     }
 }
 
-/// Whether a register value is an address in the kernel's half: printed
-/// through `ptr` (hashed like `%p` in the kernel log), as any other value
-/// could be a pointer the line must not expose.
-fn is_kernel_address(value: u64) -> bool {
-    value >= 0xffff_8000_0000_0000
-}
+/// -4095..-1: an errno, as the kernel's IS_ERR_VALUE sees it.
+const MAX_ERRNO: u64 = 4095;
 
+/// A register value: an errno in signed decimal, a value that could be a
+/// kernel address (the kernel half, with 4 or 5 paging levels) through
+/// `ptr` (hashed like `%p` in the kernel log), anything else in hex.
 fn write_register(w: &mut impl Write, value: u64, ptr: PointerFormat<'_>) -> fmt::Result {
-    if is_kernel_address(value) {
+    if value >= MAX_ERRNO.wrapping_neg() {
+        write!(w, "{}", value as i64)
+    } else if value >= 0xff00_0000_0000_0000 {
         ptr(w, value)
     } else {
         write!(w, "{value:#x}")
@@ -234,11 +235,11 @@ mod tests {
         let hashed = |w: &mut dyn Write, _v: u64| w.write_str("(hashed)");
         let mut buf = LineBuf::<256>::default();
         let spec = Spec::parse("sxx").unwrap();
-        let args = [0xffff_8880_0000_1000, 10, 0xffff_c900_0000_0008, 0, 0, 0];
+        let args = [0xffff_8880_0000_1000, 10, 0xff1f_c33c_3552_1180, 0, 0, 0];
         write_any_call(&mut buf, "kstrtoint", spec, &args, Some((0, 0)), &text[..used], &hashed).unwrap();
         assert_eq!(buf.as_str(), "kstrtoint(\"12\\\"x\\x0a\", 0xa, (hashed)) = 0x0");
         let mut buf = LineBuf::<256>::default();
-        write_any_call(&mut buf, "f", Spec::Raw, &[1, 2, 3, 4, 5, 6], Some((5, 7)), &[], &hashed).unwrap();
-        assert_eq!(buf.as_str(), "f(0x1, 0x2, 0x3, 0x4, 0x5, 0x6) = 0x5:0x7");
+        write_any_call(&mut buf, "f", Spec::Raw, &[1, 2, 3, 4, 5, 6], Some((-22i64 as u64, 7)), &[], &hashed).unwrap();
+        assert_eq!(buf.as_str(), "f(0x1, 0x2, 0x3, 0x4, 0x5, 0x6) = -22:0x7");
     }
 }

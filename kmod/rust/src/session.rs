@@ -438,7 +438,7 @@ fn take_static_call_sites(sites: &mut Vec<Site>, static_call_sites: &[u64]) -> R
 fn pick_callee<'a>(target: &str, found: &'a [Callee], name: &str, spec: Option<Spec>) -> Result<&'a Callee, i32> {
     let Some(callee) = found.iter().find(|c| c.name.as_str() == name) else {
         error!("{target} never calls '{name}' directly (its callees: 'callees {target}')");
-        return Err(ffi::ENOENT);
+        return Err(ffi::EINVAL);
     };
     if let Some(why) = callee.refusal.or(spec.and_then(|s| s.refusal())) {
         error!("{target}: '{name}' refused: {why}");
