@@ -10,7 +10,7 @@
 use core::fmt;
 
 use crate::event::RegisterArgs;
-use crate::proto::Wanted;
+use crate::proto::{is_symbol_name, Wanted};
 use alloc::vec::Vec;
 
 /// How an argument or a return value is printed.
@@ -291,12 +291,6 @@ impl<'a> Choice<'a> {
     pub fn callees(&self) -> impl Iterator<Item = &Wanted<'a>> {
         self.callees.iter()
     }
-}
-
-fn is_symbol_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= crate::proto::MAX_NAME
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
 /// Parses the comma-separated `functions=` parameter. An empty list means

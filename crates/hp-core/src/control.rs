@@ -192,11 +192,7 @@ fn target_module(word: Option<&str>) -> Result<&str, ParseError<'_>> {
 
 fn function_list(list: &str) -> Result<&str, ParseError<'_>> {
     let valid = list.split(',').all(|item| {
-        crate::proto::Wanted::parse(item).is_ok_and(|w| {
-            !w.name.is_empty()
-                && w.name.len() <= crate::proto::MAX_NAME
-                && w.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-        })
+        crate::proto::Wanted::parse(item).is_ok_and(|w| crate::proto::is_symbol_name(w.name))
     });
     if valid {
         Ok(list)

@@ -22,6 +22,14 @@ pub const STACK_WORDS: usize = 8;
 /// comes near this; a longer one is refused).
 pub const MAX_NAME: usize = 63;
 
+/// A kernel symbol name as `fn=` accepts it: what C identifiers and the
+/// compiler's `.cold`/`.isra` suffixes are made of.
+pub fn is_symbol_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
 /// Most bytes of one string argument an event carries.
 pub const MAX_STRING: usize = 32;
 
@@ -97,17 +105,6 @@ impl Refusal {
             Refusal::Variadic => "variadic",
         }
     }
-
-    pub const ALL_WORDS: &'static [&'static str] = &[
-        "not_function_start",
-        "static_call",
-        "no_ftrace",
-        "noreturn",
-        "static_call_sites",
-        "too_many_args",
-        "struct_by_value",
-        "variadic",
-    ];
 }
 
 impl fmt::Display for Refusal {
@@ -166,7 +163,12 @@ impl Proto {
 
     /// Bit i set: register argument i is a string.
     pub fn string_mask(&self) -> u8 {
-        self.args().iter().take(REGISTER_ARGS).enumerate().filter(|(_, a)| **a == ArgSpec::Str).fold(0, |m, (i, _)| m | 1 << i)
+        self.args()
+            .iter()
+            .take(REGISTER_ARGS)
+            .enumerate()
+            .filter(|(_, a)| **a == ArgSpec::Str)
+            .fold(0, |m, (i, _)| m | 1 << i)
     }
 
     /// The rule SPEC alone decides. Variadic first: its fixed part may look fine.
@@ -288,10 +290,9 @@ pub mod strings {
                 *used += 1;
             }
             Some(b) => {
-                let len = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-                let (header, len) = if len > MAX_STRING { (TRUNCATED, MAX_STRING) } else { (len as u8, len) };
-                let len = len.min(room.len() - 1);
-                room[0] = if len < (header & 0x7f) as usize { TRUNCATED } else { header };
+                let whole = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                let len = whole.min(MAX_STRING).min(room.len() - 1);
+                room[0] = if len < whole { TRUNCATED } else { len as u8 };
                 room[1..=len].copy_from_slice(&b[..len]);
                 *used += 1 + len;
             }

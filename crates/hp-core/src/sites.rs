@@ -307,7 +307,7 @@ impl FunctionScan<'_> {
     /// inlined, so that it is not built on the stack and then copied).
     #[inline(never)]
     fn decoder(&self) -> Decoder<'_> {
-        Decoder::with_ip(64, self.bytes, self.start, DecoderOptions::NONE)
+        new_decoder(self.bytes, self.start)
     }
 
     fn decode_from(
@@ -458,7 +458,8 @@ fn outgoing_of_function(
             continue;
         }
         let next = decoder.position();
-        let noreturn = is_call && (next >= bytes.len() || bytes[next] == 0xcc || bytes[next..].starts_with(&[0x0f, 0x0b]));
+        let noreturn =
+            is_call && (next >= bytes.len() || bytes[next] == 0xcc || bytes[next..].starts_with(&[0x0f, 0x0b]));
         let at = match merged.binary_search_by_key(&dest, |o| o.dest) {
             Ok(at) => at,
             Err(at) => {
@@ -763,7 +764,10 @@ mod tests {
         let out = outgoing(&text, TEXT, &ranges, |addr| addr == static_site).unwrap();
         let by = |dest| *out.iter().find(|o| o.dest == dest).unwrap();
         assert_eq!(out.len(), 3);
-        assert_eq!(by(KMALLOC), Outgoing { dest: KMALLOC, calls: 2, tails: 0, static_call_sites: 1, noreturn_sites: 0 });
+        assert_eq!(
+            by(KMALLOC),
+            Outgoing { dest: KMALLOC, calls: 2, tails: 0, static_call_sites: 1, noreturn_sites: 0 }
+        );
         assert_eq!(by(KFREE), Outgoing { dest: KFREE, calls: 0, tails: 1, static_call_sites: 0, noreturn_sites: 0 });
         // Followed by ud2 once, and the last instruction of its function once.
         assert_eq!(by(OTHER).noreturn_sites, 2);
