@@ -39,6 +39,9 @@
  *                 this kernel (role names do not change between kernels)
  *   text_crc  r   "%08x\n" crc32_le(~0, core text of this module)
  *   cpus      r   number of worker threads
+ *   typed     r   "<callee> <calls> <wrong results>\n" per cr_callee function
+ *   gate      rw  write a ticket: a work item calls cr_gate_wait(ticket);
+ *                 read: "idle", "waiting <ticket>", "returned <ticket> <result>"
  */
 
 #include <linux/module.h>
@@ -71,6 +74,8 @@
 #include <linux/uaccess.h>
 #include <linux/crc32.h>
 #include <linux/kprobes.h>
+#include <linux/workqueue.h>
+#include "cr_callee.h"
 
 /*
  * The symbol a call compiles to. Memory allocation profiling (6.10) renamed
@@ -266,6 +271,50 @@ static inline void cr_touch(void *p, unsigned int seq)
 static const char *const cr_numbers[] = { "7", "-42", "123456", "0x1f", "2147483648", "" };
 static long cr_typed_sink;
 
+/*
+ * Calls into cr_callee, each counted, and each result checked against what
+ * the callee must return: an interception that loses or garbles an argument
+ * (a register, a stack word, a struct passed in memory) or the result shows
+ * up as a "wrong" count in the typed file.
+ */
+enum cr_callee_fn { CR_CALLEE_MIXED, CR_CALLEE_MATCH, CR_CALLEE_SEVEN, CR_CALLEE_BY_VALUE, CR_NR_CALLEE };
+static const char *const cr_callee_names[CR_NR_CALLEE] = {
+	"cr_mixed", "cr_match", "cr_seven", "cr_by_value",
+};
+static atomic64_t cr_callee_calls[CR_NR_CALLEE];
+static atomic64_t cr_callee_wrong[CR_NR_CALLEE];
+
+/* Labels of known length; NULL and the 36-byte one test unreadable and truncated strings. */
+static const char *const cr_labels[] = { "read", "write-back", "", NULL, "a label longer than thirty-two bytes" };
+static unsigned long cr_cookies[4];
+
+static void cr_callee_result(enum cr_callee_fn fn, bool right)
+{
+	atomic64_inc(&cr_callee_calls[fn]);
+	if (!right)
+		atomic64_inc(&cr_callee_wrong[fn]);
+}
+
+static noinline void cr_callee_calls_round(unsigned int seq)
+{
+	const char *label = cr_labels[seq % ARRAY_SIZE(cr_labels)];
+	int level = (int)(seq % 2000) - 1000;
+	size_t len = (size_t)seq * 7;
+	const void *cookie = &cr_cookies[seq % ARRAY_SIZE(cr_cookies)];
+	enum cr_mode mode = (enum cr_mode)(1 << (seq % 3));
+	bool urgent = seq & 1;
+	size_t n = 5 + seq % 2;
+	struct cr_triple t = { seq, (u64)seq << 20, ~(u64)seq };
+	u64 s = seq;
+
+	cr_callee_result(CR_CALLEE_MIXED, cr_mixed(level, len, cookie, label, mode, urgent) ==
+			 cr_mixed_expected(level, len, cookie, label ? (long)strlen(label) : -1, mode, urgent));
+	cr_callee_result(CR_CALLEE_MATCH, cr_match(label, "write", n) == (label && !strncmp(label, "write", n)));
+	cr_callee_result(CR_CALLEE_SEVEN, cr_seven(s, s + 1, s + 2, s + 3, s + 4, s + 5, s << 32) ==
+			 cr_seven_expected(s, s + 1, s + 2, s + 3, s + 4, s + 5, s << 32));
+	cr_callee_result(CR_CALLEE_BY_VALUE, cr_by_value(t) == cr_triple_expected(t));
+}
+
 static noinline void cr_typed_calls(unsigned int seq)
 {
 	struct timespec64 ts;
@@ -275,7 +324,28 @@ static noinline void cr_typed_calls(unsigned int seq)
 	err = kstrtoint(cr_numbers[seq % ARRAY_SIZE(cr_numbers)], 10, &value);
 	ts = ns_to_timespec64((s64)seq * 1000000007LL);
 	WRITE_ONCE(cr_typed_sink, err + value + ts.tv_sec + ts.tv_nsec);
+	cr_callee_calls_round(seq);
 }
+
+/*
+ * A call that sleeps inside its callee: a write of a ticket number to the
+ * gate file makes a work item call cr_gate_wait(ticket), which returns only
+ * when cr_callee's own gate file is written. Reading gate shows
+ * "idle", "waiting <ticket>" or "returned <ticket> <result>".
+ */
+static DEFINE_MUTEX(cr_gate_lock);
+static unsigned int cr_gate_ticket;
+static long cr_gate_result;
+static int cr_gate_state;	/* 0 idle, 1 waiting, 2 returned */
+
+static void cr_gate_fn(struct work_struct *work)
+{
+	long r = cr_gate_wait(READ_ONCE(cr_gate_ticket));
+
+	WRITE_ONCE(cr_gate_result, r);
+	smp_store_release(&cr_gate_state, 2);
+}
+static DECLARE_WORK(cr_gate_work, cr_gate_fn);
 
 /* One task-context round: one call per counter below (kfree: five). */
 static noinline void cr_round(unsigned int seq)
@@ -669,6 +739,64 @@ static int cr_cpus_show(struct seq_file *m, void *v)
 }
 DEFINE_SHOW_ATTRIBUTE(cr_cpus);
 
+static int cr_typed_show(struct seq_file *m, void *v)
+{
+	int i;
+
+	for (i = 0; i < CR_NR_CALLEE; i++)
+		seq_printf(m, "%s %lld %lld\n", cr_callee_names[i],
+			   (long long)atomic64_read(&cr_callee_calls[i]),
+			   (long long)atomic64_read(&cr_callee_wrong[i]));
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(cr_typed);
+
+static ssize_t cr_gate_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	char buf[64];
+	int n;
+
+	switch (smp_load_acquire(&cr_gate_state)) {
+	case 0:
+		n = scnprintf(buf, sizeof(buf), "idle\n");
+		break;
+	case 1:
+		n = scnprintf(buf, sizeof(buf), "waiting %u\n", READ_ONCE(cr_gate_ticket));
+		break;
+	default:
+		n = scnprintf(buf, sizeof(buf), "returned %u %ld\n", READ_ONCE(cr_gate_ticket),
+			      READ_ONCE(cr_gate_result));
+	}
+	return simple_read_from_buffer(ubuf, count, ppos, buf, n);
+}
+
+static ssize_t cr_gate_write(struct file *file, const char __user *ubuf, size_t count, loff_t *ppos)
+{
+	unsigned int ticket;
+	int ret = kstrtouint_from_user(ubuf, count, 10, &ticket);
+
+	if (ret)
+		return ret;
+	mutex_lock(&cr_gate_lock);
+	if (smp_load_acquire(&cr_gate_state) == 1) {
+		ret = -EBUSY;
+	} else {
+		WRITE_ONCE(cr_gate_ticket, ticket);
+		WRITE_ONCE(cr_gate_state, 1);
+		queue_work(system_unbound_wq, &cr_gate_work);
+	}
+	mutex_unlock(&cr_gate_lock);
+	return ret ? ret : count;
+}
+
+static const struct file_operations cr_gate_fops = {
+	.owner	= THIS_MODULE,
+	.open	= simple_open,
+	.read	= cr_gate_read,
+	.write	= cr_gate_write,
+	.llseek	= default_llseek,
+};
+
 static void cr_debugfs_init(void)
 {
 	cr_dir = debugfs_create_dir(KBUILD_MODNAME, NULL);
@@ -677,6 +805,8 @@ static void cr_debugfs_init(void)
 	debugfs_create_file("symbols", 0400, cr_dir, NULL, &cr_symbols_fops);
 	debugfs_create_file("text_crc", 0400, cr_dir, NULL, &cr_text_crc_fops);
 	debugfs_create_file("cpus", 0400, cr_dir, NULL, &cr_cpus_fops);
+	debugfs_create_file("typed", 0400, cr_dir, NULL, &cr_typed_fops);
+	debugfs_create_file("gate", 0600, cr_dir, NULL, &cr_gate_fops);
 }
 
 /* ---- workers ---------------------------------------------------------- */
@@ -795,6 +925,8 @@ static void __exit cr_target_exit(void)
 	WRITE_ONCE(cr_paused, true);
 	cr_stop_timers();
 	cr_stop_workers();
+	/* A caller still asleep in cr_gate_wait() holds this until the gate opens. */
+	flush_work(&cr_gate_work);
 	kmem_cache_destroy(cr_cache);
 	pr_info("cr_target: unloaded\n");
 }

@@ -44,7 +44,7 @@ expect_refused anycallee.variadic "Invalid argument" "attach cr_target fn=seq_pr
 expect_refused anycallee.printk "Invalid argument" "attach cr_target fn=_printk:s."
 expect_refused anycallee.struct_by_value "Invalid argument" "attach cr_target fn=kstrdup:Sx"
 expect_refused anycallee.seven_args "Invalid argument" "attach cr_target fn=kstrdup:xxxxxxx"
-expect_refused anycallee.not_called "Invalid argument" "attach cr_target fn=strlen"
+expect_refused anycallee.not_called "Invalid argument" "attach cr_target fn=strnlen"
 expect_log anycallee.reason_logged "'seq_printf' refused: variadic"
 for r in $(grep 'state=refused' /tmp/callees.txt | sed 's/^callee name=\([^ ]*\) .*/\1/' | head -n 3); do
 	expect_refused anycallee.refused_$r "Invalid argument" "attach cr_target fn=$r"

@@ -8,6 +8,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+# cr_target and cr_twin call into cr_callee: it stays loaded all along.
+[ -f /modules/cr_callee.ko ] && insmod /modules/cr_callee.ko
 echo "HP-GUEST-START $(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo)"
 for script in $(cat /scripts/run); do
 	echo "HP-SCRIPT-BEGIN $script"

@@ -66,6 +66,8 @@ pub struct Built {
     pub hp_patcher: PathBuf,
     pub cr_target: PathBuf,
     pub cr_twin: PathBuf,
+    /// The module cr_target calls into (any-callee tests); loaded first.
+    pub cr_callee: PathBuf,
     /// The static user-space tool (the same for every kernel).
     pub hpctl: PathBuf,
 }
@@ -92,11 +94,14 @@ pub fn build_all(kernel: &Kernel) -> Result<Built> {
     let cr_dir = stage_sources(&repo_root().join("lab/cr_target"), &out.join("build/cr_target"))?;
     let _ = std::fs::remove_file(cr_dir.join("cr_twin.mod.c"));
     let cr_target = kbuild(kernel, &cr_dir, "cr_target.ko", &out)?;
-    // The same Kbuild builds the twin (cr_twin.c), a second target.
+    // The same Kbuild builds the twin (cr_twin.c), a second target, and
+    // cr_callee, which both call.
     let cr_twin = out.join("cr_twin.ko");
     std::fs::copy(cr_dir.join("cr_twin.ko"), &cr_twin)?;
+    let cr_callee = out.join("cr_callee.ko");
+    std::fs::copy(cr_dir.join("cr_callee.ko"), &cr_callee)?;
     let hpctl = crate::hpctl::build()?;
-    Ok(Built { hp_patcher, cr_target, cr_twin, hpctl })
+    Ok(Built { hp_patcher, cr_target, cr_twin, cr_callee, hpctl })
 }
 
 /// The version of `crate` that a Cargo.lock pins.

@@ -46,7 +46,7 @@ const BOOTS: &[Boot] = &[
     Boot {
         name: "control",
         // lockdown last: it cannot be lifted.
-        scripts: &["control", "targets", "follow", "events", "anycallee", "lockdown"],
+        scripts: &["control", "targets", "follow", "events", "anycallee", "callee", "lockdown"],
         in_tree: &[],
         ext4_image: false,
         cmdline: "",
@@ -73,6 +73,7 @@ fn initramfs(
     fs.add_file(&built.hp_patcher, "modules/hp_patcher.ko")?;
     fs.add_file(&built.cr_target, "modules/cr_target.ko")?;
     fs.add_file(&built.cr_twin, "modules/cr_twin.ko")?;
+    fs.add_file(&built.cr_callee, "modules/cr_callee.ko")?;
     // Beside hp_patcher.ko, where `hpctl attach` finds the module to load.
     fs.add_file(&built.hpctl, "modules/hpctl")?;
     fs.add_bytes("modules/probe_point", probe_point::in_cr_round(&built.cr_target)?.as_bytes())?;
