@@ -78,6 +78,7 @@ pub fn out_dir(kernel: &Kernel) -> PathBuf {
 
 pub fn build_all(kernel: &Kernel) -> Result<Built> {
     let out = out_dir(kernel);
+    ensure_base_btf(kernel)?;
     let rust_object = build_rust_object(&out)?;
     let hp_dir = stage_sources(&repo_root().join("kmod"), &out.join("build/hp_patcher"))?;
     write_if_changed(&hp_dir.join("hp_catalogue.h"), &catalogue_header(kernel)?)?;
@@ -265,6 +266,36 @@ fn stage_sources(src: &Path, dst: &Path) -> Result<PathBuf> {
     Ok(dst.into())
 }
 
+/// Module BTF (what hpctl types cr_callee's arguments from) needs the
+/// kernel's own BTF as its base, in a file named vmlinux in the headers.
+/// Debian's 6.12 headers ship one; 6.1's do not, so it is cut out of the
+/// image's compressed vmlinux: the .BTF section alone, exactly the base the
+/// running kernel has. Headers installed on the host are left as they are.
+fn ensure_base_btf(kernel: &Kernel) -> Result<()> {
+    let (Some(root), base) = (&kernel.root, kernel.kdir.join("vmlinux")) else { return Ok(()) };
+    if base.exists() {
+        return Ok(());
+    }
+    let image = std::fs::read(root.join(format!("boot/vmlinuz-{}", kernel.release)))?;
+    const XZ_MAGIC: &[u8] = b"\xfd7zXZ\0";
+    let Some(at) = image.windows(XZ_MAGIC.len()).position(|w| w == XZ_MAGIC) else {
+        println!("no xz payload in vmlinuz-{}: modules get no BTF", kernel.release);
+        return Ok(());
+    };
+    let tmp = crate::repo_root().join("target/lab").join(&kernel.release);
+    std::fs::create_dir_all(&tmp)?;
+    let (payload, full) = (tmp.join("vmlinux.xz"), tmp.join("vmlinux.full"));
+    std::fs::write(&payload, &image[at..])?;
+    // The payload is followed by the decompressor's own data: xz stops at
+    // the end of its stream and complains about the rest, hence no status check.
+    let out = Command::new("xz").args(["-dc", "--single-stream"]).arg(&payload).output()?;
+    std::fs::write(&full, out.stdout)?;
+    run(Command::new("objcopy").args(["--only-section=.BTF", "--only-section=.BTF_ids"]).arg(&full).arg(&base))?;
+    std::fs::remove_file(&payload)?;
+    std::fs::remove_file(&full)?;
+    Ok(())
+}
+
 fn kbuild(kernel: &Kernel, dir: &Path, ko: &str, out: &Path) -> Result<PathBuf> {
     // Kbuild did not always rerun modpost after an object changed, leaving
     // stale symbol versions (the guest then refused the module): force it.
@@ -277,11 +308,24 @@ fn kbuild(kernel: &Kernel, dir: &Path, ko: &str, out: &Path) -> Result<PathBuf> 
         .arg("-f")
         .arg(kernel.makefile()?)
         .arg(format!("M={}", dir.display()))
+        // 6.1's kbuild package has no resolve_btfids; our modules declare
+        // no BTF ids for it to resolve.
+        .args(resolve_btfids_missing(kernel).then_some("RESOLVE_BTFIDS=true"))
         .arg(format!("-j{}", std::thread::available_parallelism().map_or(2, |n| n.get())))
         .arg("modules"))?;
     let built = out.join(ko);
     std::fs::copy(dir.join(ko), &built)?;
     Ok(built)
+}
+
+fn resolve_btfids_missing(kernel: &Kernel) -> bool {
+    let Some(root) = &kernel.root else { return false };
+    let kbuild = root.join("usr/lib");
+    let found = std::fs::read_dir(&kbuild).into_iter().flatten().flatten().any(|d| {
+        d.file_name().to_string_lossy().starts_with("linux-kbuild-")
+            && d.path().join("tools/bpf/resolve_btfids/resolve_btfids").exists()
+    });
+    !found
 }
 
 fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
