@@ -101,7 +101,7 @@ echo 21 > $CR/gate
 i=0
 while [ "$(hpcmd stats | field inflight cr_gate_wait)" != 1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 expect_eq callee.gate_inflight "$(hpcmd stats | field inflight cr_gate_wait)" 1
-hpcmd "detach cr_target" > /tmp/gate_detach.txt 2>&1 &
+/modules/hpctl detach cr_target > /tmp/gate_detach.txt 2>&1 &
 detach=$!
 sleep 2
 # The detach waits for the sleeping caller: it has not returned.
@@ -110,6 +110,7 @@ expect_eq callee.still_asleep "$(cat $CR/gate)" "waiting 21"
 echo 1 > /sys/kernel/debug/cr_callee/gate
 wait $detach
 expect_eq callee.detach_done "$?" 0
+sed "s/^/HPINFO callee: /" /tmp/gate_detach.txt
 expect_eq callee.gate_result "$(cat $CR/gate)" "returned 21 43"
 expect_log callee.gate_logged 'hp_patcher: cr_gate_wait\(0x15\) = 0x2b'
 expect_eq callee.gate_detached "$(hpcmd targets | grep -c 'name=cr_target ')" 0
