@@ -244,16 +244,19 @@ impl Features {
         Features { by_bit, ncapints }
     }
 
+    /// From the kernel's build directory, or the unpacked headers' common part.
     fn read(kernel: &Kernel) -> Result<Features> {
-        let root = kernel.root.as_ref().context("only a cached Debian kernel has its headers here")?;
-        let src = root.join("usr/src");
-        for entry in std::fs::read_dir(&src)? {
-            let header = entry?.path().join("arch/x86/include/asm/cpufeatures.h");
-            if header.exists() {
-                return Ok(Features::parse(&std::fs::read_to_string(header)?));
+        const HEADER: &str = "arch/x86/include/asm/cpufeatures.h";
+        let mut candidates = vec![kernel.kdir.join(HEADER)];
+        if let Some(root) = &kernel.root {
+            if let Ok(dirs) = std::fs::read_dir(root.join("usr/src")) {
+                candidates.extend(dirs.flatten().map(|d| d.path().join(HEADER)));
             }
         }
-        bail!("no arch/x86/include/asm/cpufeatures.h under {}", src.display())
+        match candidates.iter().find(|p| p.exists()) {
+            Some(header) => Ok(Features::parse(&std::fs::read_to_string(header)?)),
+            None => bail!("no {HEADER} for {}", kernel.release),
+        }
     }
 
     /// The literal "feature `bit` present == `present`", or what the host
@@ -555,16 +558,29 @@ pub fn find_module_file(kernel: &Kernel, module: &str) -> Result<PathBuf> {
     crate::guest::find_module(&kernel.modules_dir()?, module)
 }
 
-/// Whether the release was built with CONFIG_MODULE_UNLOAD (its config file
-/// in the unpacked image); yes when it cannot be read.
+/// Whether the release was built with CONFIG_MODULE_UNLOAD (the build
+/// directory's .config, or the image's config file); yes when neither is there.
 fn module_unload(kernel: &Kernel) -> bool {
-    let Some(root) = &kernel.root else { return true };
-    let config = root.join(format!("boot/config-{}", kernel.release));
-    std::fs::read_to_string(config).map_or(true, |c| c.lines().any(|l| l == "CONFIG_MODULE_UNLOAD=y"))
+    let mut configs = vec![kernel.kdir.join(".config")];
+    if let Some(root) = &kernel.root {
+        configs.push(root.join(format!("boot/config-{}", kernel.release)));
+    }
+    configs
+        .iter()
+        .find_map(|c| std::fs::read_to_string(c).ok())
+        .is_none_or(|c| c.lines().any(|l| l == "CONFIG_MODULE_UNLOAD=y"))
 }
 
+/// `module` is an in-tree module's name, or the path of a `.ko` (then named
+/// after its file).
 pub fn extract(kernel: &Kernel, module: &str) -> Result<Truth> {
-    let path = find_module_file(kernel, module)?;
+    let (path, module) = if module.ends_with(".ko") {
+        let name = module.rsplit('/').next().unwrap_or(module).trim_end_matches(".ko").to_string();
+        (PathBuf::from(module), name)
+    } else {
+        (find_module_file(kernel, module)?, module.to_string())
+    };
+    let module = module.as_str();
     let data = read_module(&path)?;
     let features = Features::read(kernel)?;
     extract_from(&data, module, &kernel.release, module_unload(kernel), &features)
@@ -885,7 +901,7 @@ pub fn truth_path(release: &str, module: &str) -> PathBuf {
 /// Extracts and writes `target/lab/<release>/<module>.callees`.
 pub fn write(kernel: &Kernel, module: &str) -> Result<(Truth, PathBuf)> {
     let truth = extract(kernel, module)?;
-    let path = truth_path(&kernel.release, module);
+    let path = truth_path(&kernel.release, &truth.module);
     std::fs::create_dir_all(path.parent().unwrap())?;
     std::fs::write(&path, truth.text())?;
     Ok((truth, path))
@@ -973,3 +989,187 @@ fn sanity(truth: &Truth) -> Result<()> {
 /// The static-call keys whose function the preempt mode sets
 /// (kernel/sched/core.c `sched_dynamic_update`); the guest check has the table.
 const SCHEDULER_KEYS: &[&str] = &["cond_resched", "might_resched", "preempt_schedule", "preempt_schedule_notrace"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const OLD_HEADER: &str = "#define NCAPINTS\t\t\t21\n\
+        #define X86_FEATURE_REP_GOOD\t\t( 3*32+16) /* REP microcode works well */\n\
+        #define X86_FEATURE_ALWAYS\t\t( 3*32+21) /* \"\" Always-present feature */\n\
+        #define X86_FEATURE_XENPV\t\t( 8*32+16) /* \"\" Xen paravirtual guest */\n\
+        #define X86_FEATURE_RETPOLINE\t\t(11*32+12) /* \"\" Generic Retpoline mitigation */\n\
+        #define X86_FEATURE_SSE4_2\t\t( 4*32+20) /* \"sse4_2\" SSE-4.2 */\n\
+        #define X86_BUG_SPECTRE_V2\t\tX86_BUG(14) /* CPU is affected by Spectre variant 2 */\n";
+    const NEW_HEADER: &str = "#define NCAPINTS\t\t\t22\n\
+        #define X86_FEATURE_ERMS\t\t( 9*32+ 9) /* \"erms\" Enhanced REP MOVSB/STOSB */\n\
+        #define X86_FEATURE_FSRS\t\t(12*32+11) /* Fast short REP STOSB */\n\
+        #define X86_BUG_SRSO\t\t\tX86_BUG(1*32 + 0) /* \"srso\" AMD SRSO bug */\n";
+
+    #[test]
+    fn feature_names_as_cpuinfo_shows_them() {
+        let old = Features::parse(OLD_HEADER);
+        assert_eq!(old.lit(3 * 32 + 16, true), Ok(Lit { feature: Feature::Flag("rep_good".into()), present: true }));
+        assert_eq!(old.lit(4 * 32 + 20, false), Ok(Lit { feature: Feature::Flag("sse4_2".into()), present: false }));
+        assert_eq!(old.lit(11 * 32 + 12, true).unwrap().feature, Feature::Hidden("X86_FEATURE_RETPOLINE".into()));
+        assert_eq!(old.lit(21 * 32 + 14, true).unwrap().feature, Feature::Bug("spectre_v2".into()));
+        // Decided here: ALWAYS is set, XENPV is not (no Xen PV guest).
+        assert_eq!(old.lit(3 * 32 + 21, true), Err(true));
+        assert_eq!(old.lit(8 * 32 + 16, true), Err(false));
+        assert_eq!(old.lit(8 * 32 + 16, false), Err(true));
+        let new = Features::parse(NEW_HEADER);
+        assert_eq!(new.lit(9 * 32 + 9, true).unwrap().feature, Feature::Flag("erms".into()));
+        assert_eq!(new.lit(12 * 32 + 11, true).unwrap().feature, Feature::Hidden("X86_FEATURE_FSRS".into()));
+        assert_eq!(new.lit(23 * 32, true).unwrap().feature, Feature::Bug("srso".into()));
+    }
+
+    #[test]
+    fn conditions() {
+        let f = |n: &str| Feature::Flag(n.into());
+        let t = Cond(Some(Vec::new()));
+        assert_eq!(t.to_string(), "1");
+        let c = t.and(Lit { feature: f("rep_good"), present: true }).and(Lit { feature: f("erms"), present: false });
+        assert_eq!(c.to_string(), "!erms&rep_good");
+        assert_eq!(c.clone().and(Lit { feature: f("erms"), present: true }).to_string(), "0");
+        let h = c.and(Lit { feature: Feature::Hidden("X86_FEATURE_FSRS".into()), present: false });
+        assert_eq!(h.to_string(), "!erms&rep_good&!?X86_FEATURE_FSRS");
+    }
+
+    /// lab/guest/callees_lib.sh under the guest's own busybox, on made-up
+    /// kallsyms: aliases, the rewrite rules, and the differences it reports.
+    fn compare(truth: &str, live: &str, mode: &str) -> Option<Vec<String>> {
+        let busybox = Path::new("/bin/busybox");
+        if !busybox.exists() {
+            eprintln!("no /bin/busybox (the lab's busybox-static): callees_lib.sh not tested");
+            return None;
+        }
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("callees-lib-{}-{run}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let long = format!("a_{}", "long_name_".repeat(7));
+        let kallsyms = format!(
+            "ffffffff81000100 T kfree\n\
+             ffffffff81000200 T memcpy\n\
+             ffffffff81000200 T __memcpy\n\
+             ffffffff81000300 T __x86_indirect_thunk_array\n\
+             ffffffff81000300 T __x86_indirect_thunk_rax\n\
+             ffffffff81000340 T __x86_indirect_thunk_rcx\n\
+             ffffffff81000400 T __x86_return_thunk\n\
+             ffffffff81000480 T srso_return_thunk\n\
+             ffffffff81000500 T __cond_resched\n\
+             ffffffff81000600 T preempt_schedule_thunk\n\
+             ffffffff81000700 T __static_call_return0\n\
+             ffffffff81000800 T __sw_hweight32\n\
+             ffffffff810008f0 T fffff_wrap\n\
+             ffffffff81000900 T {long}\n\
+             ffffffffc0000100 t kfree\t[ext4]\n\
+             ffffffffc0100000 T jbd2_journal_start\t[jbd2]\n"
+        );
+        let files = [("truth", truth), ("live", live), ("kallsyms", kallsyms.as_str())];
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text.replace("LONG", &long)).unwrap();
+        }
+        std::fs::write(dir.join("cpuinfo"), "processor\t: 0\nflags\t\t: fpu popcnt rep_good\nbugs\t\t: spectre_v2\n")
+            .unwrap();
+        let lib = repo_root().join("lab/guest/callees_lib.sh");
+        let out = std::process::Command::new(busybox)
+            .args(["sh", "-c", &format!(". {}; callees_compare truth live {mode} ext4", lib.display())])
+            .env("CALLEES_CPUINFO", "cpuinfo")
+            .env("CALLEES_KALLSYMS", "kallsyms")
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        Some(text.lines().filter(|l| !l.starts_with("HPINFO")).map(str::to_string).collect())
+    }
+
+    const TRUTH: &str = "# comment\n\
+        kfree 3 1 as_is\n\
+        memcpy 2 0 as_is\n\
+        __memcpy 1 0 as_is\n\
+        jbd2_journal_start 1 0 as_is\n\
+        fffff_wrap+0x20 1 0 as_is\n\
+        LONG 1 0 as_is\n\
+        __fentry__ 9 0 ftrace_nop\n\
+        __x86_indirect_thunk_r10 2 0 prefixed\n\
+        __x86_return_thunk 0 7 return_thunk\n\
+        __x86_indirect_thunk_rax 4 1 retpoline\n\
+        __x86_indirect_thunk_rcx 1 0 retpoline\n\
+        __SCT__cond_resched 2 0 static_call\n\
+        __SCT__might_resched 3 0 static_call\n\
+        __SCT__preempt_schedule 5 0 static_call\n\
+        __sw_hweight32 1 0 alt:!popcnt\n\
+        kfree 1 0 alt_repl:popcnt&!?X86_FEATURE_FSRS\n\
+        pv_ops+0x100 1 0 pv_call:0\n";
+
+    /// The live list on a voluntary kernel with plain retpolines and no
+    /// return thunk: kallsyms names memcpy __memcpy, thunk_rax _array, and
+    /// the 63-byte name is cut as the module cuts it.
+    fn live_voluntary() -> String {
+        let long = format!("a_{}", "long_name_".repeat(7));
+        format!(
+            "callee name=kfree sites=4 tails=1 static_call_sites=0 state=interceptable\n\
+             callee name=__memcpy sites=3 tails=0 static_call_sites=0 state=refused reason=no_ftrace\n\
+             callee name=jbd2_journal_start sites=1 tails=0 static_call_sites=0 state=interceptable\n\
+             callee name=fffff_wrap+0x20 sites=1 tails=0 static_call_sites=0 state=refused reason=not_function_start\n\
+             callee name={} sites=1 tails=0 static_call_sites=0 state=interceptable\n\
+             callee name=__x86_indirect_thunk_array sites=4 tails=1 static_call_sites=0 state=refused reason=no_ftrace\n\
+             callee name=__x86_indirect_thunk_rcx sites=1 tails=0 static_call_sites=0 state=refused reason=no_ftrace\n\
+             callee name=__cond_resched sites=5 tails=0 static_call_sites=5 state=refused reason=static_call_sites\n",
+            &long[..63]
+        )
+    }
+
+    #[test]
+    fn guest_comparison_agrees_on_a_matching_list() {
+        let Some(diff) = compare(TRUTH, &live_voluntary(), "voluntary") else { return };
+        assert_eq!(diff, Vec::<String>::new());
+        // The same module in full preemption, with the return thunk on and
+        // retpolines made indirect calls.
+        let live = live_voluntary()
+            .lines()
+            .filter(|l| !l.contains("thunk") && !l.contains("__cond_resched"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            + "callee name=preempt_schedule_thunk sites=5 tails=0 static_call_sites=5 state=refused reason=static_call_sites\n\
+               callee name=srso_return_thunk sites=0 tails=7 static_call_sites=0 state=refused reason=no_ftrace\n";
+        let Some(diff) = compare(TRUTH, &live, "full") else { return };
+        assert_eq!(diff, Vec::<String>::new());
+    }
+
+    #[test]
+    fn guest_comparison_reports_each_difference_with_both_lines() {
+        let live = live_voluntary()
+            .replace("name=kfree sites=4", "name=kfree sites=5")
+            .replace(
+                "name=__cond_resched sites=5 tails=0 static_call_sites=5",
+                "name=__cond_resched sites=5 tails=0 static_call_sites=4",
+            )
+            .replace("callee name=jbd2_journal_start sites=1 tails=0 static_call_sites=0 state=interceptable\n", "")
+            .replace("name=__x86_indirect_thunk_rcx sites=1", "name=__x86_indirect_thunk_rcx sites=2")
+            + "callee name=__sw_hweight32 sites=1 tails=0 static_call_sites=0 state=refused reason=no_ftrace\n\
+               callee name=__x86_return_thunk sites=0 tails=3 static_call_sites=0 state=refused reason=no_ftrace\n\
+               callee name=no_such_fn sites=1 tails=0 static_call_sites=0 state=interceptable\n";
+        let Some(mut diff) = compare(TRUTH, &live, "voluntary") else { return };
+        diff.sort();
+        let want = [
+            "EXTRA live: callee name=__sw_hweight32 sites=1 tails=0 static_call_sites=0 state=refused reason=no_ftrace",
+            "MISSING truth: __SCT__cond_resched 2 0 static_call -> __cond_resched; __SCT__might_resched 3 0 static_call \
+             -> __cond_resched | live: callee name=__cond_resched sites=5 tails=0 static_call_sites=4 state=refused reason=static_call_sites",
+            "MISSING truth: __x86_indirect_thunk_rcx 1 0 retpoline | live: callee name=__x86_indirect_thunk_rcx sites=2 tails=0 \
+             static_call_sites=0 state=refused reason=no_ftrace",
+            "MISSING truth: __x86_return_thunk 0 7 return_thunk (all, or none, to one thunk) | live: callee name=__x86_return_thunk \
+             sites=0 tails=3 static_call_sites=0 state=refused reason=no_ftrace",
+            "MISSING truth: jbd2_journal_start 1 0 as_is | live: none",
+            "MISSING truth: kfree 3 1 as_is; kfree 1 0 alt_repl:popcnt&!?X86_FEATURE_FSRS | live: callee name=kfree sites=5 \
+             tails=1 static_call_sites=0 state=interceptable",
+            "UNRESOLVED live no_such_fn",
+        ];
+        assert_eq!(diff, want);
+    }
+}

@@ -73,7 +73,7 @@ enum Cmd {
         /// Debian kernel release, e.g. 6.12.117+deb12-amd64.
         #[arg(required_unless_present = "check")]
         release: Option<String>,
-        /// In-tree module name, e.g. ext4.
+        /// In-tree module name (e.g. ext4), or the path of a .ko.
         #[arg(required_unless_present = "check")]
         module: Option<String>,
         /// Run the host check instead (part of `cargo xtask test`).
