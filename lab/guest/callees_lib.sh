@@ -80,7 +80,8 @@ callees_compare() {
 		return unknown ? 2 : 1
 	}
 	# The scheduler static calls per preempt mode (kernel/sched/core.c,
-	# sched_dynamic_update; x86 enables preempt_schedule through its thunks):
+	# sched_dynamic_update; x86 enables preempt_schedule through its thunks,
+	# arch/x86/include/asm/preempt.h preempt_schedule_dynamic_enabled):
 	# a function name, NULL (a NOP; a tail site becomes a return) or RET0
 	# (__static_call_return0: xor %eax,%eax; a tail site jumps to it).
 	function sched_target(key) {

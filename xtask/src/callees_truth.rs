@@ -21,6 +21,12 @@
 //! so `.exit.text` stays). The live verb decodes the ranges of the `STT_FUNC`
 //! symbols of that text (the core kallsyms), so a site outside every function
 //! (`.altinstr_replacement`, which has no symbols) is not one of its sites.
+//! A call to something the module defines in any resident section (another
+//! section's function, the `.static_call.text` trampolines of its own
+//! tracepoints, `.exit.text`) stays inside that text: no callee for the
+//! verb, counted here as a site within the module. Static calls through the
+//! module's own keys are such calls before and after load (their function is
+//! the module's `__traceiter_*` while no tracer attaches to its tracepoints).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -68,8 +74,9 @@ pub enum Class {
     /// arch/x86/kernel/module.c) makes it `ret` when the CPU needs no return
     /// thunk (no X86_FEATURE_RETHUNK), else a `jmp` to the thunk the boot's
     /// mitigation chose (`x86_return_thunk`: `__x86_return_thunk`,
-    /// `srso_return_thunk`, `its_return_thunk`, ...; 6.1 leaves a site alone
-    /// when that is `__x86_return_thunk` itself).
+    /// `srso_return_thunk`, `its_return_thunk`, ...). A NULL static-call
+    /// trampoline's `jmp __x86_return_thunk` is in the table too
+    /// (`__static_call_fixup`), with the same outcome.
     ReturnThunk,
     /// `call`/`jmp __x86_indirect_thunk_<reg>` listed in `.retpoline_sites`:
     /// `apply_retpolines` (arch/x86/kernel/alternative.c, `patch_retpoline`)
