@@ -26,6 +26,12 @@ for v in spectre_v2 retbleed spec_rstack_overflow indirect_target_selection; do
 	[ -r /sys/devices/system/cpu/vulnerabilities/$v ] && echo "HPINFO callees_ext4: $v: $(cat /sys/devices/system/cpu/vulnerabilities/$v)"
 done
 
+# Addresses: root sees them unless kptr_restrict or lockdown hides them.
+kfree=$(awk '$3 == "kfree" { print $1; exit }' /proc/kallsyms)
+case "$kfree" in
+0000000000000000 | "") fail callees_ext4.kallsyms "/proc/kallsyms shows no addresses (kfree at '$kfree')" ;;
+*) pass callees_ext4.kallsyms ;;
+esac
 callees_compare /modules/ext4.callees /tmp/callees_ext4.live "$mode" ext4 > /tmp/callees_ext4.cmp
 sed -n 's/^HPINFO callees: /HPINFO callees_ext4: /p' /tmp/callees_ext4.cmp
 # Each difference with both sides' lines (the first 40).
