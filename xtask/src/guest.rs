@@ -81,7 +81,7 @@ impl Initramfs {
     }
 }
 
-fn find_module(dir: &Path, name: &str) -> Result<PathBuf> {
+pub fn find_module(dir: &Path, name: &str) -> Result<PathBuf> {
     let wanted: Vec<String> = MODULE_SUFFIXES.iter().map(|s| format!("{}{s}", name.replace('-', "_"))).collect();
     let mut stack = vec![dir.join("kernel")];
     while let Some(d) = stack.pop() {

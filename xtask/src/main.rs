@@ -1,6 +1,7 @@
 //! `cargo xtask`: build hp_patcher, run the demo, run the tests.
 
 mod build;
+mod callees_truth;
 mod debug_kernel;
 mod guest;
 mod hpctl;
@@ -65,6 +66,20 @@ enum Cmd {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// The ground truth of a module's callees from its relocations, written
+    /// to target/lab/<release>/<module>.callees; with --check, the host
+    /// check of ext4, xfs, e1000 and snd-pcm on every tested kernel.
+    CalleesTruth {
+        /// Debian kernel release, e.g. 6.12.117+deb12-amd64.
+        #[arg(required_unless_present = "check")]
+        release: Option<String>,
+        /// In-tree module name (e.g. ext4), or the path of a .ko.
+        #[arg(required_unless_present = "check")]
+        module: Option<String>,
+        /// Run the host check instead (part of `cargo xtask test`).
+        #[arg(long, conflicts_with_all = ["release", "module"])]
+        check: bool,
+    },
     /// Host unit tests, then the guest tests on every kernel the lab pins.
     Test {
         /// Run only the guest scenarios (or, with --sweep, the sweep boots)
@@ -125,6 +140,15 @@ fn run_command(command: Cmd) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::CalleesTruth { release, module, check } => {
+            if check {
+                for release in kernel::TEST_RELEASES {
+                    callees_truth::check(&Kernel::release(release)?)?;
+                }
+                return Ok(());
+            }
+            callees_truth::command(&release.unwrap(), &module.unwrap())
+        }
         Cmd::Test { only, guest_only, kernel, sweep } => {
             kernel::ensure_host_packages()?;
             // Only a deliberate, complete sweep rewrites the committed table;
@@ -143,6 +167,7 @@ fn run_command(command: Cmd) -> Result<()> {
                 run(Command::new(env!("CARGO")).args(["test", "--workspace"]).current_dir(repo_root()))?;
                 for kernel in &kernels {
                     real_modules::check(kernel)?;
+                    callees_truth::check(kernel)?;
                 }
             }
             // Every kernel runs even when an earlier one failed: a failure on

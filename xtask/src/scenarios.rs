@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use crate::build::{self, Built};
 use crate::guest::{self, Initramfs};
 use crate::kernel::Kernel;
-use crate::{probe_point, run};
+use crate::{callees_truth, probe_point, run};
 
 struct Boot {
     name: &'static str,
@@ -19,6 +19,9 @@ struct Boot {
     /// In-tree modules to pack, each with its dependencies.
     in_tree: &'static [&'static str],
     ext4_image: bool,
+    /// In-tree modules whose callee ground truth (callees_truth.rs) is
+    /// packed as `modules/<name>.callees`, with scripts/callees_lib.sh.
+    callees_truth: &'static [&'static str],
     /// Added to the kernel command line.
     cmdline: &'static str,
     timeout_secs: u32,
@@ -31,6 +34,7 @@ const BOOTS: &[Boot] = &[
         scripts: &["bad_input", "accounting", "target_unload", "race", "cycles", "kmemleak"],
         in_tree: &[],
         ext4_image: false,
+        callees_truth: &[],
         cmdline: "",
         timeout_secs: 900,
     },
@@ -39,6 +43,7 @@ const BOOTS: &[Boot] = &[
         scripts: &["pointers", "caller", "disturbed", "force_unload", "leak", "fault", "failslab", "kmemleak"],
         in_tree: &[],
         ext4_image: false,
+        callees_truth: &[],
         // Races show up sooner when the kernel preempts anywhere.
         cmdline: "preempt=full",
         timeout_secs: 900,
@@ -49,14 +54,16 @@ const BOOTS: &[Boot] = &[
         scripts: &["control", "targets", "follow", "events", "anycallee", "callee", "lockdown"],
         in_tree: &[],
         ext4_image: false,
+        callees_truth: &[],
         cmdline: "",
         timeout_secs: 900,
     },
     Boot {
         name: "ext4",
-        scripts: &["ext4", "hpctl_ext4"],
+        scripts: &["ext4", "hpctl_ext4", "callees_ext4"],
         in_tree: &["crc32c_generic", "ext4", "brd"],
         ext4_image: true,
+        callees_truth: &["ext4"],
         cmdline: "",
         timeout_secs: 900,
     },
@@ -85,6 +92,14 @@ fn initramfs(
             let image = fs.path("ext4.img");
             std::fs::File::create(&image)?.set_len(8 << 20)?;
             run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "hp_test"]).arg(&image))?;
+        }
+        for module in boot.callees_truth {
+            let (truth, path) = callees_truth::write(kernel, module)?;
+            println!("{}", truth.summary());
+            fs.add_file(&path, &format!("modules/{module}.callees"))?;
+        }
+        if !boot.callees_truth.is_empty() {
+            fs.add_file(&crate::repo_root().join("lab/guest/callees_lib.sh"), "scripts/callees_lib.sh")?;
         }
     }
     fs.pack()
@@ -137,6 +152,7 @@ const STRESS: Boot = Boot {
     scripts: &["stress"],
     in_tree: &[],
     ext4_image: false,
+    callees_truth: &[],
     cmdline: "preempt=full",
     timeout_secs: 3000,
 };
