@@ -15,6 +15,8 @@ hpcmd "callees ext4" > /tmp/callees_ext4.live 2> /tmp/callees_ext4.err
 rc=$?
 live=$(grep -c '^callee ' /tmp/callees_ext4.live)
 echo "HPINFO callees_ext4: $live live callees, reply $(wc -c < /tmp/callees_ext4.live) bytes"
+echo "HPINFO callees_ext4: $(grep -c 'state=interceptable' /tmp/callees_ext4.live) interceptable;" \
+	$(grep -o 'reason=[a-z_]*' /tmp/callees_ext4.live | sort | uniq -c | awk '{ print $2 "=" $1 }')
 expect_eq callees_ext4.reply "$rc $(cat /tmp/callees_ext4.err)" "0 "
 expect_eq callees_ext4.records "$(grep -vc '^callee name=[^ ]* sites=[0-9]* tails=[0-9]* static_call_sites=[0-9]* state=' /tmp/callees_ext4.live)" 0
 
