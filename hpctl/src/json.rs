@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::callees::Judged;
 use crate::records::{Func, Site, Target};
 
 pub const SCHEMA: u32 = 1;
@@ -199,6 +200,56 @@ impl<'a> From<&'a Site> for SiteJson<'a> {
             hits: s.hits,
         }
     }
+}
+
+/// `callees --json`: the module's `callee` record and BTF's verdict.
+#[derive(Serialize)]
+pub struct CalleeJson<'a> {
+    pub module: &'a str,
+    pub name: &'a str,
+    pub sites: u64,
+    pub tails: u64,
+    pub static_call_sites: u64,
+    /// `interceptable` when the module and BTF both accept it, else `refused`.
+    pub state: &'static str,
+    /// The module's reason if it refuses, else BTF's.
+    pub reason: Option<&'a str>,
+    /// `kernel` or `btf`, when refused.
+    pub refused_by: Option<&'static str>,
+    /// The module's own `reason=`.
+    pub kernel_reason: Option<&'a str>,
+    /// BTF's refusal, whatever the module said.
+    pub btf_reason: Option<&'static str>,
+    /// The SPEC an attach sends (`"sxx"`, `""` for no argument), when interceptable.
+    pub spec: Option<String>,
+    /// The C declaration, from BTF.
+    pub prototype: Option<String>,
+    /// Which BTF had it: `vmlinux` or a module.
+    pub prototype_btf: Option<&'a str>,
+}
+
+impl<'a> CalleeJson<'a> {
+    pub fn new(module: &'a str, j: &'a Judged) -> Self {
+        CalleeJson {
+            module,
+            name: &j.callee.name,
+            sites: j.callee.sites,
+            tails: j.callee.tails,
+            static_call_sites: j.callee.static_call_sites,
+            state: j.state(),
+            reason: j.reason(),
+            refused_by: j.refused_by(),
+            kernel_reason: j.kernel_reason(),
+            btf_reason: j.btf_refusal.map(|r| r.word()),
+            spec: j.spec(),
+            prototype: j.prototype.as_ref().map(|p| p.declaration()),
+            prototype_btf: j.prototype.as_ref().map(|p| p.btf.as_str()),
+        }
+    }
+}
+
+pub fn callee(module: &str, j: &Judged) -> String {
+    line("callee", &CalleeJson::new(module, j))
 }
 
 pub fn target(t: &Target) -> String {

@@ -3,6 +3,7 @@
 //! modules are a library so that tests/ can exercise them.
 
 pub mod btf;
+pub mod callees;
 pub mod capture;
 pub mod device;
 pub mod event;

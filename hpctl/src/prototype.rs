@@ -245,6 +245,11 @@ impl Prototype {
         format!("{}{}{}", declarator_prefix(&self.ret.text), self.name, self.parameter_list())
     }
 
+    /// Without the name: `int (const char *s, unsigned int base, int *res)`.
+    pub fn signature(&self) -> String {
+        format!("{} {}", self.ret.text, self.parameter_list())
+    }
+
     /// `(const char *s, unsigned int base, int *res)`.
     pub fn parameter_list(&self) -> String {
         let mut items: Vec<String> = self.params.iter().map(|p| declare(&p.ty.text, &p.name)).collect();
