@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use anyhow::{Context, Result};
 use btf_rs::{Btf, BtfType, Type};
@@ -323,7 +324,7 @@ fn non_empty(name: String) -> String {
 /// prints raw (one warning).
 pub struct Prototypes {
     lookup: Lookup,
-    cache: HashMap<String, Option<Prototype>>,
+    cache: HashMap<String, Option<Rc<Prototype>>>,
 }
 
 enum Lookup {
@@ -351,7 +352,7 @@ impl Prototypes {
         }
     }
 
-    pub fn get(&mut self, name: &str) -> Option<&Prototype> {
+    pub fn get(&mut self, name: &str) -> Option<Rc<Prototype>> {
         if !self.cache.contains_key(name) {
             let found = match &mut self.lookup {
                 Lookup::None => None,
@@ -367,9 +368,9 @@ impl Prototypes {
                     btfs.as_mut().ok().and_then(|b| b.prototype(name))
                 }
             };
-            self.cache.insert(name.to_string(), found);
+            self.cache.insert(name.to_string(), found.map(Rc::new));
         }
-        self.cache.get(name).and_then(Option::as_ref)
+        self.cache.get(name).cloned().flatten()
     }
 }
 

@@ -18,6 +18,8 @@ pub enum Lookup<'a> {
     Missing,
     /// No BTF could be read (the reason).
     NoBtf(&'a str),
+    /// Not a name BTF can have (`sym+0xoff`, `unknown`): not asked.
+    NotAsked,
 }
 
 /// Why an `--fn` name cannot be sent: one line, naming the function.
@@ -79,6 +81,7 @@ pub fn fn_item(name: &str, raw: bool, lookup: Lookup<'_>) -> Result<String, Refu
         Lookup::Missing => Err(no_prototype(BtfRefusal::NoPrototype.explain())),
         Lookup::NoBtf(_) if raw => Ok(name.to_string()),
         Lookup::NoBtf(why) => Err(no_prototype(format!("no BTF to type it: {why}"))),
+        Lookup::NotAsked => Err(no_prototype("not a function's name".to_string())),
     }
 }
 
@@ -97,6 +100,7 @@ impl Judged {
         let (prototype, btf_refusal) = match lookup {
             Lookup::Found(p) => (Some(p.clone()), p.refusal().map(BtfRefusal::Spec)),
             Lookup::Missing | Lookup::NoBtf(_) => (None, Some(BtfRefusal::NoPrototype)),
+            Lookup::NotAsked => (None, None),
         };
         Judged { callee, prototype, btf_refusal }
     }
@@ -221,6 +225,7 @@ mod tests {
             Judged::new(callee("__stack_chk_fail", Some("noreturn")), Lookup::Missing),
             Judged::new(callee("__x86_return_thunk", Some("no_ftrace")), Lookup::Missing),
             Judged::new(callee("mystery", None), Lookup::Missing),
+            Judged::new(callee("ext4_foo+0x10", Some("not_function_start")), Lookup::NotAsked),
         ];
         let j = &list[0];
         assert_eq!(
@@ -231,10 +236,12 @@ mod tests {
         assert_eq!((j.state(), j.reason(), j.refused_by(), j.spec()), ("refused", Some("variadic"), Some("btf"), None));
         let j = &list[2];
         assert_eq!((j.reason(), j.refused_by()), (Some("no_ftrace"), Some("kernel")));
+        let j = &list[6];
+        assert_eq!((j.reason(), j.btf_refusal), (Some("not_function_start"), None));
         assert_eq!(
             summary(&list),
-            "6 callees: 1 interceptable, 5 refused (2 no_ftrace, 1 no_prototype, 1 noreturn, 1 variadic); \
-             no_prototype ones attach with --raw"
+            "7 callees: 1 interceptable, 6 refused (2 no_ftrace, 1 no_prototype, 1 noreturn, 1 not_function_start, \
+             1 variadic); no_prototype ones attach with --raw"
         );
         assert_eq!(summary(&list[..1]), "1 callee: 1 interceptable");
         assert!(is_lookup_name("kfree") && !is_lookup_name("ext4_foo+0x10") && !is_lookup_name("unknown"));

@@ -23,15 +23,31 @@ pub fn line<T: Serialize>(kind: &str, value: &T) -> String {
     serde_json::to_string(&Envelope { schema: SCHEMA, kind, body: value }).expect("plain data serializes")
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Arg {
     pub name: String,
-    /// `size`, `gfp`, `node`, `ptr` or `code_ptr`.
+    /// Catalogue: `size`, `gfp`, `node`, `ptr` or `code_ptr`. Typed callee
+    /// (BTF): also `int`, `uint`, `bool`, `enum`, `string`, `raw`.
     pub kind: &'static str,
     /// The register as it was.
     pub raw: u64,
     /// As the human output shows it.
     pub text: String,
+    /// Typed callee: the C type, from BTF.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub ctype: Option<String>,
+    /// A string argument the event carried: its bytes (lossy UTF-8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub string: Option<String>,
+    /// A string argument the event carried: cut at 32 bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+}
+
+impl Arg {
+    pub fn new(name: &str, kind: &'static str, raw: u64, text: String) -> Arg {
+        Arg { name: name.to_string(), kind, raw, text, ..Arg::default() }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -55,7 +71,14 @@ pub struct Call {
     pub returned: bool,
     /// Null when `returned` is false (a void function).
     pub ret: Option<u64>,
+    /// A callee outside the catalogue that returned: rdx after the call (the
+    /// high half of a two-register result). Absent for catalogue calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ret2: Option<u64>,
     pub ret_text: Option<String>,
+    /// A callee typed from BTF: its C declaration. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prototype: Option<String>,
     pub start_ns: u64,
     /// Null when `returned` is false.
     pub duration_ns: Option<u64>,

@@ -318,10 +318,10 @@ fn judge(callees: Vec<Callee>) -> Vec<Judged> {
     callees
         .into_iter()
         .map(|c| {
-            let found = match &mut btfs {
-                Ok(b) if is_lookup_name(&c.name) => b.prototype(&c.name),
-                _ => None,
-            };
+            if !is_lookup_name(&c.name) {
+                return Judged::new(c, Lookup::NotAsked);
+            }
+            let found = btfs.as_mut().ok().and_then(|b| b.prototype(&c.name));
             let lookup = match (&found, &btfs) {
                 (Some(p), _) => Lookup::Found(p),
                 (None, Err(why)) => Lookup::NoBtf(why),

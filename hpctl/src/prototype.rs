@@ -247,7 +247,7 @@ impl Prototype {
 
     /// Without the name: `int (const char *s, unsigned int base, int *res)`.
     pub fn signature(&self) -> String {
-        format!("{} {}", self.ret.text, self.parameter_list())
+        format!("{}{}", declarator_prefix(&self.ret.text), self.parameter_list())
     }
 
     /// `(const char *s, unsigned int base, int *res)`.
