@@ -18,6 +18,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use hp_core::catalogue::KernelConfig;
 
+use crate::btf::Prototypes;
 use crate::event::{CallEvent, Comms, HpCallFormat, Renderer};
 use crate::format::{EventFormat, HeaderLayout, PageLayout};
 use crate::records::{parse_reply, Info};
@@ -106,5 +107,6 @@ pub fn renderer_for(dir: &Path) -> Result<Renderer> {
             }
         }
     }
-    Ok(Renderer { gfp, config, symbols, comms })
+    // Offline: this machine's BTF need not be the captured kernel's.
+    Ok(Renderer { gfp, config, symbols, comms, prototypes: Prototypes::none() })
 }

@@ -45,11 +45,22 @@ pub fn module_name(name: &str) -> Result<String, String> {
 
 /// A function list for `fn=`: names separated by commas, no spaces.
 pub fn function_list(list: &str) -> Result<String, String> {
-    let names: Vec<&str> = list.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
-    if names.iter().any(|n| !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
-        return Err(format!("'{list}' is not a comma list of function names"));
+    Ok(function_names(list)?.join(","))
+}
+
+/// The names of a comma list, each a kernel symbol name (`[A-Za-z0-9_.]`,
+/// as `hp_core::proto::is_symbol_name` has it), duplicates dropped.
+pub fn function_names(list: &str) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !hp_core::proto::is_symbol_name(name) {
+            return Err(format!("'{list}' is not a comma list of function names"));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
     }
-    Ok(names.join(","))
+    Ok(names)
 }
 
 /// A command the device refused.
@@ -203,6 +214,8 @@ mod tests {
         assert!(module_name("").is_err());
         assert_eq!(function_list(" kfree, vfree,").unwrap(), "kfree,vfree");
         assert!(function_list("kfree;rm").is_err());
+        assert!(function_list("kstrtoint:sxx").is_err(), "SPEC comes from BTF, not the command line");
+        assert_eq!(function_names("kfree,foo.isra.0,kfree").unwrap(), ["kfree", "foo.isra.0"]);
     }
 
     #[test]

@@ -8,9 +8,12 @@ use std::fmt::Write;
 use anyhow::{bail, Context, Result};
 use hp_core::catalogue::{KernelConfig, Kind, MEMORY};
 use hp_core::gfp::{write_gfp, GfpName};
+use hp_core::proto::{strings, REGISTER_ARGS};
 
+use crate::btf::Prototypes;
 use crate::format::{EventFormat, Field};
 use crate::json;
+use crate::prototype::{quote, unreadable, Prototype, ValueFormat};
 use crate::symbols::Kallsyms;
 
 /// Where each field hpctl reads is, from the format file.
@@ -26,8 +29,12 @@ pub struct HpCallFormat {
     returned: Field,
     args: Field,
     ret: Field,
+    /// Absent from formats older than issue 7's (a saved capture).
+    ret2: Option<Field>,
     start_ns: Field,
     duration_ns: Field,
+    /// `__data_loc u8[] strings`; absent from older formats.
+    strings: Option<Field>,
 }
 
 impl HpCallFormat {
@@ -70,8 +77,10 @@ impl HpCallFormat {
             returned: scalar("returned")?,
             args,
             ret: scalar("ret")?,
+            ret2: format.field("ret2").map(|_| scalar("ret2")).transpose()?,
             start_ns: scalar("start_ns")?,
             duration_ns: scalar("duration_ns")?,
+            strings: format.field("strings").map(|_| string("strings")).transpose()?,
         })
     }
 
@@ -95,8 +104,10 @@ impl HpCallFormat {
             returned: uint(data, &self.returned)? != 0,
             args,
             ret: uint(data, &self.ret)?,
+            ret2: self.ret2.as_ref().map(|f| uint(data, f)).transpose()?,
             start_ns: uint(data, &self.start_ns)?,
             duration_ns: uint(data, &self.duration_ns)?,
+            strings: self.strings.as_ref().map(|f| dynamic(data, f).map(<[u8]>::to_vec)).transpose()?,
         }))
     }
 }
@@ -114,18 +125,22 @@ fn uint(data: &[u8], f: &Field) -> Result<u64> {
     read(data, f.offset, f.size)
 }
 
-/// A `__data_loc char[]` (offset in the low 16 bits, length in the high
-/// 16, from the record's start) or `__rel_loc` (from the field's end).
-fn string(data: &[u8], f: &Field) -> Result<String> {
+/// The bytes of a `__data_loc` field (offset in the low 16 bits, length in
+/// the high 16, from the record's start) or `__rel_loc` (from the field's end).
+fn dynamic<'a>(data: &'a [u8], f: &Field) -> Result<&'a [u8]> {
     let loc = uint(data, f)?;
     let mut offset = (loc & 0xffff) as usize;
     let len = ((loc >> 16) & 0xffff) as usize;
     if f.is_rel_loc() {
         offset += f.offset + f.size;
     }
-    let bytes = data
-        .get(offset..offset + len)
-        .with_context(|| format!("string {} at {offset}+{len} is outside the {}-byte record", f.name, data.len()))?;
+    data.get(offset..offset + len)
+        .with_context(|| format!("field {} at {offset}+{len} is outside the {}-byte record", f.name, data.len()))
+}
+
+/// A `__data_loc char[]`, up to its NUL.
+fn string(data: &[u8], f: &Field) -> Result<String> {
+    let bytes = dynamic(data, f)?;
     let bytes = bytes.split(|&b| b == 0).next().unwrap_or_default();
     Ok(String::from_utf8_lossy(bytes).into_owned())
 }
@@ -143,8 +158,14 @@ pub struct CallEvent {
     pub returned: bool,
     pub args: [u64; 6],
     pub ret: u64,
+    /// rdx after the call: the high half of a two-register result (`None`
+    /// when the format has no `ret2`).
+    pub ret2: Option<u64>,
     pub start_ns: u64,
     pub duration_ns: u64,
+    /// The string arguments (hp_core::proto::strings); `None` when the
+    /// format has no `strings` field.
+    pub strings: Option<Vec<u8>>,
 }
 
 /// Task names by pid: /proc/<pid>/comm while the task lives, else tracefs's
@@ -189,12 +210,14 @@ impl Comms {
 }
 
 /// What turns a `CallEvent` into text: the running kernel's gfp names and
-/// config (from `info`), symbols and task names.
+/// config (from `info`), symbols, task names, and the prototypes of
+/// callees outside the catalogue (from BTF).
 pub struct Renderer {
     pub gfp: Vec<(u64, String)>,
     pub config: KernelConfig,
     pub symbols: Kallsyms,
     pub comms: Comms,
+    pub prototypes: Prototypes,
 }
 
 fn kind_name(kind: Kind) -> &'static str {
@@ -232,30 +255,76 @@ impl Renderer {
             .or_else(|| MEMORY.iter().find(|f| f.name == ev.callee))
     }
 
-    fn args(&self, ev: &CallEvent) -> Vec<json::Arg> {
+    /// A callee outside the catalogue that BTF has a prototype for.
+    fn prototype(&mut self, ev: &CallEvent) -> Option<std::rc::Rc<Prototype>> {
+        if self.function(ev).is_some() {
+            return None;
+        }
+        self.prototypes.get(&ev.callee)
+    }
+
+    fn args(&self, ev: &CallEvent, proto: Option<&Prototype>) -> Vec<json::Arg> {
+        if let Some(p) = proto {
+            return self.typed_args(ev, p);
+        }
         match self.function(ev) {
             Some(f) => f
                 .args_for(self.config)
                 .zip(ev.args)
-                .map(|(a, raw)| json::Arg {
-                    name: a.name.to_string(),
-                    kind: kind_name(a.kind),
-                    raw,
-                    text: self.value(a.kind, raw),
-                })
+                .map(|(a, raw)| json::Arg::new(a.name, kind_name(a.kind), raw, self.value(a.kind, raw)))
                 .collect(),
-            // Not in this hpctl's catalogue: the six registers in hex.
+            // Not in this hpctl's catalogue and no prototype: the six registers in hex.
             None => ["rdi", "rsi", "rdx", "rcx", "r8", "r9"]
                 .iter()
                 .zip(ev.args)
-                .map(|(n, raw)| json::Arg { name: n.to_string(), kind: "ptr", raw, text: format!("{raw:#x}") })
+                .map(|(n, raw)| json::Arg::new(n, "ptr", raw, format!("{raw:#x}")))
                 .collect(),
         }
     }
 
-    fn ret_text(&self, ev: &CallEvent) -> Option<String> {
+    /// Each register argument by its type. String arguments come from the
+    /// event's `strings`, in order, when it holds one per string argument
+    /// (an attach made with another SPEC gives none: pointers in hex).
+    fn typed_args(&self, ev: &CallEvent, p: &Prototype) -> Vec<json::Arg> {
+        let f = ValueFormat { gfp: &self.gfp };
+        let is_string = |i: usize| p.params[i].ty.letter() == 's';
+        let wanted = (0..p.params.len().min(REGISTER_ARGS)).filter(|&i| is_string(i)).count();
+        let texts: Vec<Option<(&[u8], bool)>> =
+            ev.strings.as_deref().map(|b| strings::decode(b).collect()).unwrap_or_default();
+        let texts = (texts.len() == wanted).then_some(texts);
+        let mut next = 0;
+        p.params
+            .iter()
+            .zip(ev.args)
+            .enumerate()
+            .map(|(i, (param, raw))| {
+                let name = if param.name.is_empty() { format!("arg{i}") } else { param.name.clone() };
+                let mut arg = json::Arg::new(&name, param.ty.kind(), raw, f.scalar(&param.ty, raw));
+                arg.ctype = Some(param.ty.text.clone());
+                if is_string(i) {
+                    match texts.as_ref().map(|t| t[next]) {
+                        Some(Some((bytes, truncated))) => {
+                            arg.text = quote(bytes, truncated);
+                            arg.string = Some(String::from_utf8_lossy(bytes).into_owned());
+                            arg.truncated = Some(truncated);
+                        }
+                        Some(None) => arg.text = unreadable(raw),
+                        None => arg.text = format!("{raw:#x}"),
+                    }
+                    next += 1;
+                }
+                arg
+            })
+            .collect()
+    }
+
+    fn ret_text(&self, ev: &CallEvent, proto: Option<&Prototype>) -> Option<String> {
         if !ev.returned {
             return None;
+        }
+        if let Some(p) = proto {
+            // Nothing for void, `{sec=.., nsec=..}` for a struct in rax:rdx.
+            return ValueFormat { gfp: &self.gfp }.result(&p.ret, ev.ret, ev.ret2.unwrap_or(0));
         }
         let kind = match self.function(ev).map(|f| f.ret) {
             Some(Kind::Void) | None => Kind::Ptr,
@@ -273,8 +342,10 @@ impl Renderer {
     }
 
     /// `<time> cpu=N pid=N comm=X target site callee(args) = ret (dur ns)`;
-    /// the time is the call's entry (`start_ns`) in seconds.
+    /// the time is the call's entry (`start_ns`) in seconds. A typed void
+    /// callee has no `= ret`, only its duration.
     pub fn human(&mut self, ev: &CallEvent) -> String {
+        let proto = self.prototype(ev);
         let comm = self.comms.get(ev.pid);
         let mut s = format!(
             "{}.{:06} cpu={} pid={} comm={} {} {} {}(",
@@ -287,20 +358,28 @@ impl Renderer {
             self.site_text(ev),
             ev.callee
         );
-        for (i, a) in self.args(ev).iter().enumerate() {
+        for (i, a) in self.args(ev, proto.as_deref()).iter().enumerate() {
             if i > 0 {
                 s.push_str(", ");
             }
             let _ = write!(s, "{}={}", a.name, a.text);
         }
         s.push(')');
-        if let Some(ret) = self.ret_text(ev) {
-            let _ = write!(s, " = {ret} ({} ns)", ev.duration_ns);
+        match self.ret_text(ev, proto.as_deref()) {
+            Some(ret) => {
+                let _ = write!(s, " = {ret} ({} ns)", ev.duration_ns);
+            }
+            None if ev.returned => {
+                let _ = write!(s, " ({} ns)", ev.duration_ns);
+            }
+            None => {}
         }
         s
     }
 
     pub fn json(&mut self, ev: &CallEvent) -> json::Call {
+        let proto = self.prototype(ev);
+        let callee = self.function(ev).is_none();
         json::Call {
             ts_ns: ev.ts,
             cpu: ev.cpu,
@@ -311,13 +390,176 @@ impl Renderer {
             site_symbol: self.site_symbol(ev),
             callee: ev.callee.clone(),
             func: ev.func,
-            args: self.args(ev),
+            args: self.args(ev, proto.as_deref()),
             regs: ev.args,
             returned: ev.returned,
             ret: ev.returned.then_some(ev.ret),
-            ret_text: self.ret_text(ev),
+            ret2: ev.ret2.filter(|_| callee && ev.returned),
+            ret_text: self.ret_text(ev, proto.as_deref()),
+            prototype: proto.map(|p| p.declaration()),
             start_ns: ev.start_ns,
             duration_ns: ev.returned.then_some(ev.duration_ns),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prototype::tests::{int, proto, ptr, string, timespec64, typedef};
+    use crate::prototype::CType;
+
+    /// The format 6.12 prints for the TRACE_EVENT of kmod/hp_events.h (with ret2 and strings).
+    pub const FORMAT: &str = "name: hp_call\nID: 1894\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n\
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n\
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+\tfield:__data_loc char[] target;\toffset:8;\tsize:4;\tsigned:0;\n\
+\tfield:unsigned long site;\toffset:16;\tsize:8;\tsigned:0;\n\
+\tfield:__data_loc char[] callee;\toffset:24;\tsize:4;\tsigned:0;\n\
+\tfield:u32 func;\toffset:28;\tsize:4;\tsigned:0;\n\
+\tfield:u32 returned;\toffset:32;\tsize:4;\tsigned:0;\n\
+\tfield:u64 args[6];\toffset:40;\tsize:48;\tsigned:0;\n\
+\tfield:u64 ret;\toffset:88;\tsize:8;\tsigned:0;\n\
+\tfield:u64 ret2;\toffset:96;\tsize:8;\tsigned:0;\n\
+\tfield:u64 start_ns;\toffset:104;\tsize:8;\tsigned:0;\n\
+\tfield:u64 duration_ns;\toffset:112;\tsize:8;\tsigned:0;\n\
+\tfield:__data_loc u8[] strings;\toffset:120;\tsize:4;\tsigned:0;\n\n\
+print fmt: \"...\"\n";
+
+    /// One record as the kernel lays it out: the fixed part, then target,
+    /// callee and strings.
+    fn record(callee: &str, args: [u64; 6], ret: (u64, u64), strings: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 128];
+        p[0..2].copy_from_slice(&1894u16.to_le_bytes());
+        p[4..8].copy_from_slice(&77i32.to_le_bytes());
+        let mut tail = Vec::new();
+        let mut loc = |at: usize, bytes: &[u8], p: &mut Vec<u8>| {
+            let offset = 128 + tail.len();
+            p[at..at + 4].copy_from_slice(&(((bytes.len() as u32) << 16) | offset as u32).to_le_bytes());
+            tail.extend_from_slice(bytes);
+        };
+        loc(8, b"cr_target\0", &mut p);
+        loc(24, format!("{callee}\0").as_bytes(), &mut p);
+        loc(120, strings, &mut p);
+        p[16..24].copy_from_slice(&0xffff_ffff_c0a0_109du64.to_le_bytes());
+        p[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
+        p[32..36].copy_from_slice(&1u32.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            p[40 + 8 * i..48 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        p[88..96].copy_from_slice(&ret.0.to_le_bytes());
+        p[96..104].copy_from_slice(&ret.1.to_le_bytes());
+        p[104..112].copy_from_slice(&5_000_000_123_000u64.to_le_bytes());
+        p[112..120].copy_from_slice(&812u64.to_le_bytes());
+        p.extend_from_slice(&tail);
+        p
+    }
+
+    fn encoded(list: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut buf = [0u8; strings::CAPACITY];
+        let mut used = 0;
+        for s in list {
+            strings::encode(&mut buf, &mut used, *s);
+        }
+        buf[..used].to_vec()
+    }
+
+    fn renderer() -> Renderer {
+        let gfp = vec![(0xcc0, "GFP_KERNEL".to_string())];
+        let kstrtoint = proto(
+            "kstrtoint",
+            int("int", 4, true),
+            &[("s", string()), ("base", int("unsigned int", 4, false)), ("res", ptr("int *"))],
+            false,
+        );
+        let ns =
+            proto("ns_to_timespec64", timespec64(), &[("nsec", typedef("s64", int("long long int", 8, true)))], false);
+        let unlock = proto("mutex_unlock", CType::void(), &[("lock", ptr("struct mutex *"))], false);
+        let two = proto("strcmp", int("int", 4, true), &[("cs", string()), ("ct", string())], false);
+        Renderer {
+            gfp,
+            config: KernelConfig::default(),
+            symbols: Kallsyms::parse("ffffffffc0a01000 t cr_round\t[cr_target]\n"),
+            comms: {
+                let mut c = Comms::new(None);
+                c.insert(77, "cr_worker/0");
+                c
+            },
+            prototypes: Prototypes::fixed(vec![kstrtoint, ns, unlock, two]),
+        }
+    }
+
+    fn line(r: &mut Renderer, format: &HpCallFormat, data: &[u8]) -> String {
+        let ev = format.decode(5_000_000_124_000, 0, data).unwrap().unwrap();
+        r.human(&ev)
+    }
+
+    #[test]
+    fn typed_callee_lines() {
+        let format = HpCallFormat::new(&EventFormat::parse(FORMAT).unwrap()).unwrap();
+        let mut r = renderer();
+        let prefix = "5000.000123 cpu=0 pid=77 comm=cr_worker/0 cr_target cr_round+0x9d [cr_target] ";
+        let data = record(
+            "kstrtoint",
+            [0xffff_8880_1000_0000, 10, 0xffff_c900_0000_0010, 9, 9, 9],
+            (0xffff_ffea, 7),
+            &encoded(&[Some(b"12x\0")]),
+        );
+        let ev = format.decode(1, 0, &data).unwrap().unwrap();
+        assert_eq!((ev.ret2, ev.strings.as_deref()), (Some(7), Some(&b"\x0312x"[..])));
+        assert_eq!(
+            line(&mut r, &format, &data),
+            format!("{prefix}kstrtoint(s=\"12x\", base=10, res=0xffffc90000000010) = -22 (812 ns)")
+        );
+        let data = record("ns_to_timespec64", [3_000_000_250, 0, 0, 0, 0, 0], (3, 250), &[]);
+        assert_eq!(
+            line(&mut r, &format, &data),
+            format!("{prefix}ns_to_timespec64(nsec=3000000250) = {{tv_sec=3, tv_nsec=250}} (812 ns)")
+        );
+        let data = record("mutex_unlock", [0xffff_8880_2000_0000, 1, 2, 3, 4, 5], (0, 0), &[]);
+        assert_eq!(line(&mut r, &format, &data), format!("{prefix}mutex_unlock(lock=0xffff888020000000) (812 ns)"));
+        // A NULL, a long string; then an attach made without SPEC (no strings): pointers.
+        let long = [b'a'; 40];
+        let data = record("strcmp", [0, 0x10, 0, 0, 0, 0], (1, 0), &encoded(&[None, Some(&long)]));
+        let a32 = "a".repeat(32);
+        assert_eq!(line(&mut r, &format, &data), format!("{prefix}strcmp(cs=NULL, ct=\"{a32}\"...) = 1 (812 ns)"));
+        let data = record("strcmp", [0x20, 0x10, 0, 0, 0, 0], (1, 0), &[]);
+        assert_eq!(line(&mut r, &format, &data), format!("{prefix}strcmp(cs=0x20, ct=0x10) = 1 (812 ns)"));
+        let data = record("strcmp", [0x20, 0x10, 0, 0, 0, 0], (1, 0), &encoded(&[None, None]));
+        assert_eq!(
+            line(&mut r, &format, &data),
+            format!("{prefix}strcmp(cs=0x20 (unreadable), ct=0x10 (unreadable)) = 1 (812 ns)")
+        );
+        // No prototype: the six registers and rax, as before.
+        let data = record("mystery", [1, 2, 3, 4, 5, 6], (0x55, 0), &[]);
+        assert_eq!(
+            line(&mut r, &format, &data),
+            format!("{prefix}mystery(rdi=0x1, rsi=0x2, rdx=0x3, rcx=0x4, r8=0x5, r9=0x6) = 0x55 (812 ns)")
+        );
+    }
+
+    #[test]
+    fn typed_callee_json() {
+        let format = HpCallFormat::new(&EventFormat::parse(FORMAT).unwrap()).unwrap();
+        let mut r = renderer();
+        let data = record("kstrtoint", [0xffff_8880_1000_0000, 10, 0x10, 0, 0, 0], (0, 0), &encoded(&[Some(b"12")]));
+        let ev = format.decode(1, 0, &data).unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json::call(&r.json(&ev))).unwrap();
+        assert_eq!(v["prototype"], "int kstrtoint(const char *s, unsigned int base, int *res)");
+        assert_eq!(v["args"][0]["kind"], "string");
+        assert_eq!(v["args"][0]["type"], "const char *");
+        assert_eq!(v["args"][0]["string"], "12");
+        assert_eq!(v["args"][0]["truncated"], false);
+        assert_eq!(v["args"][0]["text"], "\"12\"");
+        assert_eq!(v["args"][1]["kind"], "uint");
+        assert_eq!(v["args"][1]["text"], "10");
+        assert_eq!(v["args"].as_array().unwrap().len(), 3);
+        assert_eq!((v["ret"].as_u64(), v["ret2"].as_u64(), v["ret_text"].as_str()), (Some(0), Some(0), Some("0")));
+        let data = record("mutex_unlock", [0x10, 0, 0, 0, 0, 0], (9, 0), &[]);
+        let ev = format.decode(1, 0, &data).unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json::call(&r.json(&ev))).unwrap();
+        assert_eq!((v["returned"].as_bool(), v["ret"].as_u64(), v["ret_text"].is_null()), (Some(true), Some(9), true));
     }
 }

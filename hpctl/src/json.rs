@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::callees::Judged;
 use crate::records::{Func, Site, Target};
 
 pub const SCHEMA: u32 = 1;
@@ -22,15 +23,31 @@ pub fn line<T: Serialize>(kind: &str, value: &T) -> String {
     serde_json::to_string(&Envelope { schema: SCHEMA, kind, body: value }).expect("plain data serializes")
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Arg {
     pub name: String,
-    /// `size`, `gfp`, `node`, `ptr` or `code_ptr`.
+    /// Catalogue: `size`, `gfp`, `node`, `ptr` or `code_ptr`. Typed callee
+    /// (BTF): also `int`, `uint`, `bool`, `enum`, `string`, `raw`.
     pub kind: &'static str,
     /// The register as it was.
     pub raw: u64,
     /// As the human output shows it.
     pub text: String,
+    /// Typed callee: the C type, from BTF.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub ctype: Option<String>,
+    /// A string argument the event carried: its bytes (lossy UTF-8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub string: Option<String>,
+    /// A string argument the event carried: cut at 32 bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+}
+
+impl Arg {
+    pub fn new(name: &str, kind: &'static str, raw: u64, text: String) -> Arg {
+        Arg { name: name.to_string(), kind, raw, text, ..Arg::default() }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -54,7 +71,14 @@ pub struct Call {
     pub returned: bool,
     /// Null when `returned` is false (a void function).
     pub ret: Option<u64>,
+    /// A callee outside the catalogue that returned: rdx after the call (the
+    /// high half of a two-register result). Absent for catalogue calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ret2: Option<u64>,
     pub ret_text: Option<String>,
+    /// A callee typed from BTF: its C declaration. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prototype: Option<String>,
     pub start_ns: u64,
     /// Null when `returned` is false.
     pub duration_ns: Option<u64>,
@@ -199,6 +223,56 @@ impl<'a> From<&'a Site> for SiteJson<'a> {
             hits: s.hits,
         }
     }
+}
+
+/// `callees --json`: the module's `callee` record and BTF's verdict.
+#[derive(Serialize)]
+pub struct CalleeJson<'a> {
+    pub module: &'a str,
+    pub name: &'a str,
+    pub sites: u64,
+    pub tails: u64,
+    pub static_call_sites: u64,
+    /// `interceptable` when the module and BTF both accept it, else `refused`.
+    pub state: &'static str,
+    /// The module's reason if it refuses, else BTF's.
+    pub reason: Option<&'a str>,
+    /// `kernel` or `btf`, when refused.
+    pub refused_by: Option<&'static str>,
+    /// The module's own `reason=`.
+    pub kernel_reason: Option<&'a str>,
+    /// BTF's refusal, whatever the module said.
+    pub btf_reason: Option<&'static str>,
+    /// The SPEC an attach sends (`"sxx"`, `""` for no argument), when interceptable.
+    pub spec: Option<String>,
+    /// The C declaration, from BTF.
+    pub prototype: Option<String>,
+    /// Which BTF had it: `vmlinux` or a module.
+    pub prototype_btf: Option<&'a str>,
+}
+
+impl<'a> CalleeJson<'a> {
+    pub fn new(module: &'a str, j: &'a Judged) -> Self {
+        CalleeJson {
+            module,
+            name: &j.callee.name,
+            sites: j.callee.sites,
+            tails: j.callee.tails,
+            static_call_sites: j.callee.static_call_sites,
+            state: j.state(),
+            reason: j.reason(),
+            refused_by: j.refused_by(),
+            kernel_reason: j.kernel_reason(),
+            btf_reason: j.btf_refusal.map(|r| r.word()),
+            spec: j.spec(),
+            prototype: j.prototype.as_ref().map(|p| p.declaration()),
+            prototype_btf: j.prototype.as_ref().map(|p| p.btf.as_str()),
+        }
+    }
+}
+
+pub fn callee(module: &str, j: &Judged) -> String {
+    line("callee", &CalleeJson::new(module, j))
 }
 
 pub fn target(t: &Target) -> String {

@@ -2,12 +2,15 @@
 //! `hp_patcher:hp_call` trace event. The binary is `src/main.rs`; the
 //! modules are a library so that tests/ can exercise them.
 
+pub mod btf;
+pub mod callees;
 pub mod capture;
 pub mod device;
 pub mod event;
 pub mod format;
 pub mod json;
 pub mod kmod;
+pub mod prototype;
 pub mod records;
 pub mod ringbuf;
 pub mod symbols;

@@ -8,21 +8,36 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
-use hpctl::device::{self, function_list, module_name, Command, SinkArg};
-use hpctl::records::{parse_reply, Detached, Func, Site, Target};
+use hpctl::btf::Btfs;
+use hpctl::callees::{fn_item, is_catalogue, is_lookup_name, Judged, Lookup};
+use hpctl::device::{self, function_list, function_names, module_name, Command, SinkArg};
+use hpctl::records::{parse_reply, Callee, Detached, Func, Info, Site, Target};
 use hpctl::{json, kmod, table, trace};
+
+/// A named set of functions (`--set`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SetArg {
+    /// Every memory-catalogue function this kernel exports (the default with no --fn).
+    Memory,
+}
+
+const FN_HELP: &str = "Comma list of functions. A memory-catalogue name (kfree, __kmalloc_noprof, ...) keeps its \
+    hand-written semantics; any other callee is typed from BTF and sent as name:SPEC, or refused with the reason \
+    (variadic, struct_by_value, too_many_args, no_prototype). Default: the memory set.";
 
 #[derive(Parser)]
 #[command(
     name = "hpctl",
     version,
-    about = "Control hp_patcher: hot-patch a live module's memory calls and record them",
-    long_about = "Control hp_patcher: hot-patch a live kernel module's calls to memory functions \
-                  through kprobes, and record each call (arguments, result, duration, call site).\n\n\
+    about = "Control hp_patcher: hot-patch a live module's calls (memory functions, or any callee) and record them",
+    long_about = "Control hp_patcher: hot-patch a live kernel module's calls to memory functions, \
+                  or to any function it calls (typed from BTF), through kprobes, and record each \
+                  call (arguments, result, duration, call site).\n\n\
                   hpctl talks to /dev/hp_patcher (one command per write) and reads the \
                   hp_patcher:hp_call trace event from a tracefs instance of its own. It must run \
                   as root.",
-    after_help = "Examples:\n  hpctl attach cr_target\n  hpctl trace cr_target --duration 10\n  hpctl stats\n  hpctl detach --all"
+    after_help = "Examples:\n  hpctl attach cr_target\n  hpctl trace cr_target --duration 10\n  hpctl callees ext4\n  \
+                  hpctl stats\n  hpctl detach --all"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -47,21 +62,51 @@ enum Cmd {
     },
     /// Show which call sites an attach would arm, arming nothing.
     #[command(
-        long_about = "Decode a loaded module and list the calls to catalogue functions that \
-        an attach would intercept (the `plan` command). Nothing is armed.\n\n\
-        Columns: CALLER the calling function and offset; CALLEE the catalogue function; KIND call, \
+        long_about = "Decode a loaded module and list the calls to the selected functions that \
+        an attach would intercept (the `plan` command). Nothing is armed. --fn, --set and --raw \
+        select as for attach.\n\n\
+        Columns: CALLER the calling function and offset; CALLEE the function called; KIND call, \
         or tail (a tail jump); STATE planned (would be armed, kprobes permitting), foreign \
         (someone else's probe is on it), jcc (reached by a conditional jump), long (a prefixed \
         call or jump). The last line sums it up.",
-        after_help = "Examples:\n  hpctl plan ext4\n  hpctl plan cr_target --fn kfree,__kmalloc_noprof"
+        after_help = "Examples:\n  hpctl plan ext4\n  hpctl plan cr_target --fn kfree,__kmalloc_noprof\n  \
+        hpctl plan ext4 --set memory --fn jbd2_journal_start"
     )]
     Plan {
         /// A loaded module, as lsmod names it (- and _ are the same).
         module: String,
-        /// Comma list of catalogue functions (default: all this kernel exports).
-        #[arg(long = "fn", value_name = "F1,F2")]
+        #[arg(long = "fn", value_name = "F1,F2", help = FN_HELP)]
         functions: Option<String>,
+        /// Add a whole set: memory is the catalogue this kernel exports (what no --fn means).
+        #[arg(long, value_enum, value_name = "SET")]
+        set: Option<SetArg>,
+        /// Also send --fn names BTF has no prototype for, untyped: 6 registers recorded raw.
+        #[arg(long, requires = "functions")]
+        raw: bool,
         /// One JSON object per site (docs/json-schema.md).
+        #[arg(long)]
+        json: bool,
+        /// hp_patcher.ko to load if hp_patcher is not loaded (it decodes the module).
+        #[arg(long, value_name = "PATH")]
+        ko: Option<PathBuf>,
+    },
+    /// List the functions a loaded module calls, and which can be intercepted.
+    #[command(
+        long_about = "Decode a loaded module and list every function outside it that it calls or \
+        tail-jumps to (the `callees` command), with the module's verdict joined with BTF's. \
+        Nothing is armed.\n\n\
+        Columns: NAME the kernel's symbol (sym+0xoff when the destination is not a symbol's \
+        start); SITES calls; TAILS tail jumps; STATE interceptable (the module and BTF both \
+        accept it) or refused; REASON the module's (not_function_start, static_call, \
+        static_call_sites, noreturn, no_ftrace), else BTF's (variadic, struct_by_value, \
+        too_many_args, no_prototype: --raw attaches those); SPEC what `attach --fn NAME` sends; \
+        PROTOTYPE from BTF. The last line counts callees, interceptable ones and each reason.",
+        after_help = "Examples:\n  hpctl callees ext4\n  hpctl callees cr_target --json"
+    )]
+    Callees {
+        /// A loaded module, as lsmod names it (- and _ are the same).
+        module: String,
+        /// One JSON object per callee (docs/json-schema.md).
         #[arg(long)]
         json: bool,
         /// hp_patcher.ko to load if hp_patcher is not loaded (it decodes the module).
@@ -71,21 +116,34 @@ enum Cmd {
     /// Attach to a loaded module (loads hp_patcher.ko first if needed).
     #[command(
         long_about = "Attach hp_patcher to a loaded module: every call it makes to a \
-        selected catalogue function goes through hp_patcher from now on (all or nothing).\n\n\
+        selected function goes through hp_patcher from now on (all or nothing).\n\n\
         If hp_patcher is not loaded, hpctl loads hp_patcher.ko first (finit_module), found at \
         --ko, else beside the hpctl binary, else /lib/modules/$(uname -r)/{extra,updates}/, and \
         creates /dev/hp_patcher if no udev or devtmpfs does.\n\n\
         With --follow, a module that is not loaded is awaited, and the module is re-attached at \
-        every load, before its init runs.",
+        every load, before its init runs.\n\n\
+        Functions: with no --fn, the memory catalogue (kmalloc, kfree, ... as this kernel names \
+        them). A catalogue name in --fn keeps its memory semantics. Any other name must be a \
+        callee of the module (see `hpctl callees`): hpctl reads its prototype from BTF \
+        (/sys/kernel/btf/vmlinux, then the module that defines it) and sends name:SPEC; a \
+        variadic function, a struct or union passed by value, more than 6 arguments, or no \
+        prototype at all (unless --raw) is refused with one line naming the function, and \
+        nothing is sent. --set memory adds the whole catalogue to --fn's names.",
         after_help = "Examples:\n  hpctl attach cr_target\n  hpctl attach ext4 --fn kfree,kmem_cache_free --sink printk\n  \
-        hpctl attach xfs --follow --ko ./hp_patcher.ko"
+        hpctl attach ext4 --fn jbd2_journal_start,kstrtoull\n  hpctl attach ext4 --set memory --fn jbd2_journal_start\n  \
+        hpctl attach cr_target --fn some_asm_helper --raw\n  hpctl attach xfs --follow --ko ./hp_patcher.ko"
     )]
     Attach {
         /// The module to instrument, as lsmod names it (- and _ are the same).
         module: String,
-        /// Comma list of catalogue functions (default: all this kernel exports).
-        #[arg(long = "fn", value_name = "F1,F2")]
+        #[arg(long = "fn", value_name = "F1,F2", help = FN_HELP)]
         functions: Option<String>,
+        /// Add a whole set: memory is the catalogue this kernel exports (what no --fn means).
+        #[arg(long, value_enum, value_name = "SET")]
+        set: Option<SetArg>,
+        /// Also send --fn names BTF has no prototype for, untyped: 6 registers recorded raw.
+        #[arg(long, requires = "functions")]
+        raw: bool,
         /// Where calls go: the hp_call trace event, a kernel log line, or counters only.
         #[arg(long, value_enum, default_value = "trace")]
         sink: SinkArg,
@@ -209,6 +267,71 @@ fn functions_arg(list: &Option<String>) -> Result<String> {
     list.as_deref().map_or(Ok(String::new()), |l| function_list(l).map_err(anyhow::Error::msg))
 }
 
+/// The `fn=` items of --fn: a catalogue name bare, any other `name:SPEC` from
+/// BTF (bare with --raw when BTF has none). Done before anything is loaded
+/// or sent, so that a refusal sends nothing.
+fn typed_functions(list: &Option<String>, raw: bool) -> Result<Vec<String>> {
+    let names = list.as_deref().map(function_names).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default();
+    let mut btfs: Option<Result<Btfs, String>> = None;
+    let mut items = Vec::new();
+    for name in names {
+        if is_catalogue(&name) {
+            items.push(name);
+            continue;
+        }
+        let btfs = btfs.get_or_insert_with(|| Btfs::load().map_err(|e| format!("{e:#}")));
+        let found = btfs.as_mut().ok().and_then(|b| b.prototype(&name));
+        let lookup = match (&found, &*btfs) {
+            (Some(p), _) => Lookup::Found(p),
+            (None, Err(why)) => Lookup::NoBtf(why),
+            (None, Ok(_)) => Lookup::Missing,
+        };
+        items.push(fn_item(&name, raw, lookup)?);
+    }
+    Ok(items)
+}
+
+/// The `fn=` list sent: --fn's items, after the whole catalogue this
+/// kernel exports (from `info`) with --set memory. Empty (the module's
+/// default, the memory set) when --fn is not given.
+fn functions_to_send(items: Vec<String>, set: Option<SetArg>) -> Result<String> {
+    if set != Some(SetArg::Memory) || items.is_empty() {
+        return Ok(items.join(","));
+    }
+    let info = Info::from_records(&send(&Command::Info)?)?;
+    let mut all: Vec<String> = info.functions.into_iter().filter(|f| f.2).map(|f| f.1).collect();
+    for item in items {
+        if !all.contains(&item) {
+            all.push(item);
+        }
+    }
+    Ok(all.join(","))
+}
+
+/// Each callee with BTF's verdict (BTF is read once; without it every
+/// callee is no_prototype, and one line on stderr says why).
+fn judge(callees: Vec<Callee>) -> Vec<Judged> {
+    let mut btfs = Btfs::load().map_err(|e| format!("{e:#}"));
+    if let Err(why) = &btfs {
+        eprintln!("hpctl: no BTF, so no prototypes: {why}");
+    }
+    callees
+        .into_iter()
+        .map(|c| {
+            if !is_lookup_name(&c.name) {
+                return Judged::new(c, Lookup::NotAsked);
+            }
+            let found = btfs.as_mut().ok().and_then(|b| b.prototype(&c.name));
+            let lookup = match (&found, &btfs) {
+                (Some(p), _) => Lookup::Found(p),
+                (None, Err(why)) => Lookup::NoBtf(why),
+                (None, Ok(_)) => Lookup::Missing,
+            };
+            Judged::new(c, lookup)
+        })
+        .collect()
+}
+
 fn send(command: &Command<'_>) -> Result<Vec<hpctl::records::Record>> {
     let reply = device::send(command)?;
     parse_reply(&reply)
@@ -232,9 +355,10 @@ fn run(command: Cmd) -> Result<()> {
                 print!("{}", table::status(&targets));
             }
         }
-        Cmd::Plan { module, functions, json, ko } => {
-            let (module, functions) = (module_arg(&module)?, functions_arg(&functions)?);
+        Cmd::Plan { module, functions, set, raw, json, ko } => {
+            let (module, items) = (module_arg(&module)?, typed_functions(&functions, raw)?);
             kmod::ensure_loaded(ko.as_deref())?;
+            let functions = functions_to_send(items, set)?;
             let sites = Site::all(&send(&Command::Plan { module: &module, functions: &functions })?)?;
             if json {
                 sites.iter().for_each(|s| println!("{}", json::site(s)));
@@ -242,9 +366,20 @@ fn run(command: Cmd) -> Result<()> {
                 print!("{}", table::sites(&sites, true));
             }
         }
-        Cmd::Attach { module, functions, sink, burst, follow, ko } => {
-            let (module, functions) = (module_arg(&module)?, functions_arg(&functions)?);
+        Cmd::Callees { module, json, ko } => {
+            let module = module_arg(&module)?;
             kmod::ensure_loaded(ko.as_deref())?;
+            let judged = judge(Callee::all(&send(&Command::Callees { module: &module })?)?);
+            if json {
+                judged.iter().for_each(|j| println!("{}", json::callee(&module, j)));
+            } else {
+                print!("{}", table::callees(&judged));
+            }
+        }
+        Cmd::Attach { module, functions, set, raw, sink, burst, follow, ko } => {
+            let (module, items) = (module_arg(&module)?, typed_functions(&functions, raw)?);
+            kmod::ensure_loaded(ko.as_deref())?;
+            let functions = functions_to_send(items, set)?;
             let sink = sink.into();
             let records = send(&Command::Attach { module: &module, functions: &functions, sink, follow, burst })?;
             match Target::all(&records)?.first() {

@@ -167,6 +167,43 @@ impl Func {
     }
 }
 
+/// A `callee` line: a function outside the module that it calls, and the
+/// module's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Callee {
+    /// The symbol, or `sym+0xoff` when the destination is not a symbol's start.
+    pub name: String,
+    pub sites: u64,
+    pub tails: u64,
+    pub static_call_sites: u64,
+    /// `interceptable` or `refused`.
+    pub state: String,
+    /// The module's reason when refused.
+    pub reason: Option<String>,
+}
+
+impl Callee {
+    pub fn all(records: &[Record]) -> Result<Vec<Callee>> {
+        of_kind(records, "callee")
+            .map(|r| {
+                let state = r.get("state")?.to_string();
+                let reason = match state.as_str() {
+                    "interceptable" => None,
+                    _ => Some(r.get("reason")?.to_string()),
+                };
+                Ok(Callee {
+                    name: r.get("name")?.to_string(),
+                    sites: r.num("sites")?,
+                    tails: r.num("tails")?,
+                    static_call_sites: r.num("static_call_sites")?,
+                    state,
+                    reason,
+                })
+            })
+            .collect()
+    }
+}
+
 /// The `info` reply: what decoding events needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Info {
@@ -212,12 +249,20 @@ func module=cr_target name=kfree hits=77 inflight=0 events=77 dropped=0 missed=0
 info version=1 slab_buckets=0 call_thunks=1 raw_pointers=0
 gfp mask=0x400 name=__GFP_HIGH
 function index=11 name=kfree available=1
+callee name=mutex_lock sites=12 tails=1 static_call_sites=0 state=interceptable
+callee name=__stack_chk_fail sites=3 tails=0 static_call_sites=0 state=refused reason=noreturn
 ";
 
     #[test]
     fn documented_records() {
         let records = parse_reply(EXAMPLES).unwrap();
-        assert_eq!(records.len(), 7);
+        assert_eq!(records.len(), 9);
+        let callees = Callee::all(&records).unwrap();
+        assert_eq!(
+            (callees[0].name.as_str(), callees[0].sites, callees[0].tails, callees[0].reason.as_deref()),
+            ("mutex_lock", 12, 1, None)
+        );
+        assert_eq!((callees[1].state.as_str(), callees[1].reason.as_deref()), ("refused", Some("noreturn")));
         let t = &Target::all(&records).unwrap()[0];
         assert_eq!(
             t,

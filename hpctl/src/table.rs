@@ -1,5 +1,6 @@
 //! Aligned text tables, and the tables of status, plan and stats.
 
+use crate::callees::{self, Judged};
 use crate::records::{Func, Site, Target};
 
 pub struct Table {
@@ -180,4 +181,36 @@ pub fn attached(t: &Target) -> String {
         "refused" => format!("{} is followed, but its last load could not be attached (see dmesg)", t.name),
         other => format!("{}: {other} (sink {}, {} of {} sites armed)", t.name, t.sink, t.armed, t.sites),
     }
+}
+
+/// `hpctl callees`: one row per callee, both verdicts joined, and a summary line.
+pub fn callees(list: &[Judged]) -> String {
+    if list.is_empty() {
+        return "no call to a function outside the module found\n".to_string();
+    }
+    let mut t = Table::new(&[
+        ("NAME", false),
+        ("SITES", true),
+        ("TAILS", true),
+        ("STATE", false),
+        ("REASON", false),
+        ("SPEC", false),
+        ("PROTOTYPE", false),
+    ]);
+    let dash = |s: Option<String>| s.unwrap_or_else(|| "-".to_string());
+    for j in list {
+        t.row(vec![
+            j.callee.name.clone(),
+            j.callee.sites.to_string(),
+            j.callee.tails.to_string(),
+            j.state().to_string(),
+            dash(j.reason().map(str::to_string)),
+            dash(j.spec().map(|s| if s.is_empty() { "(none)".to_string() } else { s })),
+            dash(j.prototype.as_ref().map(|p| p.signature())),
+        ]);
+    }
+    let mut out = t.render();
+    out.push_str(&callees::summary(list));
+    out.push('\n');
+    out
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use hp_core::catalogue::KernelConfig;
 
+use crate::btf::Prototypes;
 use crate::device::{self, Command};
 use crate::event::{CallEvent, Comms, HpCallFormat, Renderer};
 use crate::format::{EventFormat, HeaderLayout, PageLayout};
@@ -191,6 +192,7 @@ pub fn run(opts: Options) -> Result<()> {
             config: KernelConfig { slab_buckets: info.slab_buckets },
             symbols: Kallsyms::load(),
             comms: Comms::new(Some(root.join("saved_cmdlines").display().to_string())),
+            prototypes: Prototypes::live(),
         },
         format,
         layout,

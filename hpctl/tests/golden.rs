@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use hpctl::callees::{is_lookup_name, Judged, Lookup};
 use hpctl::json::{self, Arg, Call, CpuDrops, Drop};
-use hpctl::records::{parse_reply, Func, Site, Target};
+use hpctl::prototype::{CType, Field, Param, Prototype, Shape};
+use hpctl::records::{parse_reply, Callee, Func, Site, Target};
 use hpctl::{table, trace};
 
 fn check(name: &str, have: &str) {
@@ -76,27 +78,24 @@ fn json_stream_objects() {
         callee: "__kmalloc_node_noprof".into(),
         func: 1,
         args: vec![
-            Arg { name: "size".into(), kind: "size", raw: 256, text: "256".into() },
-            Arg { name: "b".into(), kind: "ptr", raw: 0, text: "0x0".into() },
-            Arg { name: "flags".into(), kind: "gfp", raw: 0xcc0, text: "GFP_KERNEL".into() },
-            Arg { name: "node".into(), kind: "node", raw: 0xffff_ffff, text: "-1".into() },
+            Arg::new("size", "size", 256, "256".into()),
+            Arg::new("b", "ptr", 0, "0x0".into()),
+            Arg::new("flags", "gfp", 0xcc0, "GFP_KERNEL".into()),
+            Arg::new("node", "node", 0xffff_ffff, "-1".into()),
         ],
         regs: [256, 0, 0xcc0, 0xffff_ffff, 0, 0],
         returned: true,
         ret: Some(0xffff_8880_04a1_c000),
+        ret2: None,
         ret_text: Some("0xffff888004a1c000".into()),
+        prototype: None,
         start_ns: 5_000_000_000_238,
         duration_ns: Some(812),
     };
     let void = Call {
         callee: "kfree".into(),
         func: 11,
-        args: vec![Arg {
-            name: "objp".into(),
-            kind: "ptr",
-            raw: 0xffff_8880_04a1_c000,
-            text: "0xffff888004a1c000".into(),
-        }],
+        args: vec![Arg::new("objp", "ptr", 0xffff_8880_04a1_c000, "0xffff888004a1c000".into())],
         regs: [0xffff_8880_04a1_c000, 0, 0, 0, 0, 0],
         returned: false,
         ret: None,
@@ -106,6 +105,44 @@ fn json_stream_objects() {
         ..call.clone()
     };
     check("call.jsonl", &format!("{}\n{}\n", json::call(&call), json::call(&void)));
+
+    // Callees outside the catalogue, typed from BTF: a string argument, and
+    // a struct returned in rax:rdx.
+    let typed_arg = |name: &str, kind, raw, text: &str, ctype: &str| Arg {
+        ctype: Some(ctype.into()),
+        ..Arg::new(name, kind, raw, text.into())
+    };
+    let kstrtoint = Call {
+        callee: "kstrtoint".into(),
+        func: u32::MAX,
+        args: vec![
+            Arg {
+                string: Some("12".into()),
+                truncated: Some(false),
+                ..typed_arg("s", "string", 0xffff_8880_1000_0000, "\"12\"", "const char *")
+            },
+            typed_arg("base", "uint", 10, "10", "unsigned int"),
+            typed_arg("res", "ptr", 0xffff_c900_0000_0010, "0xffffc90000000010", "int *"),
+        ],
+        regs: [0xffff_8880_1000_0000, 10, 0xffff_c900_0000_0010, 0, 0, 0],
+        ret: Some(0xffff_ffea),
+        ret2: Some(0),
+        ret_text: Some("-22".into()),
+        prototype: Some("int kstrtoint(const char *s, unsigned int base, int *res)".into()),
+        ..call.clone()
+    };
+    let timespec = Call {
+        callee: "ns_to_timespec64".into(),
+        func: u32::MAX,
+        args: vec![typed_arg("nsec", "int", 3_000_000_250, "3000000250", "s64")],
+        regs: [3_000_000_250, 0, 0, 0, 0, 0],
+        ret: Some(3),
+        ret2: Some(250),
+        ret_text: Some("{tv_sec=3, tv_nsec=250}".into()),
+        prototype: Some("struct timespec64 ns_to_timespec64(s64 nsec)".into()),
+        ..call.clone()
+    };
+    check("call-callee.jsonl", &format!("{}\n{}\n", json::call(&kstrtoint), json::call(&timespec)));
 
     let drop = Drop {
         elapsed_s: 3.5,
@@ -142,6 +179,130 @@ fn json_stream_objects() {
     check("summary.txt", &(trace::summary_line(&summary) + "\n"));
 }
 
+const CALLEES: &str = "\
+callee name=__SCT__might_resched sites=4 tails=0 static_call_sites=4 state=refused reason=static_call
+callee name=__stack_chk_fail sites=3 tails=0 static_call_sites=0 state=refused reason=noreturn
+callee name=_printk sites=14 tails=2 static_call_sites=0 state=interceptable
+callee name=cr_helper.isra.0 sites=1 tails=0 static_call_sites=0 state=interceptable
+callee name=ext4_foo+0x10 sites=1 tails=0 static_call_sites=0 state=refused reason=not_function_start
+callee name=from_kuid sites=2 tails=0 static_call_sites=0 state=interceptable
+callee name=jbd2_journal_start sites=9 tails=0 static_call_sites=0 state=interceptable
+callee name=kstrtoint sites=1 tails=0 static_call_sites=0 state=refused reason=no_ftrace
+callee name=ns_to_timespec64 sites=1 tails=0 static_call_sites=0 state=interceptable
+callee name=schedule sites=1 tails=1 static_call_sites=0 state=interceptable
+";
+
+fn int(text: &str, bytes: u32, signed: bool) -> CType {
+    CType::new(text, Shape::Int { bytes, signed })
+}
+
+fn ptr(text: &str, to_char: bool) -> CType {
+    CType::new(text, Shape::Ptr { to_char })
+}
+
+fn named(text: &str, mut ty: CType) -> CType {
+    ty.text = text.to_string();
+    ty.typedef = Some(text.to_string());
+    ty
+}
+
+/// What BTF has for the callees above (as Debian's 6.12 declares them).
+fn prototypes() -> Vec<Prototype> {
+    let p = |name: &str, btf: &str, ret: CType, params: Vec<(&str, CType)>, variadic| Prototype {
+        name: name.to_string(),
+        btf: btf.to_string(),
+        ret,
+        params: params.into_iter().map(|(n, ty)| Param { name: n.to_string(), ty }).collect(),
+        variadic,
+    };
+    let field = |name: &str, bit_offset, ty| Field { name: name.to_string(), bit_offset, bits: None, ty };
+    let kuid = named(
+        "kuid_t",
+        CType::new(
+            "struct (anon)",
+            Shape::Aggregate {
+                union: false,
+                bytes: 4,
+                fields: vec![field("val", 0, int("uid_t", 4, false))],
+                natural: true,
+            },
+        ),
+    );
+    let timespec64 = CType::new(
+        "struct timespec64",
+        Shape::Aggregate {
+            union: false,
+            bytes: 16,
+            fields: vec![
+                field("tv_sec", 0, named("time64_t", int("s64", 8, true))),
+                field("tv_nsec", 64, int("long int", 8, true)),
+            ],
+            natural: true,
+        },
+    );
+    let int32 = int("int", 4, true);
+    vec![
+        p("_printk", "vmlinux", int32.clone(), vec![("fmt", ptr("const char *", true))], true),
+        p(
+            "from_kuid",
+            "vmlinux",
+            named("uid_t", int("unsigned int", 4, false)),
+            vec![("targ", ptr("struct user_namespace *", false)), ("kuid", kuid)],
+            false,
+        ),
+        p(
+            "jbd2_journal_start",
+            "jbd2",
+            ptr("handle_t *", false),
+            vec![("journal", ptr("journal_t *", false)), ("nblocks", int32.clone())],
+            false,
+        ),
+        p(
+            "kstrtoint",
+            "vmlinux",
+            int32.clone(),
+            vec![
+                ("s", ptr("const char *", true)),
+                ("base", int("unsigned int", 4, false)),
+                ("res", ptr("int *", false)),
+            ],
+            false,
+        ),
+        p(
+            "ns_to_timespec64",
+            "vmlinux",
+            timespec64,
+            vec![("nsec", named("s64", int("long long int", 8, true)))],
+            false,
+        ),
+        p("schedule", "vmlinux", CType::void(), vec![], false),
+        p("__stack_chk_fail", "vmlinux", CType::void(), vec![], false),
+    ]
+}
+
+fn judged() -> Vec<Judged> {
+    let protos = prototypes();
+    Callee::all(&parse_reply(CALLEES).unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            if !is_lookup_name(&c.name) {
+                return Judged::new(c, Lookup::NotAsked);
+            }
+            let found = protos.iter().find(|p| p.name == c.name);
+            Judged::new(c, found.map_or(Lookup::Missing, Lookup::Found))
+        })
+        .collect()
+}
+
+#[test]
+fn callees() {
+    let list = judged();
+    check("callees.txt", &table::callees(&list));
+    check("callee.jsonl", &list.iter().map(|j| json::callee("ext4", j) + "\n").collect::<String>());
+    assert_eq!(table::callees(&[]), "no call to a function outside the module found\n");
+}
+
 /// Every golden object carries the envelope.
 #[test]
 fn every_object_has_schema_and_type() {
@@ -152,7 +313,8 @@ fn every_object_has_schema_and_type() {
                 let v: serde_json::Value = serde_json::from_str(line).unwrap();
                 assert_eq!(v["schema"], 1, "{}", entry.path().display());
                 assert!(
-                    ["call", "drop", "summary", "target", "func", "site"].contains(&v["type"].as_str().unwrap()),
+                    ["call", "drop", "summary", "target", "func", "site", "callee"]
+                        .contains(&v["type"].as_str().unwrap()),
                     "{}",
                     entry.path().display()
                 );

@@ -146,8 +146,11 @@ impl PageWriter {
             returned: ret.is_some(),
             args,
             ret: ret_value,
+            // The sample's format (6.12, before issue 7) has neither.
+            ret2: None,
             start_ns: start,
             duration_ns: duration,
+            strings: None,
         });
     }
 
