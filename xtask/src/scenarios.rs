@@ -51,7 +51,7 @@ const BOOTS: &[Boot] = &[
     Boot {
         name: "control",
         // lockdown last: it cannot be lifted.
-        scripts: &["control", "targets", "follow", "events", "anycallee", "callee", "lockdown"],
+        scripts: &["control", "targets", "follow", "events", "anycallee", "callee", "typed", "lockdown"],
         in_tree: &[],
         ext4_image: false,
         callees_truth: &[],
