@@ -45,5 +45,15 @@ truth=$(grep -vc '^#' /modules/ext4.callees)
 [ "$missing" -eq 0 ] && pass callees_ext4.truth_in_live || fail callees_ext4.truth_in_live "$missing truth callees missing or different live (HPINFO lines above)"
 [ "$extra" -eq 0 ] && pass callees_ext4.live_in_truth || fail callees_ext4.live_in_truth "$extra live callees not in the truth (HPINFO lines above)"
 
+# hpctl callees ext4: the same callees with the same counts, joined with
+# BTF's verdicts.
+/modules/hpctl callees ext4 > /tmp/callees_ext4.table 2>&1
+expect_eq callees_ext4.hpctl_exit "$?" 0
+tail -n 1 /tmp/callees_ext4.table | sed 's/^/HPINFO callees_ext4: hpctl: /'
+/modules/hpctl callees ext4 --json |
+	sed -n 's/.*"name":"\([^"]*\)","sites":\([0-9]*\),"tails":\([0-9]*\).*/\1 \2 \3/p' | sort > /tmp/callees_ext4.hpctl
+sed -n 's/^callee name=\([^ /]*\)[^ ]* sites=\([0-9]*\) tails=\([0-9]*\).*/\1 \2 \3/p' /tmp/callees_ext4.live | sort > /tmp/callees_ext4.verb
+expect_eq callees_ext4.hpctl_same "$(diff /tmp/callees_ext4.verb /tmp/callees_ext4.hpctl | head -n 6)" ""
+
 check callees_ext4.unload rmmod hp_patcher
 expect_no_probes callees_ext4.no_probes

@@ -35,6 +35,23 @@ head -n 8 /tmp/stats.out
 show $HPCTL detach ext4 > /tmp/detach.out
 cat /tmp/detach.out
 expect_log hpctl_ext4.text_identical 'hp_patcher: ext4 text identical to before attach'
+# Any callee, typed from BTF: the journal, the buffer cache, a lock.
+case $(uname -r) in 6.1.*) GETBLK=__getblk_gfp ;; *) GETBLK=bdev_getblk ;; esac
+show $HPCTL callees ext4 > /tmp/callees.out
+head -n 4 /tmp/callees.out; grep -E "^HPSHOW (jbd2_journal_stop|$GETBLK|down_write|_printk|from_kuid|__stack_chk_fail|jbd2__journal_start) " /tmp/callees.out
+tail -n 1 /tmp/callees.out
+grep -q 'interceptable' /tmp/callees.out && pass hpctl_ext4.callees || fail hpctl_ext4.callees "$(tail -n 2 /tmp/callees.out)"
+show $HPCTL attach ext4 --fn jbd2_journal_stop,$GETBLK,down_write > /tmp/attach.out
+cat /tmp/attach.out
+grep -q 'attached to ext4' /tmp/attach.out && pass hpctl_ext4.attach_typed || fail hpctl_ext4.attach_typed "$(cat /tmp/attach.out)"
+( sleep 2; work ) &
+show $HPCTL trace ext4 --duration 6 > /tmp/trace.out
+grep -m 3 ' jbd2_journal_stop(' /tmp/trace.out; grep -m 2 " $GETBLK(" /tmp/trace.out; grep -m 2 ' down_write(' /tmp/trace.out
+grep 'events received' /tmp/trace.out
+[ "$(grep -c 'jbd2_journal_stop(handle=0x[0-9a-f]*) = 0 (' /tmp/trace.out)" -gt 0 ] && pass hpctl_ext4.trace_typed ||
+	fail hpctl_ext4.trace_typed "no typed jbd2_journal_stop call: $(grep -m 1 jbd2_journal_stop /tmp/trace.out)"
+show $HPCTL detach ext4 > /tmp/detach.out
+cat /tmp/detach.out
 check hpctl_ext4.umount umount /mnt
 check hpctl_ext4.unload rmmod hp_patcher
 expect_no_probes hpctl_ext4.no_probes
