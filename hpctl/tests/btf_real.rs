@@ -211,3 +211,43 @@ fn ext4_imports_judged() {
     assert!(reasons.get("variadic").is_some_and(|v| v.iter().any(|d| d.contains("_printk("))));
     assert!(reasons.get("struct_by_value").is_some_and(|v| v.iter().any(|d| d.contains("from_kuid("))));
 }
+
+/// xfs, e1000 and snd-pcm: every import judged from vmlinux's BTF (a
+/// function another module exports, e.g. snd's for snd-pcm, has no
+/// prototype there). Each logs through a variadic function, which must be
+/// refused, and most imports are attachable.
+#[test]
+fn other_modules_imports_judged() {
+    let mut btfs = btfs();
+    for (dir, name) in [("fs/xfs", "xfs"), ("drivers/net/ethernet/intel/e1000", "e1000"), ("sound/core", "snd-pcm")] {
+        let path = module_path(dir, name);
+        let elf = read(&path);
+        let file = object::File::parse(&*elf).unwrap();
+        let mut imports: Vec<String> = file
+            .symbols()
+            .filter(|s| s.is_undefined())
+            .filter_map(|s| s.name().ok().map(str::to_string))
+            .filter(|n| !n.is_empty())
+            .collect();
+        imports.sort();
+        imports.dedup();
+        let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut typed = 0;
+        for import in &imports {
+            let word = match btfs.prototype(import) {
+                Some(p) => match p.refusal() {
+                    None => {
+                        typed += 1;
+                        continue;
+                    }
+                    Some(r) => BtfRefusal::Spec(r).word(),
+                },
+                None => BtfRefusal::NoPrototype.word(),
+            };
+            *reasons.entry(word).or_default() += 1;
+        }
+        println!("{name}.ko imports {} symbols: {typed} typed and attachable; refused: {reasons:?}", imports.len());
+        assert!(reasons.get("variadic").is_some_and(|&n| n > 0), "{name}: no variadic import refused");
+        assert!(typed * 2 > imports.len(), "{name}: only {typed} of {} imports attachable", imports.len());
+    }
+}
