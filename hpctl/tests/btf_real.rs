@@ -61,6 +61,20 @@ fn btf_section(elf: &[u8], what: &Path) -> Vec<u8> {
     section.data().unwrap().to_vec()
 }
 
+/// The functions a module calls outside itself: its undefined symbols, sorted.
+fn imports(elf: &[u8]) -> Vec<String> {
+    let file = object::File::parse(elf).unwrap();
+    let mut names: Vec<String> = file
+        .symbols()
+        .filter(|s| s.is_undefined())
+        .filter_map(|s| s.name().ok().map(str::to_string))
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 struct Lab {
     vmlinux: Vec<u8>,
     jbd2: Vec<u8>,
@@ -79,15 +93,7 @@ fn lab() -> &'static Lab {
         let ext4_path = module_path("fs/ext4", "ext4");
         let ext4_elf = read(&ext4_path);
         let ext4 = btf_section(&ext4_elf, &ext4_path);
-        let file = object::File::parse(&*ext4_elf).unwrap();
-        let mut ext4_imports: Vec<String> = file
-            .symbols()
-            .filter(|s| s.is_undefined())
-            .filter_map(|s| s.name().ok().map(str::to_string))
-            .filter(|n| !n.is_empty())
-            .collect();
-        ext4_imports.sort();
-        ext4_imports.dedup();
+        let ext4_imports = imports(&ext4_elf);
         Lab { vmlinux, jbd2, ext4, ext4_imports }
     })
 }
@@ -222,15 +228,7 @@ fn other_modules_imports_judged() {
     for (dir, name) in [("fs/xfs", "xfs"), ("drivers/net/ethernet/intel/e1000", "e1000"), ("sound/core", "snd-pcm")] {
         let path = module_path(dir, name);
         let elf = read(&path);
-        let file = object::File::parse(&*elf).unwrap();
-        let mut imports: Vec<String> = file
-            .symbols()
-            .filter(|s| s.is_undefined())
-            .filter_map(|s| s.name().ok().map(str::to_string))
-            .filter(|n| !n.is_empty())
-            .collect();
-        imports.sort();
-        imports.dedup();
+        let imports = imports(&elf);
         let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut typed = 0;
         for import in &imports {
