@@ -32,5 +32,7 @@ mark pointers_raw
 check pointers.raw_attach insmod $HP target_name=cr_target log_burst=20 raw_pointers=1
 sleep 1
 check pointers.raw_detach rmmod hp_patcher
-expect_log pointers.raw "hp_patcher: $KMALLOC\(.*\) = ff[0-9a-f]{14} from"
+# Any allocation's result: which functions the first log_burst lines show
+# depends on which context ran first.
+expect_log pointers.raw "hp_patcher: [a-z_]+\(.*\) = ff[0-9a-f]{14} from"
 check pointers.target_unload rmmod cr_target
