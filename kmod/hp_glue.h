@@ -8,7 +8,16 @@
 
 #include <linux/types.h>
 #include <linux/elf.h>
+#include <asm/module.h>		/* Elf_Sym: Elf64_Sym, or Elf32_Sym on i386 */
 #include <linux/tracepoint-defs.h>
+
+/*
+ * Scalars crossing between C and Rust as function arguments are `unsigned
+ * long` (Rust's usize), never u64: on i386 gcc's regparm(3) passes a u64 in
+ * two registers and rustc's -Zregparm=3 on the stack, so the two would not
+ * meet (measured by hp_abi_check, which failed with u64 arguments). u64
+ * stays in structs and results, where both agree.
+ */
 
 /* What the C layer knows of the target and of this kernel, for planning. */
 struct hp_attach_request {
@@ -16,7 +25,7 @@ struct hp_attach_request {
 	const u8 *text;			/* private snapshot of the core text */
 	u64 text_base;			/* where that text lives in the target */
 	u64 text_size;
-	const Elf64_Sym *symtab;	/* the target's core symbol table */
+	const Elf_Sym *symtab;		/* the target's core symbol table */
 	u64 num_symtab;
 	const u64 *catalogue_addrs;	/* by catalogue index, 0: not exported */
 	u64 catalogue_len;
@@ -42,6 +51,7 @@ enum hp_sink { HP_SINK_TRACE = 0, HP_SINK_PRINTK = 1, HP_SINK_NONE = 2 };
 struct hp_call_frame {
 	u64 args[6];
 	u64 start_ns;
+	u64 stack_words;	/* i386: args[3..] words pushed for the real call */
 };
 
 /* One hp_patcher:hp_call event (Rust's CallEvent). */
@@ -86,18 +96,19 @@ int hp_decoder_setup(void);
 void hp_decoder_teardown(void);
 int hp_plan(const struct hp_attach_request *req, struct hp_session **out);
 u64 hp_session_site_count(const struct hp_session *s);
-const struct hp_site *hp_session_site(const struct hp_session *s, u64 index,
+const struct hp_site *hp_session_site(const struct hp_session *s, unsigned long index,
 				      u64 *addr, bool *tail_jump,
 				      bool *jump_through);
 u64 hp_session_inflight(const struct hp_session *s);
-void hp_session_report(const struct hp_session *s, const char *why, u64 missed);
+void hp_session_report(const struct hp_session *s, const char *why, unsigned long missed);
 void hp_session_free(struct hp_session *s);
-void hp_site_set_probe(const struct hp_site *site, bool armed, u64 missed);
+void hp_site_set_probe(const struct hp_site *site, bool armed, unsigned long missed);
 u64 hp_on_entry(const struct hp_site *site, const u64 *args,
-		struct hp_call_frame *frame, u64 caller);
-u64 hp_on_exit(const struct hp_site *site, u64 ret, const u64 *args,
-	       const struct hp_call_frame *frame, u64 ret2);
+		struct hp_call_frame *frame, unsigned long caller);
+u64 hp_on_exit(const struct hp_site *site, unsigned long ret, const u64 *args,
+	       const struct hp_call_frame *frame, unsigned long ret2);
 u64 hp_on_jump_through(const struct hp_site *site, const u64 *args);
+u64 hp_abi_check(const u8 *a, unsigned long b, const u64 *c, const u8 *d, unsigned long e);
 
 struct hp_reply *hp_reply_new(void);
 void hp_reply_free(struct hp_reply *r);
@@ -105,31 +116,32 @@ void hp_reply_clear(struct hp_reply *r);
 const u8 *hp_reply_data(const struct hp_reply *r, u64 *len);
 bool hp_reply_lost(const struct hp_reply *r);
 void hp_reply_line(struct hp_reply *r, const char *line);
-int hp_control_parse(const u8 *bytes, u64 len, struct hp_command *out,
+int hp_control_parse(const u8 *bytes, unsigned long len, struct hp_command *out,
 		     struct hp_reply *r);
 void hp_reply_sites(struct hp_reply *r, const struct hp_session *s);
 void hp_reply_stats(struct hp_reply *r, const struct hp_session *const *sessions,
-		    u64 n);
+		    unsigned long n);
 void hp_session_totals(const struct hp_session *s, u64 out[3]);
-void hp_reply_functions(struct hp_reply *r, const u64 *addrs, u64 len);
+void hp_reply_functions(struct hp_reply *r, const u64 *addrs, unsigned long len);
 
 /* Implemented in C, called from Rust. */
 enum hp_level { HP_ERR = 0, HP_WARN = 1, HP_INFO = 2 };
 void hp_c_log(u32 level, const char *msg);
-void hp_c_log_at(u32 level, const char *msg, u64 addr);
-void hp_c_emit_call(const char *text, u64 site_addr);
-u32 hp_c_format_ptr(u64 value, char *buf, u32 len);
-bool hp_c_is_known_code(u64 addr);
+void hp_c_log_at(u32 level, const char *msg, unsigned long addr);
+void hp_c_emit_call(const char *text, unsigned long site_addr);
+u32 hp_c_format_ptr(unsigned long value, char *buf, u32 len);
+bool hp_c_is_known_code(unsigned long addr);
 u64 hp_c_log_window(void);
 void *hp_c_alloc(size_t size);
 void hp_c_free(void *ptr);
 u64 hp_c_now_ns(void);
 bool hp_c_trace_enabled(void);
 void hp_c_trace_call(const struct hp_call_event *event);
-u32 hp_c_format_symbol(u64 addr, char *buf, u32 len);
-bool hp_c_is_traceable(u64 addr);
-int hp_c_read_string(u64 addr, u8 *buf, u32 len);
+u32 hp_c_format_symbol(unsigned long addr, char *buf, u32 len);
+bool hp_c_is_traceable(unsigned long addr);
+int hp_c_read_string(unsigned long addr, u8 *buf, u32 len);
 void __noreturn hp_c_panic(const char *msg, size_t len);
+u64 hp_c_abi_mix(const u8 *a, unsigned long b, const u64 *c, const u8 *d, unsigned long e);
 
 /* Where redirected calls go (hp_trampoline.S): with a result, and without. */
 void hp_trampoline(void);

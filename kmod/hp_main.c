@@ -111,7 +111,7 @@ void hp_err(const char *fmt, ...)
 	hp_c_log(HP_ERR, msg);
 }
 
-void hp_c_log_at(u32 level, const char *msg, u64 addr)
+void hp_c_log_at(u32 level, const char *msg, unsigned long addr)
 {
 	if (level == HP_ERR)
 		pr_err("%s at %pS\n", msg, (void *)addr);
@@ -126,7 +126,7 @@ void hp_c_log_at(u32 level, const char *msg, u64 addr)
  * printk_deferred would be safer under scheduler or console locks, but 6.12
  * does not export it to modules (see README's limitations).
  */
-void hp_c_emit_call(const char *text, u64 site_addr)
+void hp_c_emit_call(const char *text, unsigned long site_addr)
 {
 	pr_info("%s from %pS cpu=%u pid=%d comm=%s\n", text, (void *)site_addr,
 		raw_smp_processor_id(), task_pid_nr(current), current->comm);
@@ -137,14 +137,14 @@ u64 hp_c_log_window(void)
 	return jiffies / (HP_LOG_WINDOW_SECS * HZ);
 }
 
-u32 hp_c_format_ptr(u64 value, char *buf, u32 len)
+u32 hp_c_format_ptr(unsigned long value, char *buf, u32 len)
 {
 	return scnprintf(buf, len, hp_raw_pointers ? "%px" : "%p", (void *)value);
 }
 
 /* `symbol+off/size`, the kernel's own symbolization without ` [module]`,
  * so that a control reply's value has no space. */
-u32 hp_c_format_symbol(u64 addr, char *buf, u32 len)
+u32 hp_c_format_symbol(unsigned long addr, char *buf, u32 len)
 {
 	char sym[KSYM_SYMBOL_LEN];
 	char *space;
@@ -165,7 +165,7 @@ u32 hp_c_format_symbol(u64 addr, char *buf, u32 len)
  * exported way to ask (a filter on a private ftrace_ops) frees hashes we do
  * not own; reading the bytes has no side effect.
  */
-bool hp_c_is_traceable(u64 addr)
+bool hp_c_is_traceable(unsigned long addr)
 {
 	/* endbr64, or the 4-byte NOP that seals it when nothing takes the
 	 * function's address (IBT sealing poisons unneeded ENDBRs). */
@@ -201,13 +201,13 @@ bool hp_c_is_traceable(u64 addr)
  * nofault copy: a wrong SPEC, a NULL or a user address gives -EFAULT (or
  * fewer bytes), never a fault. Any context.
  */
-int hp_c_read_string(u64 addr, u8 *buf, u32 len)
+int hp_c_read_string(unsigned long addr, u8 *buf, u32 len)
 {
 	u32 done = 0;
 
 	while (done < len) {
-		u64 at = addr + done;
-		u32 chunk = min_t(u64, len - done, PAGE_SIZE - offset_in_page(at));
+		unsigned long at = addr + done;
+		u32 chunk = min_t(unsigned long, len - done, PAGE_SIZE - offset_in_page(at));
 
 		if (copy_from_kernel_nofault(buf + done, (const void *)at, chunk))
 			return done ? done : -EFAULT;
@@ -220,7 +220,7 @@ int hp_c_read_string(u64 addr, u8 *buf, u32 len)
 
 /* Whether addr is in some function the kernel knows (kernel or module text,
  * BPF, ftrace): sprint_symbol falls back to the bare number otherwise. */
-bool hp_c_is_known_code(u64 addr)
+bool hp_c_is_known_code(unsigned long addr)
 {
 	char buf[KSYM_SYMBOL_LEN];
 
@@ -363,22 +363,33 @@ void hp_target_free(struct hp_target *t)
 
 /* ---- redirecting ---- */
 
+/* A push onto the interrupted kernel stack, as the emulated call does. */
+static __always_inline void hp_push(struct pt_regs *regs, unsigned long value)
+{
+	regs->sp -= sizeof(unsigned long);
+	*(unsigned long *)regs->sp = value;
+}
+
 /*
  * Emulates the probed `call rel32` or `jmp rel32` as if it went to the
  * trampoline: a call pushes its return address (the int3 entry leaves a
- * gap below a kernel-mode stack for exactly this), and %r11 carries the
- * site. Returning 1 tells kprobes that we set the next ip ourselves, so the
- * original instruction is not executed. No lock, no allocation, no sleep.
+ * gap below a kernel-mode stack for exactly this), and the site travels
+ * with it: in %r11 on x86_64, which no argument uses; pushed on i386, where
+ * regparm(3) leaves no register free. Returning 1 tells kprobes that we set
+ * the next ip ourselves, so the original instruction is not executed. No
+ * lock, no allocation, no sleep.
  */
 static int hp_pre_handler(struct kprobe *kp, struct pt_regs *regs)
 {
 	struct hp_probe *probe = container_of(kp, struct hp_probe, kp);
 
-	if (!probe->tail_jump) {
-		regs->sp -= sizeof(unsigned long);
-		*(unsigned long *)regs->sp = (unsigned long)kp->addr + HP_BRANCH_LEN;
-	}
+	if (!probe->tail_jump)
+		hp_push(regs, (unsigned long)kp->addr + HP_BRANCH_LEN);
+#ifdef CONFIG_X86_64
 	regs->r11 = (unsigned long)probe->site;
+#else
+	hp_push(regs, (unsigned long)probe->site);
+#endif
 	regs->ip = probe->jump_through ? (unsigned long)hp_trampoline_jump :
 					 (unsigned long)hp_trampoline;
 	return 1;
@@ -434,13 +445,13 @@ static int hp_register_probes(const char *name, struct hp_attachment *att)
 
 		probe->site = hp_session_site(att->session, i, &addr, &probe->tail_jump,
 					      &probe->jump_through);
-		probe->kp.addr = (kprobe_opcode_t *)addr;
+		probe->kp.addr = (kprobe_opcode_t *)(unsigned long)addr;
 		probe->kp.pre_handler = hp_pre_handler;
 		probe->kp.post_handler = hp_post_handler;
 		err = register_kprobe(&probe->kp);
 		if (err) {
 			pr_warn("site %pS refused by kprobes (%d): not intercepted\n",
-				(void *)addr, err);
+				(void *)(unsigned long)addr, err);
 			continue;
 		}
 		probe->armed = true;
@@ -458,7 +469,7 @@ static int hp_register_probes(const char *name, struct hp_attachment *att)
 
 static void hp_check_text_restored(const char *name, const struct hp_attachment *att)
 {
-	const u8 *live = (const u8 *)att->text_base;
+	const u8 *live = (const u8 *)(unsigned long)att->text_base;
 	u64 i;
 
 	for (i = 0; i < att->text_size; i++) {
@@ -543,7 +554,7 @@ static u64 *hp_static_call_sites(const struct module *mod, u64 *n)
 		const struct static_call_site *site = &mod->static_call_sites[i];
 
 		/* The field holds the site relative to its own address. */
-		addrs[i] = (u64)&site->addr + site->addr;
+		addrs[i] = (unsigned long)&site->addr + site->addr;
 	}
 	*n = mod->num_static_call_sites;
 #else
@@ -587,7 +598,7 @@ static int hp_attachment_plan(struct module *mod, const char *functions, u32 sin
 		hp_err("out of memory for a copy of %s's text", mod->name);
 		return -ENOMEM;
 	}
-	memcpy(att->text_copy, (const void *)base, size);
+	memcpy(att->text_copy, (const void *)(unsigned long)base, size);
 	req.text = att->text_copy;
 	static_sites = hp_static_call_sites(mod, &req.num_static_call_sites);
 	if (IS_ERR(static_sites)) {
@@ -607,10 +618,10 @@ static int hp_attachment_plan(struct module *mod, const char *functions, u32 sin
 static void hp_core_text(const struct module *mod, u64 *base, u64 *size)
 {
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
-	*base = (u64)mod->mem[MOD_TEXT].base;
+	*base = (unsigned long)mod->mem[MOD_TEXT].base;
 	*size = mod->mem[MOD_TEXT].size;
 #else
-	*base = (u64)mod->core_layout.base;
+	*base = (unsigned long)mod->core_layout.base;
 	*size = mod->core_layout.text_size;
 #endif
 }
@@ -618,10 +629,10 @@ static void hp_core_text(const struct module *mod, u64 *base, u64 *size)
 static void hp_init_text(const struct module *mod, u64 *base, u64 *size)
 {
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
-	*base = (u64)mod->mem[MOD_INIT_TEXT].base;
+	*base = (unsigned long)mod->mem[MOD_INIT_TEXT].base;
 	*size = mod->mem[MOD_INIT_TEXT].size;
 #else
-	*base = (u64)mod->init_layout.base;
+	*base = (unsigned long)mod->init_layout.base;
 	*size = mod->init_layout.text_size;
 #endif
 }
@@ -875,9 +886,82 @@ static void hp_detach_all(const char *why)
 	mutex_unlock(&hp_lock);
 }
 
+#ifdef CONFIG_X86_32
+/*
+ * The 64-bit division helpers LLVM calls from the Rust object (formatting
+ * a u64 divides). LLVM passes their u64 arguments as gcc does under
+ * regparm(3), which compiler_builtins' own versions (built by rustc with
+ * -Zregparm=3) do not expect; these, built by gcc, do. xtask renames the
+ * others away (build.rs, I386_C_LIBCALLS).
+ */
+u64 __udivdi3(u64 a, u64 b);
+u64 __umoddi3(u64 a, u64 b);
+s64 __divdi3(s64 a, s64 b);
+s64 __moddi3(s64 a, s64 b);
+
+u64 __udivdi3(u64 a, u64 b)
+{
+	return div64_u64(a, b);
+}
+
+u64 __umoddi3(u64 a, u64 b)
+{
+	u64 rem;
+
+	div64_u64_rem(a, b, &rem);
+	return rem;
+}
+
+s64 __divdi3(s64 a, s64 b)
+{
+	return div64_s64(a, b);
+}
+
+s64 __moddi3(s64 a, s64 b)
+{
+	return a - div64_s64(a, b) * b;
+}
+#endif
+
+/* hp_abi_check's partner: see kmod/rust/src/lib.rs. */
+u64 hp_c_abi_mix(const u8 *a, unsigned long b, const u64 *c, const u8 *d,
+		 unsigned long e)
+{
+	return (u64)(unsigned long)a ^ rol64(b, 8) ^
+	       rol64((u64)(unsigned long)c, 16) ^
+	       rol64((u64)(unsigned long)d, 24) ^ rol64(e, 32);
+}
+
+/*
+ * Rust and C must pass arguments the same way: on i386 both sides are
+ * built with regparm(3), and this checks that they agree, both ways, on
+ * the shape of the trampoline's calls into Rust (registers and stack, and
+ * a u64 result in two registers on i386). Values only: nothing is
+ * dereferenced.
+ */
+static int hp_check_abi(void)
+{
+	const u8 *a = (const u8 *)0x1234567UL;
+	const u64 *c = (const u64 *)0x2345678UL;
+	const u8 *d = (const u8 *)0x3456789UL;
+	unsigned long b = (unsigned long)0x1122334455667788ULL;
+	unsigned long e = (unsigned long)0x99aabbccddeeff01ULL;
+	u64 want = hp_c_abi_mix(a, b, c, d, e);
+
+	if (hp_abi_check(a, b, c, d, e) != want) {
+		pr_err("the Rust object passes arguments unlike this kernel's C (regparm?): not loading\n");
+		return -ENOEXEC;
+	}
+	return 0;
+}
+
 static int __init hp_init(void)
 {
 	int err;
+
+	err = hp_check_abi();
+	if (err)
+		return err;
 
 	/* Before anything is decoded: the one allocation iced-x86 would
 	 * otherwise make infallibly, and leak at unload. */

@@ -27,11 +27,13 @@
 #include <linux/linkage.h>
 #include <asm/nospec-branch.h>
 
+#ifdef CONFIG_X86_64
+
 /* Frame layout below %rbp, shared by both. */
 #define SITE	-8
 #define ARGS	-56	/* args[0..6]: rdi, rsi, rdx, rcx, r8, r9 */
-#define CALL	-112	/* struct CallFrame: args[0..6] for the real call, then start_ns */
-#define RET2	-120	/* rdx after the real call */
+#define CALL	-120	/* struct hp_call_frame: args[0..6] for the real call, start_ns, stack_words */
+#define RET2	-128	/* rdx after the real call */
 #define STACK	-192	/* STACK_WORDS (hp_core::proto) words of stack arguments, at %rsp for the call */
 
 .macro SAVE_ARGS
@@ -102,3 +104,117 @@ SYM_FUNC_START(hp_trampoline_jump)
 	leave
 	JMP_NOSPEC r11
 SYM_FUNC_END(hp_trampoline_jump)
+
+#else /* i386 */
+
+/*
+ * The same two replacements for 32-bit x86, where the kernel is built with
+ * -mregparm=3: arguments 1 to 3 travel in eax, edx and ecx, the rest on the
+ * stack, and eax, edx and ecx are all a call may clobber. With no register
+ * free to carry the site, the pre-handler pushes it: on entry (%esp) is the
+ * struct hp_site *, 4(%esp) the return address, 8(%esp) the stack
+ * arguments. Calls into Rust follow the glue's prototypes under
+ * regparm(3), whose scalars are unsigned long (see hp_glue.h): hp_on_entry
+ * takes site, args, frame in eax, edx, ecx and the caller on the stack;
+ * hp_on_exit takes site, ret, args in eax, edx, ecx, then frame and ret2
+ * on the stack. hp_abi_check verifies at load that Rust reads arguments
+ * where C puts them.
+ */
+
+/* Above %ebp. */
+#define SITE32	4
+#define RETADDR	8
+#define STACK32	12	/* the caller's stack arguments */
+/* Below %ebp. */
+#define ARGS32	-48	/* u64 args[6]: eax, edx, ecx, then 3 stack words */
+#define CALL32	-112	/* struct hp_call_frame (64 bytes) */
+#define REAL32	-116	/* what to call */
+#define RET32	-124	/* eax, edx after the real call */
+#define EBX32	-128
+#define FRAME32	128
+
+/* args[i] as u64: the 32-bit value, zero-extended. */
+.macro SAVE_ARGS32
+	push	%ebp
+	mov	%esp, %ebp
+	sub	$FRAME32, %esp
+	mov	%eax, ARGS32+0(%ebp)
+	mov	%edx, ARGS32+8(%ebp)
+	mov	%ecx, ARGS32+16(%ebp)
+	/* Words the function may not take: read only, from the caller's frame. */
+	.irp i, 0, 1, 2
+	mov	STACK32+4*\i(%ebp), %eax
+	mov	%eax, ARGS32+24+8*\i(%ebp)
+	.endr
+	.irp i, 0, 1, 2, 3, 4, 5
+	movl	$0, ARGS32+4+8*\i(%ebp)
+	.endr
+.endm
+
+	.text
+SYM_FUNC_START(hp_trampoline)
+	SAVE_ARGS32
+	mov	%ebx, EBX32(%ebp)
+
+	pushl	RETADDR(%ebp)		/* caller: the return address the real function would see */
+	mov	SITE32(%ebp), %eax
+	lea	ARGS32(%ebp), %edx
+	lea	CALL32(%ebp), %ecx
+	call	hp_on_entry		/* counts, fills the frame, returns what to call */
+	mov	%eax, REAL32(%ebp)
+	lea	-FRAME32(%ebp), %esp
+
+	/*
+	 * Push args[3 .. 3 + stack_words], last first: exactly as many as the
+	 * real function takes (hp_on_entry knows its arity, at most 3 here).
+	 */
+	mov	CALL32+56(%ebp), %ecx
+1:	test	%ecx, %ecx
+	jz	2f
+	pushl	CALL32+16(%ebp,%ecx,8)	/* args[2 + ecx], low half */
+	dec	%ecx
+	jmp	1b
+2:	mov	CALL32+0(%ebp), %eax
+	mov	CALL32+8(%ebp), %edx
+	mov	CALL32+16(%ebp), %ecx
+	mov	REAL32(%ebp), %ebx
+	CALL_NOSPEC ebx
+	mov	%eax, RET32(%ebp)
+	mov	%edx, RET32+4(%ebp)
+	lea	-FRAME32(%ebp), %esp
+
+	/* hp_on_exit(site, ret = eax, args, frame, ret2 = edx) */
+	pushl	RET32+4(%ebp)		/* ret2 */
+	lea	CALL32(%ebp), %eax
+	push	%eax			/* frame */
+	mov	SITE32(%ebp), %eax
+	mov	RET32(%ebp), %edx	/* ret */
+	lea	ARGS32(%ebp), %ecx	/* args */
+	call	hp_on_exit		/* logs, uncounts, returns ret */
+	mov	RET32+4(%ebp), %edx
+
+	mov	EBX32(%ebp), %ebx
+	leave
+	lea	4(%esp), %esp		/* drop the site; flags untouched */
+	RET
+SYM_FUNC_END(hp_trampoline)
+
+SYM_FUNC_START(hp_trampoline_jump)
+	SAVE_ARGS32
+	mov	SITE32(%ebp), %eax
+	lea	ARGS32(%ebp), %edx
+	call	hp_on_jump_through	/* counts and logs, returns the real function */
+	/*
+	 * The site's slot becomes the real function's address, so that `ret`
+	 * goes there with the original return address on top and the caller's
+	 * stack arguments untouched, as if the target had called it.
+	 */
+	mov	%eax, SITE32(%ebp)
+	mov	ARGS32+0(%ebp), %eax
+	mov	ARGS32+8(%ebp), %edx
+	mov	ARGS32+16(%ebp), %ecx
+	leave
+	ret
+SYM_FUNC_END(hp_trampoline_jump)
+
+#endif

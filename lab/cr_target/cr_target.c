@@ -576,9 +576,20 @@ static void cr_stop_timers(void)
 	hrtimer_cancel(&cr_hrtimer);
 }
 
+/*
+ * The pause between a worker's rounds, in microseconds (a range up to twice
+ * this). 0 runs rounds back to back, yielding only in cond_resched(): the
+ * events test raises the call rate this way until hpctl's reader falls
+ * behind.
+ */
+static uint round_sleep_us = 2000;
+module_param(round_sleep_us, uint, 0600);
+MODULE_PARM_DESC(round_sleep_us, "sleep between a worker's rounds, in us (0: none)");
+
 static int cr_worker_fn(void *data)
 {
 	unsigned int seq = (unsigned int)(unsigned long)data * 7919u;
+	uint sleep_us;
 
 	while (!kthread_should_stop()) {
 		if (READ_ONCE(cr_paused)) {
@@ -602,7 +613,11 @@ static int cr_worker_fn(void *data)
 		cr_irqoff_round(seq);
 		cr_spinlock_round(seq);
 		seq++;
-		usleep_range(2000, 4000);
+		sleep_us = READ_ONCE(round_sleep_us);
+		if (sleep_us)
+			usleep_range(sleep_us, 2 * sleep_us);
+		else
+			cond_resched();
 	}
 
 	return 0;

@@ -10,6 +10,18 @@ insmod /modules/cr_target.ko
 insmod $HP
 echo integrity > /sys/kernel/security/lockdown
 if grep -q '\[integrity\]' /sys/kernel/security/lockdown; then pass lockdown.engaged; else fail lockdown.engaged "$(cat /sys/kernel/security/lockdown)"; fi
+# Why lockdown is engaged here and not at boot: under it the kernel refuses
+# an unsigned module, ours included.
+out=$(insmod /modules/cr_twin.ko 2>&1)
+if [ $? -eq 0 ]; then
+	fail lockdown.unsigned_module_refused "cr_twin loaded under lockdown"; rmmod cr_twin
+else
+	case "$out" in
+	*"not permitted"*) pass lockdown.unsigned_module_refused ;;
+	*) fail lockdown.unsigned_module_refused "insmod said: $out" ;;
+	esac
+fi
+expect_log lockdown.unsigned_module_reason 'Lockdown: insmod: unsigned module loading is restricted'
 if echo 1 > /sys/kernel/debug/cr_target/pause 2>/dev/null; then
 	fail lockdown.debugfs_refuses_writes "a debugfs write went through"
 else

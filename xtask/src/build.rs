@@ -8,32 +8,58 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags};
 
-use crate::kernel::Kernel;
+use crate::kernel::{Arch, Kernel};
 use crate::stack::{self, StackInfo};
 use crate::{repo_root, run};
 
-/// What rustc must do to produce code the 6.12 kernel accepts: the same
-/// code model, mitigations (retpoline, rethunk, IBT) and call padding as
-/// the kernel's own Rust, and no SSE, red zone or GOT.
+/// What rustc must do on either architecture: no unwinding, frame pointers
+/// (the kernels unwind with them or with ORC), retpolines through the
+/// kernel's thunks, no jump tables, one section per function.
 const KERNEL_RUSTFLAGS: &[&str] = &[
-    "-Crelocation-model=static",
-    "-Ccode-model=kernel",
-    "-Cno-redzone=y",
     "-Cpanic=abort",
     "-Cforce-frame-pointers=y",
     "-Cforce-unwind-tables=n",
     "-Cembed-bitcode=n",
     "-Csymbol-mangling-version=v0",
     "-Zretpoline-external-thunk",
-    "-Zfunction-return=thunk-extern",
-    "-Zcf-protection=branch",
     "-Cjump-tables=n",
-    "-Zpatchable-function-entry=16,16",
     "-Zfunction-sections=y",
-    "-Zplt=yes",
     // For the stack budget check (stack.rs); the section is not loaded.
     "-Zemit-stack-sizes",
 ];
+
+/// x86_64 (6.12 and 6.1): the kernel's code model and static relocation,
+/// no red zone or GOT, and 6.12's return thunks, IBT and call padding.
+const X86_64_RUSTFLAGS: &[&str] = &[
+    "-Crelocation-model=static",
+    "-Ccode-model=kernel",
+    "-Cno-redzone=y",
+    "-Zfunction-return=thunk-extern",
+    "-Zcf-protection=branch",
+    "-Zpatchable-function-entry=16,16",
+    "-Zplt=yes",
+];
+
+/// i386: Debian's 686-pae kernel is built with `-mregparm=3
+/// -freg-struct-return` (arch/x86/Makefile), so every function C and Rust
+/// call across the glue passes its first three arguments in eax, edx, ecx
+/// and returns small structs in registers. No return thunks, IBT or call
+/// padding exist on 32-bit. The rest is in kmod/rust/targets/i686-linux-kernel.json.
+const I386_RUSTFLAGS: &[&str] = &["-Zregparm=3", "-Zreg-struct-return"];
+
+/// The Rust target (a built-in one, or a spec file under kmod/rust), its
+/// output directory name and its flags.
+fn rust_target(arch: Arch) -> (String, &'static str, Vec<&'static str>) {
+    let (target, dir, own) = match arch {
+        Arch::X86_64 => ("x86_64-unknown-none".to_string(), "x86_64-unknown-none", X86_64_RUSTFLAGS),
+        Arch::I386 => (
+            repo_root().join("kmod/rust/targets/i686-linux-kernel.json").display().to_string(),
+            "i686-linux-kernel",
+            I386_RUSTFLAGS,
+        ),
+    };
+    (target, dir, KERNEL_RUSTFLAGS.iter().chain(own).copied().collect())
+}
 
 /// The Rust object's entry points, kept by `ld --gc-sections`.
 /// The functions C calls in Rust: those hp_glue.h declares between its
@@ -59,8 +85,28 @@ fn rust_exports() -> Result<Vec<String>> {
 /// compiler_builtins brings weak copies of these; the kernel's must win.
 const KERNEL_MEM_FUNCTIONS: &[&str] = &["memcpy", "memset", "memmove", "memcmp", "bcmp", "strlen"];
 
-/// Relocation types the module loader accepts: NONE, 64, PC32, PLT32, 32S.
-const LOADER_RELOCATIONS: &[u32] = &[0, 1, 2, 4, 11];
+/// i386: LLVM calls its 64-bit division helpers the way gcc passes a u64
+/// under regparm(3) (the dividend in eax:edx), while compiler_builtins'
+/// Rust versions, built with -Zregparm=3, read it from the stack: a u64
+/// printed in the guest came out as garbage. hp_main.c provides these,
+/// built by gcc; compiler_builtins' copies are renamed away, and any other
+/// such helper the object needs fails the build.
+const I386_C_LIBCALLS: &[&str] = &["__udivdi3", "__umoddi3", "__divdi3", "__moddi3"];
+
+/// libgcc-style helper names (`__udivdi3`, `__ashldi3`, `__popcountsi2`).
+fn is_libcall(name: &str) -> bool {
+    name.starts_with("__")
+        && (name.ends_with("di3") || name.ends_with("di2") || name.ends_with("si2") || name.ends_with("ti3"))
+}
+
+/// Relocation types the module loader accepts (arch/x86/kernel/module.c):
+/// x86_64 NONE, 64, PC32, PLT32, 32S; i386 R_386_32, PC32, PLT32.
+fn loader_relocations(arch: Arch) -> &'static [u32] {
+    match arch {
+        Arch::X86_64 => &[0, 1, 2, 4, 11],
+        Arch::I386 => &[1, 2, 4],
+    }
+}
 
 pub struct Built {
     pub hp_patcher: PathBuf,
@@ -79,7 +125,7 @@ pub fn out_dir(kernel: &Kernel) -> PathBuf {
 pub fn build_all(kernel: &Kernel) -> Result<Built> {
     let out = out_dir(kernel);
     ensure_base_btf(kernel)?;
-    let rust_object = build_rust_object(&out)?;
+    let rust_object = build_rust_object(&out, kernel.arch())?;
     let hp_dir = stage_sources(&repo_root().join("kmod"), &out.join("build/hp_patcher"))?;
     write_if_changed(&hp_dir.join("hp_catalogue.h"), &catalogue_header(kernel)?)?;
     copy_if_changed(&rust_object, &hp_dir.join("hp_rust.o_shipped"))?;
@@ -135,20 +181,21 @@ fn check_same_iced() -> Result<()> {
 
 /// Builds kmod/rust with Debian's rustc-web (the rustup toolchain has no
 /// rust-src to build `core` from) and merges it into one relocatable object.
-fn build_rust_object(out: &Path) -> Result<PathBuf> {
+fn build_rust_object(out: &Path, arch: Arch) -> Result<PathBuf> {
     check_same_iced()?;
     let target_dir = repo_root().join("target/kmod-rust");
+    let (target, target_name, flags) = rust_target(arch);
     run(Command::new("/usr/bin/cargo")
-        .args(["build", "--release", "--target", "x86_64-unknown-none"])
-        .args(["-Z", "build-std=core,alloc", "-Z", "build-std-features="])
+        .args(["build", "--release", "--target", &target])
+        .args(["-Z", "build-std=core,alloc", "-Z", "build-std-features=", "-Z", "json-target-spec"])
         .current_dir(repo_root().join("kmod/rust"))
         .env("RUSTC", "/usr/bin/rustc")
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("RUSTFLAGS", KERNEL_RUSTFLAGS.join(" "))
+        .env("RUSTFLAGS", flags.join(" "))
         .env("CARGO_TARGET_DIR", &target_dir)
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO"))?;
-    let archive = target_dir.join("x86_64-unknown-none/release/libhp_kmod.a");
+    let archive = target_dir.join(target_name).join("release/libhp_kmod.a");
 
     let work = out.join("rust-objects");
     let _ = std::fs::remove_dir_all(&work);
@@ -160,7 +207,8 @@ fn build_rust_object(out: &Path) -> Result<PathBuf> {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.starts_with("compiler_builtins") {
             let mut objcopy = Command::new("objcopy");
-            for f in KERNEL_MEM_FUNCTIONS {
+            let libcalls = if arch == Arch::I386 { I386_C_LIBCALLS } else { &[] };
+            for f in KERNEL_MEM_FUNCTIONS.iter().chain(libcalls) {
                 objcopy.arg(format!("--redefine-sym={f}=__hp_builtins_{f}"));
             }
             run(objcopy.arg(&path))?;
@@ -170,6 +218,7 @@ fn build_rust_object(out: &Path) -> Result<PathBuf> {
     members.sort();
     let merged = out.join("hp_rust.o");
     let mut ld = Command::new("ld");
+    ld.args(["-m", if arch == Arch::I386 { "elf_i386" } else { "elf_x86_64" }]);
     ld.args(["-r", "--gc-sections", "-o"]).arg(&merged);
     let exports = rust_exports()?;
     for sym in &exports {
@@ -190,9 +239,13 @@ fn build_rust_object(out: &Path) -> Result<PathBuf> {
     for f in stack::HOT_INDIRECT {
         println!("hot path, called through a pointer: {f}: {} bytes", stack.frame_of(f));
     }
-    // The kernel has no use for the section, and objtool frowns on it.
-    run(Command::new("objcopy").args(["--wildcard", "--remove-section=.stack_sizes*"]).arg(&merged))?;
-    check_rust_object(&merged, &exports)?;
+    // The kernel has no use for these, and objtool frowns on the first.
+    // (.eh_frame: the i386 build of compiler_builtins has one, which the
+    // i386 loader would refuse for its R_386_NONE relocations.)
+    run(Command::new("objcopy")
+        .args(["--wildcard", "--remove-section=.stack_sizes*", "--remove-section=.eh_frame", "--remove-section=.rel.eh_frame"])
+        .arg(&merged))?;
+    check_rust_object(&merged, &exports, arch)?;
     Ok(merged)
 }
 
@@ -205,13 +258,13 @@ fn short(symbol: &str) -> &str {
 /// The loader rejects GOT relocations, and a weak mem* from
 /// compiler_builtins would shadow the kernel's: refuse such an object here
 /// rather than in the guest.
-fn check_rust_object(path: &Path, exports: &[String]) -> Result<()> {
+fn check_rust_object(path: &Path, exports: &[String], arch: Arch) -> Result<()> {
     let data = std::fs::read(path)?;
     let file = object::File::parse(&*data)?;
     for section in file.sections() {
         for (_, reloc) in section.relocations() {
             if let RelocationFlags::Elf { r_type } = reloc.flags() {
-                if !LOADER_RELOCATIONS.contains(&r_type) {
+                if !loader_relocations(arch).contains(&r_type) {
                     bail!(
                         "{}: relocation type {r_type} in {} is refused by the module loader",
                         path.display(),
@@ -222,6 +275,12 @@ fn check_rust_object(path: &Path, exports: &[String]) -> Result<()> {
         }
     }
     let defined: HashSet<&str> = file.symbols().filter(|s| s.is_definition()).filter_map(|s| s.name().ok()).collect();
+    if arch == Arch::I386 {
+        let needed: HashSet<&str> = file.symbols().filter(|s| s.is_undefined()).filter_map(|s| s.name().ok()).collect();
+        if let Some(call) = needed.iter().find(|n| is_libcall(n) && !I386_C_LIBCALLS.contains(n)) {
+            bail!("{}: needs {call}, whose compiler_builtins version does not take arguments as LLVM passes them under regparm: add it to hp_main.c and I386_C_LIBCALLS", path.display());
+        }
+    }
     for f in KERNEL_MEM_FUNCTIONS {
         if defined.contains(f) {
             bail!("{}: defines {f}, which must come from the kernel", path.display());

@@ -34,7 +34,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use hp_core::catalogue::MEMORY;
-use hp_core::sites::{discover, function_ranges, outgoing, FunctionRange, Options, SiteKind, Symbol, Target};
+use hp_core::sites::{discover, function_ranges, outgoing, FunctionRange, Mode, Options, SiteKind, Symbol, Target};
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction};
 use object::{
     Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionFlags, SectionIndex, SymbolIndex,
@@ -836,7 +836,7 @@ fn check_by_decoding(
     kernel_addr: &HashMap<String, u64>,
 ) -> Result<Count> {
     let by_addr: BTreeMap<u64, &str> = kernel_addr.iter().map(|(n, &a)| (a, n.as_str())).collect();
-    let found = outgoing(&layout.text, MODULE_BASE, ranges, |_| false).map_err(|_| anyhow::anyhow!("out of memory"))?;
+    let found = outgoing(&layout.text, MODULE_BASE, Mode::Bits64, ranges, |_| false).map_err(|_| anyhow::anyhow!("out of memory"))?;
     let mut decoded: BTreeMap<String, Count> = BTreeMap::new();
     for o in &found {
         let name = match by_addr.range(..=o.dest).next_back() {
@@ -870,7 +870,7 @@ fn check_by_decoding(
         .enumerate()
         .filter_map(|(func, f)| kernel_addr.get(f.name).map(|&addr| Target { addr, func }))
         .collect();
-    let opts = Options { call_thunks: true, module_space_start: MODULE_BASE, module_space_end: 0xffff_ffff_ff00_0000 };
+    let opts = Options { mode: Mode::Bits64, call_thunks: true, module_space_start: MODULE_BASE, module_space_end: 0xffff_ffff_ff00_0000 };
     let found =
         discover(&layout.text, MODULE_BASE, ranges, &targets, &opts).map_err(|_| anyhow::anyhow!("out of memory"))?;
     let mut catalogue = Count::default();

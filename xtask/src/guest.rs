@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::kernel::{read_module, Kernel, MODULE_SUFFIXES};
+use crate::kernel::{read_module, Arch, Kernel, MODULE_SUFFIXES};
 use crate::{repo_root, run};
 
 /// Lines that mean the guest kernel is unwell, whatever the tests say.
@@ -24,14 +24,14 @@ pub struct Initramfs {
 impl Initramfs {
     /// A fresh tree with busybox, /init, the guest helpers and the scripts
     /// to run, in order.
-    pub fn new(name: &str, scripts: &[&str]) -> Result<Initramfs> {
+    pub fn new(name: &str, scripts: &[&str], arch: Arch) -> Result<Initramfs> {
         let dir = repo_root().join("target/lab/initramfs").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         for sub in ["bin", "dev", "proc", "sys", "mnt", "tmp", "modules", "scripts"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         let fs = Initramfs { dir };
-        fs.add_file(Path::new("/bin/busybox"), "bin/busybox")?;
+        fs.add_file(&crate::kernel::busybox(arch)?, "bin/busybox")?;
         let guest = repo_root().join("lab/guest");
         fs.add_file(&guest.join("init.sh"), "init")?;
         fs.add_file(&guest.join("lib.sh"), "scripts/lib.sh")?;
@@ -45,6 +45,30 @@ impl Initramfs {
     pub fn add_file(&self, src: &Path, dest: &str) -> Result<()> {
         let to = self.dir.join(dest);
         std::fs::copy(src, &to).with_context(|| format!("copying {}", src.display()))?;
+        Ok(())
+    }
+
+    /// Adds a dynamically linked host program at its own path, with the
+    /// libraries and loader `ldd` names at theirs.
+    pub fn add_host_program(&self, program: &str) -> Result<()> {
+        let out = Command::new("ldd").arg(program).output().context("running ldd")?;
+        if !out.status.success() {
+            bail!("ldd {program}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let mut files = vec![PathBuf::from(program)];
+        // "libz.so.1 => /lib/.../libz.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let path = line.split("=>").last().and_then(|r| r.split_whitespace().next());
+            if let Some(path) = path.filter(|p| p.starts_with('/')) {
+                files.push(PathBuf::from(path));
+            }
+        }
+        for file in files {
+            let dest = file.strip_prefix("/")?;
+            std::fs::create_dir_all(self.dir.join(dest).parent().unwrap())?;
+            // Through symlinks: /lib64 and /lib are links on a merged-/usr host.
+            std::fs::copy(&file, self.dir.join(dest)).with_context(|| format!("copying {}", file.display()))?;
+        }
         Ok(())
     }
 
@@ -132,8 +156,8 @@ pub fn boot(
     let mut log_file = std::fs::File::create(&log)?;
     let started = Instant::now();
     let mut child = Command::new("timeout")
-        .args(["--kill-after=10", &timeout_secs.to_string(), "qemu-system-x86_64"])
-        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2"])
+        .args(["--kill-after=10", &timeout_secs.to_string(), kernel.arch().qemu()])
+        .args(["-accel", "tcg", "-cpu", kernel.arch().qemu_cpu(), "-smp", "2"])
         // KASAN's shadow and kmemleak's pool want more on the debug kernel.
         .args(["-m", if kernel.slowdown() > 1 { "2048" } else { "1024" }])
         .args(["-nographic", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
@@ -147,7 +171,7 @@ pub fn boot(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting qemu-system-x86_64")?;
+        .with_context(|| format!("starting {}", kernel.arch().qemu()))?;
     let mut text = String::new();
     for line in BufReader::new(child.stdout.take().unwrap()).split(b'\n') {
         let line = String::from_utf8_lossy(&line?).replace('\r', "");

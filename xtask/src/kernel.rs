@@ -18,8 +18,12 @@ pub const DEFAULT_RELEASE: &str = "6.12.117+deb12-amd64";
 /// bookworm-security when pinned; bookworm's point release has 6.1.0-50).
 pub const LTS_6_1_RELEASE: &str = "6.1.0-56-amd64";
 
+/// Debian 12's 32-bit x86 kernel (i386, PAE), from the point release: the
+/// security archive's i386 index is not always complete on this mirror.
+pub const I386_RELEASE: &str = "6.1.0-50-686-pae";
+
 /// The kernels `cargo xtask test` runs the guest suite on, in order.
-pub const TEST_RELEASES: &[&str] = &[DEFAULT_RELEASE, LTS_6_1_RELEASE];
+pub const TEST_RELEASES: &[&str] = &[DEFAULT_RELEASE, LTS_6_1_RELEASE, I386_RELEASE];
 
 /// Host packages the lab needs (Debian bookworm).
 const HOST_PACKAGES: &[&str] = &[
@@ -45,6 +49,8 @@ const HOST_PACKAGES: &[&str] = &[
     "dosfstools",
     "genisoimage",
     "libc6-dev",
+    // Debian's own tracer, packed into the control boot with its libraries.
+    "trace-cmd",
 ];
 
 /// Installs whatever host package is missing.
@@ -81,7 +87,56 @@ pub struct Kernel {
     pub root: Option<PathBuf>,
 }
 
+/// The instruction set a kernel runs: where the build, the trampoline and
+/// the guest differ between x86_64 and 32-bit x86, they ask this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    I386,
+}
+
+impl Arch {
+    /// Debian's flavours: `amd64`, `cloud-amd64`, `rt-amd64` are x86_64;
+    /// `686`, `686-pae`, `rt-686-pae` are i386.
+    pub fn of_release(release: &str) -> Arch {
+        if release.contains("-686") {
+            Arch::I386
+        } else {
+            Arch::X86_64
+        }
+    }
+
+    /// The dpkg architecture of the kernel's packages.
+    pub fn dpkg(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::I386 => "i386",
+        }
+    }
+
+    /// QEMU's `max` CPU under TCG calls itself AMD, which the i386 kernel
+    /// warns about at SMP bring-up (an Athlon MP check in cpu/amd.c); the
+    /// same CPU as Intel boots quietly.
+    pub fn qemu_cpu(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "max",
+            Arch::I386 => "max,vendor=GenuineIntel",
+        }
+    }
+
+    pub fn qemu(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::I386 => "qemu-system-i386",
+        }
+    }
+}
+
 impl Kernel {
+    pub fn arch(&self) -> Arch {
+        Arch::of_release(&self.release)
+    }
+
     /// The default release, fetched into the cache if needed.
     pub fn default_release() -> Result<Kernel> {
         Kernel::release(DEFAULT_RELEASE)
@@ -177,9 +232,33 @@ pub fn cache_dir() -> PathBuf {
     repo_root().join("lab/cache")
 }
 
-/// `6.12.117+deb12-amd64` -> (`6.12.117+deb12`, `amd64`).
+/// The guest's busybox: the host's static one on x86_64; on i386, Debian's
+/// i386 busybox-static, downloaded and unpacked into the cache once.
+pub fn busybox(arch: Arch) -> Result<PathBuf> {
+    if arch == Arch::X86_64 {
+        return Ok(PathBuf::from("/bin/busybox"));
+    }
+    let dir = cache_dir().join("busybox-i386");
+    let busybox = dir.join("root/bin/busybox");
+    if busybox.exists() {
+        return Ok(busybox);
+    }
+    ensure_i386_host()?;
+    download_and_unpack(&["busybox-static:i386".to_string()], &dir, &dir.join("root"))?;
+    if !busybox.exists() {
+        bail!("busybox-static:i386 has no bin/busybox");
+    }
+    Ok(busybox)
+}
+
+/// `6.12.117+deb12-amd64` -> (`6.12.117+deb12`, `amd64`);
+/// `6.1.0-50-686-pae` -> (`6.1.0-50`, `686-pae`).
 fn split_flavour(release: &str) -> Result<(&str, &str)> {
-    release.rsplit_once('-').context("a Debian release looks like 6.12.117+deb12-amd64")
+    const FLAVOURS: &[&str] = &["rt-686-pae", "686-pae", "686", "cloud-amd64", "rt-amd64", "amd64"];
+    FLAVOURS
+        .iter()
+        .find_map(|f| release.strip_suffix(f)?.strip_suffix('-').map(|base| (base, *f)))
+        .context("a Debian release looks like 6.12.117+deb12-amd64 or 6.1.0-50-686-pae")
 }
 
 /// The candidate version apt knows for a package, if it knows the package.
@@ -197,13 +276,47 @@ fn apt_version(name: &str) -> Option<String> {
 /// major.minor package exists in several versions at once (6.1.176 in the
 /// point release, 6.1.192 in security), so ask for the image's version:
 /// modpost and fixdep then match the headers.
-fn kbuild_package(base: &str, image_version: &str) -> Result<String> {
+/// kbuild's tools (fixdep, modpost) are built for the kernel's own
+/// architecture: an i386 kernel's run here through multiarch's i386 libc.
+fn kbuild_package(base: &str, image_version: &str, arch: Arch) -> Result<String> {
     let full = format!("linux-kbuild-{base}");
-    if apt_version(&full).is_some() {
-        return Ok(format!("{full}={image_version}"));
+    let name = if apt_version(&full).is_some() {
+        full
+    } else {
+        let major_minor: Vec<&str> = base.split(['.', '-', '+']).take(2).collect();
+        format!("linux-kbuild-{}", major_minor.join("."))
+    };
+    Ok(format!("{name}:{}={image_version}", arch.dpkg()))
+}
+
+/// i386 packages to download, and the i386 libc that runs their kbuild tools.
+fn ensure_i386_host() -> Result<()> {
+    let out = std::process::Command::new("dpkg").arg("--print-foreign-architectures").output()?;
+    if !String::from_utf8_lossy(&out.stdout).lines().any(|a| a.trim() == "i386") {
+        eprintln!("adding dpkg architecture i386 (for the 686-pae kernel's packages)");
+        run(std::process::Command::new("dpkg").args(["--add-architecture", "i386"]))?;
+        // Some index may fail on a mirror in sync; the point release's is enough.
+        let _ = std::process::Command::new("apt-get").args(["update", "-q"]).status();
     }
-    let major_minor: Vec<&str> = base.split(['.', '-', '+']).take(2).collect();
-    Ok(format!("linux-kbuild-{}={image_version}", major_minor.join(".")))
+    if !std::path::Path::new("/lib/ld-linux.so.2").exists() {
+        run(std::process::Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends", "libc6:i386"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    Ok(())
+}
+
+/// `apt-get download`s packages into `debs` and unpacks every .deb there into `root`.
+fn download_and_unpack(packages: &[String], debs: &Path, root: &Path) -> Result<()> {
+    std::fs::create_dir_all(debs)?;
+    run(std::process::Command::new("apt-get").arg("download").args(packages).current_dir(debs))?;
+    for entry in std::fs::read_dir(debs)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "deb") {
+            run(std::process::Command::new("dpkg").arg("-x").arg(&path).arg(root))?;
+        }
+    }
+    Ok(())
 }
 
 /// Downloads and unpacks image, headers and kbuild of a Debian kernel once.
@@ -215,6 +328,10 @@ fn fetch_debian_kernel(release: &str) -> Result<PathBuf> {
         return Ok(root);
     }
     let (base, _flavour) = split_flavour(release)?;
+    let arch = Arch::of_release(release);
+    if arch == Arch::I386 {
+        ensure_i386_host()?;
+    }
     let image = format!("linux-image-{release}-unsigned");
     if apt_version(&image).is_none() {
         run(std::process::Command::new("apt-get").args(["update", "-q"]))?;
@@ -224,18 +341,10 @@ fn fetch_debian_kernel(release: &str) -> Result<PathBuf> {
         image,
         format!("linux-headers-{release}"),
         format!("linux-headers-{base}-common"),
-        kbuild_package(base, &version)?,
+        kbuild_package(base, &version, arch)?,
     ];
-    let debs = dir.join("debs");
-    std::fs::create_dir_all(&debs)?;
     eprintln!("fetching kernel {release} ({version})");
-    run(std::process::Command::new("apt-get").arg("download").args(&packages).current_dir(&debs))?;
-    for entry in std::fs::read_dir(&debs)? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "deb") {
-            run(std::process::Command::new("dpkg").arg("-x").arg(&path).arg(&root))?;
-        }
-    }
+    download_and_unpack(&packages, &dir.join("debs"), &root)?;
     if !root.join(format!("boot/vmlinuz-{release}")).exists() {
         bail!("unpacked kernel {release} has no image");
     }

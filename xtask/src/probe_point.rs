@@ -31,7 +31,7 @@ pub fn in_cr_round(cr_target_ko: &Path) -> Result<String> {
         .filter(|(offset, _)| *offset > start && *offset < start + func.size())
         .map(|(offset, _)| offset - 1 - start)
         .collect();
-    let mut decoder = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
+    let mut decoder = Decoder::with_ip(if file.is_64() { 64 } else { 32 }, bytes, 0, DecoderOptions::NONE);
     let (mut last_long, mut found) = (None, Vec::new());
     while decoder.can_decode() {
         let insn = decoder.decode();

@@ -41,12 +41,16 @@ pub struct StackInfo {
     pub frames: HashMap<String, u64>,
     /// Direct callees by function symbol.
     pub calls: HashMap<String, Vec<String>>,
+    /// Bytes of an address (4 on i386): in `.stack_sizes`, and what each call pushes.
+    pub word: u64,
 }
 
 impl StackInfo {
     pub fn add_object(&mut self, path: &Path) -> Result<()> {
         let data = std::fs::read(path)?;
         let file = object::File::parse(&*data)?;
+        self.word = if file.is_64() { 8 } else { 4 };
+        let word = self.word as usize;
         // With -Z function-sections, one function per text section; a call
         // to a local function may name the section instead of the function.
         let function_in = |section: object::SectionIndex| {
@@ -68,14 +72,14 @@ impl StackInfo {
         for section in file.sections() {
             let name = section.name()?;
             if name == ".stack_sizes" || name.starts_with(".stack_sizes.") {
-                // Entries: an 8-byte function address (relocated) then ULEB128 size.
+                // Entries: a function address (relocated) then ULEB128 size.
                 let bytes = section.data()?;
                 let relocs: HashMap<u64, RelocationTarget> =
                     section.relocations().map(|(o, r)| (o, r.target())).collect();
                 let mut at = 0usize;
-                while at + 8 < bytes.len() {
+                while at + word < bytes.len() {
                     let func = relocs.get(&(at as u64)).and_then(|t| symbol_name(*t));
-                    at += 8;
+                    at += word;
                     let (mut size, mut shift) = (0u64, 0);
                     while let Some(&b) = bytes.get(at) {
                         at += 1;
@@ -115,7 +119,7 @@ impl StackInfo {
             seen.pop();
         }
         best.1.insert(0, func.to_string());
-        (own + 8 + best.0, best.1)
+        (own + self.word + best.0, best.1)
     }
 
     /// The largest frame of a function whose symbol contains `part`.

@@ -96,7 +96,7 @@ pub fn sweep(kernel: &Kernel, only: Option<&str>, table: &Path) -> Result<usize>
     let mut boot_seconds = Vec::new();
 
     for boot in BOOTS.iter().filter(|b| only.is_none_or(|o| o.split(',').any(|o| b.name.contains(o)))) {
-        let fs = Initramfs::new(boot.name, &[boot.script])?;
+        let fs = Initramfs::new(boot.name, &[boot.script], kernel.arch())?;
         fs.add_file(&repo_root().join("lab/guest/sweep_lib.sh"), "scripts/sweep_lib.sh")?;
         fs.add_file(&built.hp_patcher, "modules/hp_patcher.ko")?;
         fs.add_file(&nft_tiny, "bin/nft_tiny")?;

@@ -59,6 +59,21 @@ impl Function {
     pub fn args_for(&self, config: KernelConfig) -> impl Iterator<Item = &'static Arg> {
         self.args.iter().filter(move |a| config.slab_buckets || !a.only_with_slab_buckets)
     }
+
+    /// How many arguments it takes on this kernel; each fits one register
+    /// on both x86_64 and i386.
+    pub fn arity(&self, config: KernelConfig) -> usize {
+        self.args_for(config).count()
+    }
+}
+
+/// Arguments that i386's `-mregparm=3` passes in registers (eax, edx, ecx);
+/// the rest are 4-byte words on the stack, which a forwarded call must copy.
+pub const I386_REGISTER_ARGS: usize = 3;
+
+/// Stack words a call with `arity` one-word arguments passes on i386.
+pub fn i386_stack_words(arity: usize) -> usize {
+    arity.saturating_sub(I386_REGISTER_ARGS)
 }
 
 const fn arg(name: &'static str, kind: Kind) -> Arg {
@@ -333,6 +348,18 @@ pub fn select(list: &str, available: impl Fn(usize) -> bool) -> Result<Choice<'_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn i386_stack_words_follow_arity() {
+        let config = KernelConfig::default();
+        let by_name = |n: &str| &MEMORY[index_of(n).unwrap()];
+        assert_eq!(by_name("kfree").arity(config), 1);
+        assert_eq!(i386_stack_words(by_name("kfree").arity(config)), 0);
+        // 6.1's kmalloc_node_trace(s, flags, node, size): size on the stack.
+        assert_eq!(i386_stack_words(by_name("kmalloc_node_trace").arity(config)), 1);
+        // The _track_caller form kmalloc goes through takes the caller 4th.
+        assert_eq!(i386_stack_words(by_name("__kmalloc_node_track_caller").arity(config)), 1);
+    }
     extern crate std;
     use std::string::ToString;
 

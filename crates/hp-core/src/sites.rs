@@ -88,9 +88,35 @@ pub struct Site {
     pub kind: SiteKind,
 }
 
+/// The mode the target's code runs in. Calls and jumps look the same in
+/// both (`e8`/`e9` rel32, five bytes); what differs is how the other
+/// instructions decode, and so where the next one starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// x86_64.
+    #[default]
+    Bits64,
+    /// 32-bit x86 (i386).
+    Bits32,
+}
+
+impl Mode {
+    /// The mode of the code this crate is compiled into: a module decodes
+    /// the kernel it runs in.
+    pub const NATIVE: Mode = if cfg!(target_pointer_width = "32") { Mode::Bits32 } else { Mode::Bits64 };
+
+    fn bitness(self) -> u32 {
+        match self {
+            Mode::Bits64 => 64,
+            Mode::Bits32 => 32,
+        }
+    }
+}
+
 /// What the kernel that runs the target does to call sites.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
+    pub mode: Mode,
     /// CONFIG_CALL_THUNKS (6.2+ with call padding): a `call func` may have
     /// been patched to `call` the accounting thunk in the padding before
     /// `func`. Without it, only an exact destination counts.
@@ -307,7 +333,7 @@ impl FunctionScan<'_> {
     /// inlined, so that it is not built on the stack and then copied).
     #[inline(never)]
     fn decoder(&self) -> Decoder<'_> {
-        new_decoder(self.bytes, self.start)
+        new_decoder(self.bytes, self.start, self.opts.mode)
     }
 
     fn decode_from(
@@ -343,8 +369,8 @@ impl FunctionScan<'_> {
         let addr = insn.ip();
         let len = insn.len();
         let kind = match insn.code() {
-            Code::Call_rel32_64 => SiteKind::Call,
-            Code::Jmp_rel32_64 => SiteKind::TailJump,
+            Code::Call_rel32_64 | Code::Call_rel32_32 => SiteKind::Call,
+            Code::Jmp_rel32_64 | Code::Jmp_rel32_32 => SiteKind::TailJump,
             Code::Int3 => {
                 if let Some(func) = self.probed_site_target(position, addr) {
                     // Skip what was the rest of the probed instruction.
@@ -357,7 +383,15 @@ impl FunctionScan<'_> {
                 let kind = if after_unconditional { DisturbanceKind::PaddingInt3 } else { DisturbanceKind::Int3 };
                 return Step::Suspect(kind, position + 1..position + 1 + MAX_INSN_LEN);
             }
-            Code::Retnq | Code::Retnq_imm16 | Code::Jmp_rel8_64 | Code::Jmp_rm64 | Code::Ud2 => {
+            Code::Retnq
+            | Code::Retnq_imm16
+            | Code::Jmp_rel8_64
+            | Code::Jmp_rm64
+            | Code::Retnd
+            | Code::Retnd_imm16
+            | Code::Jmp_rel8_32
+            | Code::Jmp_rm32
+            | Code::Ud2 => {
                 return Step::Other { unconditional: true }
             }
             _ if is_jcc_rel32(self.bytes, position, len) => {
@@ -419,6 +453,7 @@ pub struct Outgoing {
 pub fn outgoing(
     text: &[u8],
     text_base: u64,
+    mode: Mode,
     functions: &[FunctionRange],
     is_static_call_site: impl Fn(u64) -> bool,
 ) -> Result<Vec<Outgoing>, TryReserveError> {
@@ -431,7 +466,7 @@ pub fn outgoing(
             continue;
         }
         let bytes = &text[(range.start - text_base) as usize..(range.end - text_base) as usize];
-        outgoing_of_function(bytes, range.start, text_base..text_end, &is_static_call_site, &mut merged)?;
+        outgoing_of_function(bytes, range.start, mode, text_base..text_end, &is_static_call_site, &mut merged)?;
     }
     Ok(merged)
 }
@@ -441,16 +476,17 @@ pub fn outgoing(
 fn outgoing_of_function(
     bytes: &[u8],
     start: u64,
+    mode: Mode,
     own_text: core::ops::Range<u64>,
     is_static_call_site: &dyn Fn(u64) -> bool,
     merged: &mut Vec<Outgoing>,
 ) -> Result<(), TryReserveError> {
-    let mut decoder = new_decoder(bytes, start);
+    let mut decoder = new_decoder(bytes, start, mode);
     while decoder.can_decode() {
         let insn = decoder.decode();
         let is_call = match insn.code() {
-            Code::Call_rel32_64 => true,
-            Code::Jmp_rel32_64 => false,
+            Code::Call_rel32_64 | Code::Call_rel32_32 => true,
+            Code::Jmp_rel32_64 | Code::Jmp_rel32_32 => false,
             _ => continue,
         };
         let dest = insn.near_branch_target();
@@ -479,8 +515,8 @@ fn outgoing_of_function(
 
 /// Made in place, not on the caller's stack and then copied (464 bytes).
 #[inline(never)]
-fn new_decoder(bytes: &[u8], ip: u64) -> Decoder<'_> {
-    Decoder::with_ip(64, bytes, ip, DecoderOptions::NONE)
+fn new_decoder(bytes: &[u8], ip: u64, mode: Mode) -> Decoder<'_> {
+    Decoder::with_ip(mode.bitness(), bytes, ip, DecoderOptions::NONE)
 }
 
 /// `0f 8x rel32`: the only conditional jump that reaches outside the module.
@@ -516,6 +552,7 @@ mod tests {
     }
 
     const OPTS: Options = Options {
+        mode: Mode::Bits64,
         call_thunks: true,
         module_space_start: 0xffff_ffff_c000_0000,
         module_space_end: 0xffff_ffff_ff00_0000,
@@ -556,6 +593,40 @@ mod tests {
         assert_eq!(d.sites[1].kind, SiteKind::TailJump);
         assert_eq!(d.sites[1].func, 11);
         assert_eq!(text[(d.sites[1].addr - TEXT) as usize], 0xe9);
+    }
+
+    /// i386: `dec eax` (0x48) before a call. Decoded as 64-bit code, 0x48
+    /// is a REX prefix and the call a 6-byte one, which is no site.
+    #[test]
+    fn decodes_32_bit_code_in_32_bit_mode() {
+        const TEXT32: u64 = 0xf8a0_0000;
+        const KMALLOC32: u64 = 0xc123_4560;
+        const KFREE32: u64 = 0xc123_9000;
+        let mut a = CodeAssembler::new(32).unwrap();
+        a.push(ebx).unwrap();
+        a.dec(eax).unwrap();
+        a.call(KMALLOC32).unwrap();
+        a.pop(ebx).unwrap();
+        a.jmp(KFREE32).unwrap();
+        let text = a.assemble(TEXT32).unwrap();
+        assert_eq!(&text[1..3], &[0x48, 0xe8]);
+        let symbols = [Symbol { addr: TEXT32, size: text.len() as u64, is_function: true }];
+        let ranges = function_ranges(symbols.iter().copied(), TEXT32, TEXT32 + text.len() as u64).unwrap();
+        let targets = [Target { addr: KMALLOC32, func: 0 }, Target { addr: KFREE32, func: 11 }];
+        let opts = Options { mode: Mode::Bits32, call_thunks: false, module_space_start: 0xf800_0000, module_space_end: 0xff00_0000 };
+        let d = discover(&text, TEXT32, &ranges, &targets, &opts).unwrap();
+        assert_eq!(
+            d.sites,
+            [
+                Site { addr: TEXT32 + 2, func: 0, kind: SiteKind::Call },
+                Site { addr: TEXT32 + 8, func: 11, kind: SiteKind::TailJump }
+            ]
+        );
+        let out = outgoing(&text, TEXT32, Mode::Bits32, &ranges, |_| false).unwrap();
+        assert_eq!(out.iter().map(|o| (o.dest, o.calls, o.tails)).collect::<Vec<_>>(), [(KMALLOC32, 1, 0), (KFREE32, 0, 1)]);
+
+        let as_64 = discover(&text, TEXT32, &ranges, &targets, &Options { mode: Mode::Bits64, ..opts }).unwrap();
+        assert!(!as_64.sites.iter().any(|s| s.func == 0), "64-bit decoding must not find the 32-bit call: {:?}", as_64.sites);
     }
 
     #[test]
@@ -761,7 +832,7 @@ mod tests {
         ]);
         let ranges = function_ranges(symbols, TEXT, TEXT + text.len() as u64).unwrap();
         let static_site = TEXT;
-        let out = outgoing(&text, TEXT, &ranges, |addr| addr == static_site).unwrap();
+        let out = outgoing(&text, TEXT, Mode::Bits64, &ranges, |addr| addr == static_site).unwrap();
         let by = |dest| *out.iter().find(|o| o.dest == dest).unwrap();
         assert_eq!(out.len(), 3);
         assert_eq!(

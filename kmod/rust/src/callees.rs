@@ -42,7 +42,7 @@ pub fn list(text: &[u8], base: u64, ranges: &[FunctionRange], static_call_sites:
         crate::log::error_static(c"out of memory while listing callees");
         ffi::ENOMEM
     };
-    let found = sites::outgoing(text, base, ranges, |a| static_call_sites.binary_search(&a).is_ok()).map_err(oom)?;
+    let found = sites::outgoing(text, base, sites::Mode::NATIVE, ranges, |a| static_call_sites.binary_search(&a).is_ok()).map_err(oom)?;
     let mut callees = Vec::new();
     callees.try_reserve_exact(found.len()).map_err(oom)?;
     for o in found {
@@ -56,7 +56,7 @@ pub fn list(text: &[u8], base: u64, ranges: &[FunctionRange], static_call_sites:
         } else if o.noreturn_sites > 0 {
             Some(Refusal::NoReturn)
         // SAFETY: asks ftrace about an address; process context, hp_lock held.
-        } else if !unsafe { ffi::hp_c_is_traceable(o.dest) } {
+        } else if !unsafe { ffi::hp_c_is_traceable(o.dest as usize) } {
             Some(Refusal::NoFtrace)
         } else {
             None
@@ -72,7 +72,7 @@ pub fn list(text: &[u8], base: u64, ranges: &[FunctionRange], static_call_sites:
 fn symbol_at(addr: u64) -> (CalleeName, bool) {
     let mut buf = [0u8; 160];
     // SAFETY: buf is writable for its length; C writes at most len-1 bytes.
-    let len = unsafe { ffi::hp_c_format_symbol(addr, buf.as_mut_ptr().cast(), buf.len() as u32) } as usize;
+    let len = unsafe { ffi::hp_c_format_symbol(addr as usize, buf.as_mut_ptr().cast(), buf.len() as u32) } as usize;
     let text = core::str::from_utf8(&buf[..len.min(buf.len())]).unwrap_or("");
     let mut name = CalleeName::default();
     // "sym+0xoff/0xsize"; a bare number when kallsyms knows nothing.

@@ -121,8 +121,8 @@ fn copy_c(dst: &mut [u8], s: &str) {
 /// `bytes` is valid for `len` bytes; `out` is writable; `r` came from
 /// `hp_reply_new`.
 #[no_mangle]
-pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: u64, out: *mut ControlCommand, r: *mut Reply) -> i32 {
-    let bytes = unsafe { core::slice::from_raw_parts(bytes, len as usize) };
+pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: usize, out: *mut ControlCommand, r: *mut Reply) -> i32 {
+    let bytes = unsafe { core::slice::from_raw_parts(bytes, len) };
     let (out, reply) = unsafe { (&mut *out, &mut *r) };
     let command = match parse(bytes) {
         Ok(command) => command,
@@ -166,7 +166,7 @@ pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: u64, out: *mut 
 /// (hp_c_format_ptr, raw with raw_pointers=1).
 struct CFormatted {
     value: u64,
-    format: unsafe extern "C" fn(u64, *mut c_char, u32) -> u32,
+    format: unsafe extern "C" fn(usize, *mut c_char, u32) -> u32,
 }
 
 impl fmt::Display for CFormatted {
@@ -174,7 +174,7 @@ impl fmt::Display for CFormatted {
         let mut buf = [0u8; 128];
         // SAFETY: buf is writable for its length; both formatters write at
         // most len-1 bytes and return how many.
-        let len = unsafe { (self.format)(self.value, buf.as_mut_ptr().cast(), buf.len() as u32) } as usize;
+        let len = unsafe { (self.format)(self.value as usize, buf.as_mut_ptr().cast(), buf.len() as u32) } as usize;
         f.write_str(core::str::from_utf8(&buf[..len.min(buf.len())]).unwrap_or("?"))
     }
 }
@@ -216,9 +216,9 @@ pub unsafe extern "C" fn hp_reply_sites(r: *mut Reply, s: *const Session) {
 /// `r` came from `hp_reply_new`; `sessions` holds `n` pointers, each null or
 /// a live session of the same target.
 #[no_mangle]
-pub unsafe extern "C" fn hp_reply_stats(r: *mut Reply, sessions: *const *const Session, n: u64) {
+pub unsafe extern "C" fn hp_reply_stats(r: *mut Reply, sessions: *const *const Session, n: usize) {
     let r = unsafe { &mut *r };
-    let sessions = unsafe { core::slice::from_raw_parts(sessions, n as usize) };
+    let sessions = unsafe { core::slice::from_raw_parts(sessions, n) };
     let sessions = || sessions.iter().filter(|s| !s.is_null()).map(|&s| unsafe { &*s });
     let Some(first) = sessions().next() else { return };
     let module = first.target();
@@ -259,9 +259,9 @@ pub unsafe extern "C" fn hp_session_totals(s: *const Session, out: *mut [u64; 3]
 /// # Safety
 /// `r` came from `hp_reply_new`; `addrs` holds `len` addresses.
 #[no_mangle]
-pub unsafe extern "C" fn hp_reply_functions(r: *mut Reply, addrs: *const u64, len: u64) {
+pub unsafe extern "C" fn hp_reply_functions(r: *mut Reply, addrs: *const u64, len: usize) {
     let r = unsafe { &mut *r };
-    let addrs = unsafe { core::slice::from_raw_parts(addrs, len as usize) };
+    let addrs = unsafe { core::slice::from_raw_parts(addrs, len) };
     for (index, f) in MEMORY.iter().enumerate() {
         let available = addrs.get(index).is_some_and(|&a| a != 0) as u32;
         let _ = writeln!(r, "function index={index} name={} available={available}", f.name);

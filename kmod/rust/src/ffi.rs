@@ -8,7 +8,7 @@ pub struct AttachRequest {
     pub text: *const u8,
     pub text_base: u64,
     pub text_size: u64,
-    pub symtab: *const Elf64Sym,
+    pub symtab: *const ElfSym,
     pub num_symtab: u64,
     pub catalogue_addrs: *const u64,
     pub catalogue_len: u64,
@@ -39,6 +39,8 @@ pub const HP_SINK_NONE: u32 = 2;
 pub struct CallFrame {
     pub args: [u64; 6],
     pub start_ns: u64,
+    /// i386: how many of args[3..] hp_trampoline pushes for the real call.
+    pub stack_words: u64,
 }
 
 /// One `hp_patcher:hp_call` trace event (struct hp_call_event).
@@ -58,9 +60,10 @@ pub struct CallEvent {
     pub strings_len: u32,
 }
 
-/// The kernel's `Elf64_Sym`.
+/// The kernel's `Elf_Sym`: `Elf64_Sym` on x86_64.
+#[cfg(target_pointer_width = "64")]
 #[repr(C)]
-pub struct Elf64Sym {
+pub struct ElfSym {
     pub st_name: u32,
     pub st_info: u8,
     pub st_other: u8,
@@ -69,12 +72,25 @@ pub struct Elf64Sym {
     pub st_size: u64,
 }
 
+/// The kernel's `Elf_Sym`: `Elf32_Sym` on i386, whose fields come in
+/// another order.
+#[cfg(target_pointer_width = "32")]
+#[repr(C)]
+pub struct ElfSym {
+    pub st_name: u32,
+    pub st_value: u32,
+    pub st_size: u32,
+    pub st_info: u8,
+    pub st_other: u8,
+    pub st_shndx: u16,
+}
+
 pub const STT_FUNC: u8 = 2;
 
 /// The kernel's `struct trace_print_flags`.
 #[repr(C)]
 pub struct TracePrintFlags {
-    pub mask: u64,
+    pub mask: usize, // unsigned long
     pub name: *const c_char,
 }
 
@@ -87,19 +103,20 @@ pub const ENOENT: i32 = 2;
 pub const ENOMEM: i32 = 12;
 
 extern "C" {
+    pub fn hp_c_abi_mix(a: *const u8, b: usize, c: *const u64, d: *const u8, e: usize) -> u64;
     pub fn hp_c_log(level: u32, msg: *const c_char);
-    pub fn hp_c_log_at(level: u32, msg: *const c_char, addr: u64);
-    pub fn hp_c_emit_call(text: *const c_char, site_addr: u64);
-    pub fn hp_c_format_ptr(value: u64, buf: *mut c_char, len: u32) -> u32;
-    pub fn hp_c_is_known_code(addr: u64) -> bool;
+    pub fn hp_c_log_at(level: u32, msg: *const c_char, addr: usize);
+    pub fn hp_c_emit_call(text: *const c_char, site_addr: usize);
+    pub fn hp_c_format_ptr(value: usize, buf: *mut c_char, len: u32) -> u32;
+    pub fn hp_c_is_known_code(addr: usize) -> bool;
     pub fn hp_c_log_window() -> u64;
     pub fn hp_c_alloc(size: usize) -> *mut u8;
     pub fn hp_c_free(ptr: *mut u8);
     pub fn hp_c_now_ns() -> u64;
     pub fn hp_c_trace_enabled() -> bool;
     pub fn hp_c_trace_call(event: *const CallEvent);
-    pub fn hp_c_format_symbol(addr: u64, buf: *mut c_char, len: u32) -> u32;
-    pub fn hp_c_is_traceable(addr: u64) -> bool;
-    pub fn hp_c_read_string(addr: u64, buf: *mut u8, len: u32) -> i32;
+    pub fn hp_c_format_symbol(addr: usize, buf: *mut c_char, len: u32) -> u32;
+    pub fn hp_c_is_traceable(addr: usize) -> bool;
+    pub fn hp_c_read_string(addr: usize, buf: *mut u8, len: u32) -> i32;
     pub fn hp_c_panic(msg: *const u8, len: usize) -> !;
 }

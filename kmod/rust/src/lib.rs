@@ -54,12 +54,12 @@ pub unsafe extern "C" fn hp_session_site_count(s: *const Session) -> u64 {
 #[no_mangle]
 pub unsafe extern "C" fn hp_session_site(
     s: *const Session,
-    index: u64,
+    index: usize,
     addr: *mut u64,
     tail_jump: *mut bool,
     jump_through: *mut bool,
 ) -> *const SiteRecord {
-    let site = &unsafe { &*s }.sites()[index as usize];
+    let site = &unsafe { &*s }.sites()[index];
     unsafe {
         *addr = site.addr();
         *tail_jump = site.is_tail_jump();
@@ -79,9 +79,9 @@ pub unsafe extern "C" fn hp_session_inflight(s: *const Session) -> u64 {
 /// `s` came from `hp_plan`; `why` is a NUL-terminated string. `missed`
 /// counts probe hits kprobes did not pass to us.
 #[no_mangle]
-pub unsafe extern "C" fn hp_session_report(s: *const Session, why: *const c_char, missed: u64) {
+pub unsafe extern "C" fn hp_session_report(s: *const Session, why: *const c_char, missed: usize) {
     let why = unsafe { CStr::from_ptr(why) }.to_str().unwrap_or("?");
-    unsafe { &*s }.report(why, missed);
+    unsafe { &*s }.report(why, missed as u64);
 }
 
 /// # Safety
@@ -100,10 +100,10 @@ pub unsafe extern "C" fn hp_session_free(s: *mut Session) {
 /// # Safety
 /// `site` came from `hp_session_site` of a live session.
 #[no_mangle]
-pub unsafe extern "C" fn hp_site_set_probe(site: *const SiteRecord, armed: bool, missed: u64) {
+pub unsafe extern "C" fn hp_site_set_probe(site: *const SiteRecord, armed: bool, missed: usize) {
     let site = unsafe { &*site };
     site.set_state(if armed { SiteState::Armed } else { SiteState::Refused });
-    site.set_missed(missed);
+    site.set_missed(missed as u64);
 }
 
 /// Called by hp_trampoline before the real call; fills `frame` and returns
@@ -118,9 +118,9 @@ pub unsafe extern "C" fn hp_on_entry(
     site: *const SiteRecord,
     args: *const [u64; 6],
     frame: *mut CallFrame,
-    caller: u64,
+    caller: usize,
 ) -> u64 {
-    unsafe { &*site }.enter(unsafe { &*args }, unsafe { &mut *frame }, caller)
+    unsafe { &*site }.enter(unsafe { &*args }, unsafe { &mut *frame }, caller as u64)
 }
 
 /// Called by hp_trampoline_jump; returns the function to jump into.
@@ -140,10 +140,36 @@ pub unsafe extern "C" fn hp_on_jump_through(site: *const SiteRecord, args: *cons
 #[no_mangle]
 pub unsafe extern "C" fn hp_on_exit(
     site: *const SiteRecord,
-    ret: u64,
+    ret: usize,
     args: *const [u64; 6],
     frame: *const CallFrame,
-    ret2: u64,
+    ret2: usize,
 ) -> u64 {
-    unsafe { &*site }.exit(ret, ret2, unsafe { &*args }, unsafe { &*frame })
+    unsafe { &*site }.exit(ret as u64, ret2 as u64, unsafe { &*args }, unsafe { &*frame })
+}
+
+/// The calling-convention check C runs at load (hp_init): it calls this
+/// with known values in hp_on_exit's shape (pointer, unsigned long, pointer,
+/// pointer, unsigned long), which spans registers and the stack under
+/// i386's regparm(3), and returns a u64 in two registers there; it
+/// calls C's `hp_c_abi_mix` back with the same values. Both sides mix
+/// the values the same way; a result that differs from C's own mix means
+/// that Rust and C disagree on where an argument travels (built without
+/// `-Zregparm=3`, say), and the module refuses to load.
+#[no_mangle]
+pub extern "C" fn hp_abi_check(a: *const u8, b: usize, c: *const u64, d: *const u8, e: usize) -> u64 {
+    let own = abi_mix(a as usize as u64, b as u64, c as usize as u64, d as usize as u64, e as u64);
+    // SAFETY: C's function reads its arguments only.
+    let back = unsafe { ffi::hp_c_abi_mix(a, b, c, d, e) };
+    if own == back {
+        own
+    } else {
+        0
+    }
+}
+
+/// Each argument in its own position, so that a swap or a lost half shows;
+/// hp_c_abi_mix in hp_main.c is the same.
+fn abi_mix(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64 {
+    a ^ b.rotate_left(8) ^ c.rotate_left(16) ^ d.rotate_left(24) ^ e.rotate_left(32)
 }

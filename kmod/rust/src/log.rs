@@ -67,7 +67,7 @@ pub fn emit(level: u32, line: &mut Line) {
 /// Like `log`, with ` at symbol+off/size [module]` for `addr` appended by C.
 pub fn log_at(level: u32, addr: u64, args: fmt::Arguments<'_>) {
     // SAFETY: as above.
-    line(args).print(|text| unsafe { ffi::hp_c_log_at(level, text, addr) })
+    line(args).print(|text| unsafe { ffi::hp_c_log_at(level, text, addr as usize) })
 }
 
 /// An error that needs no formatting and no memory: for out-of-memory paths.

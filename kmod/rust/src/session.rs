@@ -19,6 +19,9 @@ use crate::callees::{self, Callee};
 use crate::ffi::{self, AttachRequest, CallEvent, CallFrame};
 use crate::log::{error, info, log_at};
 
+/// The module runs on 32-bit x86 (its arguments past the third travel on the stack).
+const I386: bool = cfg!(target_pointer_width = "32");
+
 pub struct SiteRecord {
     site: Site,
     /// What the trampoline calls or jumps to: the function, or its
@@ -28,6 +31,9 @@ pub struct SiteRecord {
     track_caller: Option<CallerArgs>,
     /// A void function: entered through hp_trampoline_jump, no exit hook.
     jump_through: bool,
+    /// i386: words of `real`'s arguments the trampoline passes on the
+    /// stack, from its arity (0 on x86_64, where it forwards a fixed window).
+    stack_words: u32,
     /// `SiteState` as set by C: planned until kprobes accepts or refuses it.
     state: AtomicU8,
     hits: AtomicU64,
@@ -135,8 +141,8 @@ impl Session {
 
         let text = unsafe { slice(req.text, req.text_size) };
         let symbols = unsafe { slice(req.symtab, req.num_symtab) }.iter().map(|s| Symbol {
-            addr: s.st_value,
-            size: s.st_size,
+            addr: u64::from(s.st_value),
+            size: u64::from(s.st_size),
             is_function: s.st_info & 0xf == ffi::STT_FUNC,
         });
         let ranges =
@@ -162,6 +168,7 @@ impl Session {
         drop(choice);
 
         let options = Options {
+            mode: sites::Mode::NATIVE,
             call_thunks: req.call_thunks != 0,
             module_space_start: req.module_space_start,
             module_space_end: req.module_space_end,
@@ -197,12 +204,12 @@ impl Session {
         let gfp_names = unsafe { slice(req.gfp_names, req.num_gfp_names) };
         let mut gfp = Vec::new();
         gfp.try_reserve_exact(gfp_names.len()).map_err(out_of_memory)?;
-        gfp.extend(gfp_names.iter().map(|g| GfpName { mask: g.mask, name: unsafe { static_str(g.name) } }));
+        gfp.extend(gfp_names.iter().map(|g| GfpName { mask: g.mask as u64, name: unsafe { static_str(g.name) } }));
         let mut sites = Vec::new();
         sites.try_reserve_exact(found.sites.len()).map_err(out_of_memory)?;
         let config = KernelConfig { slab_buckets: req.slab_buckets != 0 };
         sites.extend(found.sites.iter().map(|&site| {
-            let (jump_through, real, track_caller) = match functions[site.func].kind {
+            let (jump_through, real, track_caller, arity) = match functions[site.func].kind {
                 FunctionKind::Memory(func) => {
                     let jump_through = MEMORY[func].ret == Kind::Void;
                     // Only where the kernel at hand exports the _track_caller form.
@@ -210,19 +217,24 @@ impl Session {
                         .filter(|_| !jump_through)
                         .and_then(|t| Some((t, catalogue::index_of(t.via).filter(|&v| available(v))?)));
                     match via {
-                        Some((t, via)) => (jump_through, addrs[via], Some(t.resolve(config))),
-                        None => (jump_through, addrs[func], None),
+                        Some((t, via)) => {
+                            (jump_through, addrs[via], Some(t.resolve(config)), MEMORY[via].arity(config))
+                        }
+                        None => (jump_through, addrs[func], None, MEMORY[func].arity(config)),
                     }
                 }
                 // Always called through: the trampoline forwards stack
-                // arguments too, and sees the result.
-                FunctionKind::Any(_) => (false, targets[site.func].addr, None),
+                // arguments too, and sees the result. (On i386 a raw one
+                // was refused in `intercepted`: its arity is unknown.)
+                FunctionKind::Any(spec) => (false, targets[site.func].addr, None, spec.arity()),
             };
+            let stack_words = if I386 { catalogue::i386_stack_words(arity) as u32 } else { 0 };
             SiteRecord {
                 site,
                 real,
                 track_caller,
                 jump_through,
+                stack_words,
                 state: AtomicU8::new(SiteState::Planned as u8),
                 hits: AtomicU64::new(0),
                 inflight: AtomicU64::new(0),
@@ -358,7 +370,7 @@ fn report_skipped(found: &Discovery, functions: &[Intercepted]) {
             // A tail call into another module's known code is no disturbance.
             // SAFETY (the guard's call): it only looks the address up.
             DisturbanceKind::ModuleSpaceJump { dest }
-                if d.recovered_sites == 0 && unsafe { ffi::hp_c_is_known_code(dest) } =>
+                if d.recovered_sites == 0 && unsafe { ffi::hp_c_is_known_code(dest as usize) } =>
             {
                 continue
             }
@@ -416,6 +428,12 @@ fn intercepted(
         let found = callees::list(text, text_base, ranges, static_call_sites)?;
         for wanted in choice.callees() {
             let callee = pick_callee(target, &found, wanted.name, wanted.spec)?;
+            if I386 && wanted.spec.is_none_or(|s| s == Spec::Raw) {
+                // Arguments past the third are on the stack: the real call
+                // must get exactly as many as the function takes.
+                error!("{target}: {}: on 32-bit x86 a callee needs its SPEC: its arity says how many stack arguments to pass on", wanted.name);
+                return Err(ffi::EINVAL);
+            }
             targets.push(Target { addr: callee.dest, func: functions.len() });
             functions.push(Intercepted::new(wanted.name, FunctionKind::Any(wanted.spec.unwrap_or(Spec::Raw))));
         }
@@ -512,6 +530,7 @@ impl SiteRecord {
             Some(t) => t.build(args, caller),
             None => *args,
         };
+        frame.stack_words = u64::from(self.stack_words);
         self.real
     }
 
@@ -605,7 +624,7 @@ impl SiteRecord {
             }
         };
         // SAFETY: the buffer is NUL-terminated and outlives the call.
-        unsafe { ffi::hp_c_emit_call(line.as_c_bytes().as_ptr().cast(), self.site.addr) };
+        unsafe { ffi::hp_c_emit_call(line.as_c_bytes().as_ptr().cast(), self.site.addr as usize) };
         self.events.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -628,7 +647,7 @@ fn read_strings(function: &Intercepted, args: &RegisterArgs, out: &mut [u8; stri
         let mut buf = [0u8; hp_core::proto::MAX_STRING + 1];
         // SAFETY: buf is writable for its length; C reads at most that many
         // bytes with copy_from_kernel_nofault.
-        let n = unsafe { ffi::hp_c_read_string(ptr, buf.as_mut_ptr(), buf.len() as u32) };
+        let n = unsafe { ffi::hp_c_read_string(ptr as usize, buf.as_mut_ptr(), buf.len() as u32) };
         let bytes = usize::try_from(n).ok().map(|n| &buf[..n.min(buf.len())]);
         strings::encode(out, &mut used, bytes);
     }
@@ -641,6 +660,6 @@ fn read_strings(function: &Intercepted, args: &RegisterArgs, out: &mut [u8; stri
 fn kernel_pointer(w: &mut dyn Write, value: u64) -> core::fmt::Result {
     let mut buf = [0u8; 24];
     // SAFETY: buf is writable for its length; C writes at most len-1 bytes.
-    let len = unsafe { ffi::hp_c_format_ptr(value, buf.as_mut_ptr().cast(), buf.len() as u32) } as usize;
+    let len = unsafe { ffi::hp_c_format_ptr(value as usize, buf.as_mut_ptr().cast(), buf.len() as u32) } as usize;
     w.write_str(core::str::from_utf8(&buf[..len.min(buf.len())]).unwrap_or("?"))
 }
