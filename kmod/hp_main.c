@@ -504,8 +504,10 @@ static void hp_attachment_detach(const char *name, struct hp_attachment *att,
 	 * Restore every site's text first, and keep the probes in kprobes'
 	 * table for a grace period before unregistering: a CPU that still
 	 * executes an int3 it fetched before the restore then finds its probe
-	 * (x86's kprobe_int3_handler has no fallback for a vanished probe, and
-	 * dies). Seen under QEMU TCG, twice in a few thousand detaches.
+	 * (x86's kprobe_int3_handler has no fallback for a vanished probe since
+	 * 6.2, and dies). text_poke_sync already makes this so on hardware; it
+	 * costs one grace period. (Multi-threaded QEMU TCG can keep a stale int3
+	 * much longer than that: see xtask's guest.rs.)
 	 */
 	for (i = 0; i < att->nr_kprobes; i++)
 		disable_kprobe(att->kprobes[i]);
