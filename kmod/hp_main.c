@@ -23,6 +23,8 @@
 #include <linux/version.h>
 #include <linux/uaccess.h>
 #include <linux/static_call.h>
+#include <linux/workqueue.h>
+#include <linux/completion.h>
 #include <linux/tracepoint.h>	/* TRACE_DEFINE_ENUM, used by mmflags.h */
 #include <trace/events/mmflags.h>
 
@@ -565,6 +567,57 @@ static u64 *hp_static_call_sites(const struct module *mod, u64 *n)
 	return addrs;
 }
 
+/*
+ * Planning runs on a worker's fresh stack. Decoding a large module goes
+ * deep (hp_plan, the decoder, then an allocation that may schedule), and
+ * under insmod that comes on top of load_module's frames: i386's 8 kB
+ * stack overflowed there with ext4 ("corrupted stack end detected inside
+ * scheduler"). The caller waits, holding hp_lock as before; an error the
+ * plan logs still goes to the caller's reply.
+ */
+struct hp_plan_work {
+	struct work_struct work;
+	struct completion done;
+	const struct hp_attach_request *req;
+	struct hp_session **session;
+	struct task_struct *caller;
+	int err;
+};
+
+static void hp_plan_work_fn(struct work_struct *work)
+{
+	struct hp_plan_work *pw = container_of(work, struct hp_plan_work, work);
+	/* The caller sleeps below until done: its reply is ours meanwhile. */
+	bool capture = READ_ONCE(hp_capture_task) == pw->caller;
+
+	if (capture)
+		WRITE_ONCE(hp_capture_task, current);
+	pw->err = hp_plan(pw->req, pw->session);
+	if (capture)
+		WRITE_ONCE(hp_capture_task, pw->caller);
+	complete(&pw->done);
+}
+
+static int hp_plan_on_fresh_stack(const struct hp_attach_request *req,
+				  struct hp_session **session)
+{
+	struct hp_plan_work pw = {
+		.req = req,
+		.session = session,
+		.caller = current,
+	};
+
+	INIT_WORK_ONSTACK(&pw.work, hp_plan_work_fn);
+	init_completion(&pw.done);
+	queue_work(system_unbound_wq, &pw.work);
+	/* In slices: planning btrfs takes 40 s under TCG, and a task blocked
+	 * without a break for 120 s is reported as hung. */
+	while (!wait_for_completion_timeout(&pw.done, 10 * HZ))
+		;
+	destroy_work_on_stack(&pw.work);
+	return pw.err;
+}
+
 static int hp_attachment_plan(struct module *mod, const char *functions, u32 sink,
 			      u64 burst, const struct mod_kallsyms *syms, u64 base, u64 size,
 			      bool quiet_if_none, struct hp_reply *callees,
@@ -609,7 +662,7 @@ static int hp_attachment_plan(struct module *mod, const char *functions, u32 sin
 		return -ENOMEM;
 	}
 	req.static_call_sites = static_sites;
-	err = hp_plan(&req, &att->session);
+	err = hp_plan_on_fresh_stack(&req, &att->session);
 	kvfree(static_sites);
 	if (err || callees)
 		hp_attachment_free(att);
