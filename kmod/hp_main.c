@@ -589,12 +589,20 @@ static void hp_plan_work_fn(struct work_struct *work)
 	struct hp_plan_work *pw = container_of(work, struct hp_plan_work, work);
 	/* The caller sleeps below until done: its reply is ours meanwhile. */
 	bool capture = READ_ONCE(hp_capture_task) == pw->caller;
+#ifdef CONFIG_FAULT_INJECTION
+	/* failslab's task filter fails what it would have failed the caller. */
+	bool make_it_fail = current->make_it_fail;
 
+	current->make_it_fail = pw->caller->make_it_fail;
+#endif
 	if (capture)
 		WRITE_ONCE(hp_capture_task, current);
 	pw->err = hp_plan(pw->req, pw->session);
 	if (capture)
 		WRITE_ONCE(hp_capture_task, pw->caller);
+#ifdef CONFIG_FAULT_INJECTION
+	current->make_it_fail = make_it_fail;
+#endif
 	complete(&pw->done);
 }
 
