@@ -374,8 +374,12 @@ static __always_inline void hp_push(struct pt_regs *regs, unsigned long value)
 
 /*
  * Emulates the probed `call rel32` or `jmp rel32` as if it went to the
- * trampoline: a call pushes its return address (the int3 entry leaves a
- * gap below a kernel-mode stack for exactly this), and the site travels
+ * trampoline: a call pushes its return address, and the int3 entry leaves
+ * room below a kernel-mode stack for exactly this, as text-patching.h's
+ * int3_emulate_push() relies on: entry_64.S's idtentry copies the iret
+ * frame 6 words down for X86_TRAP_BP, and entry_32.S's FIXUP_FRAME builds a
+ * full frame below the original one (IRET_FRAME then returns to the
+ * modified regs->sp). We use 1 word on x86_64 and 2 on i386. The site travels
  * with it: in %r11 on x86_64, which no argument uses; pushed on i386, where
  * regparm(3) leaves no register free. Returning 1 tells kprobes that we set
  * the next ip ourselves, so the original instruction is not executed. No
