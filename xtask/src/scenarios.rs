@@ -29,39 +29,38 @@ struct Boot {
     timeout_secs: u32,
 }
 
+/// A boot that packs only our modules: each entry below says what it adds.
+const PLAIN: Boot = Boot {
+    name: "",
+    scripts: &[],
+    in_tree: &[],
+    ext4_image: false,
+    callees_truth: &[],
+    host_programs: &[],
+    cmdline: "",
+    timeout_secs: 900,
+};
+
 /// Grouped so that one boot runs several scenarios.
 const BOOTS: &[Boot] = &[
     Boot {
         name: "cr_target",
         scripts: &["bad_input", "accounting", "target_unload", "race", "cycles", "kmemleak"],
-        in_tree: &[],
-        ext4_image: false,
-        callees_truth: &[],
-        host_programs: &[],
-        cmdline: "",
-        timeout_secs: 900,
+        ..PLAIN
     },
     Boot {
         name: "core",
         scripts: &["pointers", "caller", "disturbed", "force_unload", "leak", "fault", "failslab", "kmemleak"],
-        in_tree: &[],
-        ext4_image: false,
-        callees_truth: &[],
-        host_programs: &[],
         // Races show up sooner when the kernel preempts anywhere.
         cmdline: "preempt=full",
-        timeout_secs: 900,
+        ..PLAIN
     },
     Boot {
         name: "control",
         // lockdown last: it cannot be lifted.
         scripts: &["control", "targets", "follow", "events", "tracecmd", "anycallee", "callee", "typed", "lockdown"],
-        in_tree: &[],
-        ext4_image: false,
-        callees_truth: &[],
         host_programs: &["/usr/bin/trace-cmd"],
-        cmdline: "",
-        timeout_secs: 900,
+        ..PLAIN
     },
     Boot {
         name: "ext4",
@@ -69,9 +68,7 @@ const BOOTS: &[Boot] = &[
         in_tree: &["crc32c_generic", "ext4", "brd"],
         ext4_image: true,
         callees_truth: &["ext4"],
-        host_programs: &[],
-        cmdline: "",
-        timeout_secs: 900,
+        ..PLAIN
     },
 ];
 
@@ -81,25 +78,13 @@ const BOOTS: &[Boot] = &[
 /// fresh stack). hpctl is an x86_64 binary and the i386 kernel has no BTF,
 /// so the control, event and typed-callee scenarios stay on x86_64.
 const I386_BOOTS: &[Boot] = &[
-    Boot {
-        name: "cr_target",
-        scripts: &["bad_input", "accounting", "target_unload", "race", "cycles"],
-        in_tree: &[],
-        ext4_image: false,
-        callees_truth: &[],
-        host_programs: &[],
-        cmdline: "",
-        timeout_secs: 900,
-    },
+    Boot { name: "cr_target", scripts: &["bad_input", "accounting", "target_unload", "race", "cycles"], ..PLAIN },
     Boot {
         name: "ext4",
         scripts: &["ext4"],
         in_tree: &["crc32c_generic", "ext4", "brd"],
         ext4_image: true,
-        callees_truth: &[],
-        host_programs: &[],
-        cmdline: "",
-        timeout_secs: 900,
+        ..PLAIN
     },
 ];
 
