@@ -1,8 +1,9 @@
 //! Prototypes from real BTF: Debian's 6.12 vmlinux (the .BTF section of the
 //! headers package's vmlinux) and the split BTF of its ext4.ko and jbd2.ko,
 //! from lab/cache, which `cargo xtask setup` (and `cargo xtask test`, before
-//! it runs these tests) fills. A missing cache fails with a message that
-//! says so: it is never a silent pass.
+//! it runs these tests) fills with the 6.12 line's newest build, named in
+//! lab/cache/lines/6.12. A missing cache fails with a message that says so:
+//! it is never a silent pass.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,25 +14,36 @@ use hpctl::btf::Btfs;
 use hpctl::prototype::{BtfRefusal, Shape};
 use object::{Object, ObjectSection, ObjectSymbol};
 
-/// xtask::kernel::DEFAULT_RELEASE.
-const RELEASE: &str = "6.12.117+deb12-amd64";
+fn cache() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/cache")
+}
+
+/// The release xtask resolved the 6.12 line to (xtask::lines::LINE_6_12).
+fn release() -> String {
+    let named = cache().join("lines/6.12");
+    let text = std::fs::read_to_string(&named).unwrap_or_else(|e| {
+        panic!("{}: {e}: run `cargo xtask setup` first (it resolves the 6.12 line and unpacks its packages)", named.display())
+    });
+    text.trim().to_string()
+}
 
 fn root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/cache").join(RELEASE).join("root");
+    let release = release();
+    let root = cache().join(&release).join("root");
     assert!(
         root.join("boot").is_dir(),
-        "{} is missing: run `cargo xtask setup` first (it unpacks Debian's {RELEASE} packages into lab/cache)",
+        "{} is missing: run `cargo xtask setup` first (it unpacks Debian's {release} packages into lab/cache)",
         root.display()
     );
     root
 }
 
 fn vmlinux_path() -> PathBuf {
-    root().join(format!("usr/src/linux-headers-{RELEASE}/vmlinux"))
+    root().join(format!("usr/src/linux-headers-{}/vmlinux", release()))
 }
 
 fn module_path(dir: &str, name: &str) -> PathBuf {
-    let base = root().join(format!("lib/modules/{RELEASE}/kernel/{dir}/{name}"));
+    let base = root().join(format!("lib/modules/{}/kernel/{dir}/{name}", release()));
     for suffix in [".ko.xz", ".ko"] {
         let path = PathBuf::from(format!("{}{suffix}", base.display()));
         if path.exists() {

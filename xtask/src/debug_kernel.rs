@@ -24,16 +24,18 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::kernel::{Kernel, DEFAULT_RELEASE};
+use crate::apt::{Apt, Suite};
+use crate::kernel::Kernel;
 use crate::run;
 
 /// Where everything is cached: outside any git checkout, shared by every run on this machine.
 pub const CACHE_DIR: &str = "/var/cache/hp_patcher/debug-6.12";
 
-/// Debian's source package; its version must be the one of [`DEFAULT_RELEASE`].
+/// Debian's source package, at the version of the 6.12 line's build that the
+/// lab resolved (whose config is the base): it follows the line as the
+/// archive moves.
 const SOURCE_PACKAGE: &str = "linux-source-6.12";
-const SOURCE_VERSION: &str = "6.12.117-1~deb12u1";
-const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+const SOURCE_TARBALL: &str = "usr/src/linux-source-6.12.tar.xz";
 const SOURCE_DIR: &str = "linux-source-6.12";
 
 /// Appended to the release: `6.12.117-hpdebug`.
@@ -198,7 +200,10 @@ const CONFIG: &[(&str, &str)] = &[
 pub fn ensure_debug_kernel() -> Result<PathBuf> {
     let cache = PathBuf::from(CACHE_DIR);
     let done = cache.join("done");
-    let recipe = recipe_text();
+    // Debian's config is the base; fetching the lab kernel unpacks it.
+    let debian = Kernel::default_release()?;
+    let source_version = debian.version.clone().context("the lab kernel comes from Debian's packages")?;
+    let recipe = recipe_text(&source_version);
     if let Ok(text) = fs::read_to_string(&done) {
         if text.contains(&recipe) {
             return Ok(cache);
@@ -207,14 +212,11 @@ pub fn ensure_debug_kernel() -> Result<PathBuf> {
         fs::remove_file(&done)?;
     }
     fs::create_dir_all(&cache).with_context(|| format!("creating {CACHE_DIR}"))?;
-
-    // Debian's config is the base; fetching the lab kernel unpacks it.
-    let debian = Kernel::default_release()?;
     let base_config =
         debian.root.as_ref().context("the lab kernel is unpacked")?.join(format!("boot/config-{}", debian.release));
 
     install_packages()?;
-    let src = unpack_source(&cache)?;
+    let src = unpack_source(&cache, &source_version, &debian.release)?;
     let build = cache.join("build");
     configure(&src, &build, &base_config, &cache)?;
 
@@ -260,12 +262,12 @@ pub fn kernel() -> Result<Kernel> {
             std::os::unix::fs::symlink(&target, &link)?;
         }
     }
-    Ok(Kernel { release, kdir: build, root: Some(root) })
+    Ok(Kernel { release, kdir: build, root: Some(root), version: None })
 }
 
 /// What the `done` marker records of the recipe: a change to it invalidates the cache.
-fn recipe_text() -> String {
-    let mut text = format!("source={SOURCE_PACKAGE} {SOURCE_VERSION}\nkeep={}\n", KEEP_MODULES.join(","));
+fn recipe_text(source_version: &str) -> String {
+    let mut text = format!("source={SOURCE_PACKAGE} {source_version}\nkeep={}\n", KEEP_MODULES.join(","));
     for (option, value) in CONFIG {
         let _ = writeln!(text, "CONFIG_{option}={value}");
     }
@@ -278,13 +280,10 @@ fn installed_version(package: &str) -> Option<String> {
     text.strip_prefix("install ok installed ").map(str::to_string)
 }
 
-/// The pinned source package and whatever build dependency is missing.
+/// Whatever build dependency is missing.
 fn install_packages() -> Result<()> {
-    let mut wanted: Vec<String> =
+    let wanted: Vec<String> =
         BUILD_PACKAGES.iter().filter(|p| installed_version(p).is_none()).map(|p| p.to_string()).collect();
-    if installed_version(SOURCE_PACKAGE).as_deref() != Some(SOURCE_VERSION) {
-        wanted.push(format!("{SOURCE_PACKAGE}={SOURCE_VERSION}"));
-    }
     if wanted.is_empty() {
         return Ok(());
     }
@@ -302,28 +301,37 @@ fn install_packages() -> Result<()> {
     Ok(())
 }
 
-/// Unpacks the source tarball once and checks that it is the lab kernel's version.
-fn unpack_source(cache: &Path) -> Result<PathBuf> {
+/// Downloads Debian's source package at `version` and unpacks its tarball,
+/// once per version; checks that it is the lab kernel's Linux version.
+fn unpack_source(cache: &Path, version: &str, lab_release: &str) -> Result<PathBuf> {
     let src = cache.join(SOURCE_DIR);
     let stamp = cache.join(".unpacked");
-    if !stamp.exists() {
+    if fs::read_to_string(&stamp).ok().as_deref() != Some(version) {
         let _ = fs::remove_dir_all(&src);
+        let debs = cache.join("source-debs");
+        let _ = fs::remove_dir_all(&debs);
+        eprintln!("debug kernel: fetching {SOURCE_PACKAGE} {version}");
+        Apt::for_suite(Suite::Bookworm, crate::kernel::Arch::X86_64)?.download(&[format!("{SOURCE_PACKAGE}={version}")], &debs)?;
+        let deb = fs::read_dir(&debs)?.filter_map(|e| Some(e.ok()?.path())).find(|p| p.extension().is_some_and(|e| e == "deb"));
+        let unpacked = debs.join("root");
+        run(Command::new("dpkg").arg("-x").arg(deb.context("no source package downloaded")?).arg(&unpacked))?;
         eprintln!("debug kernel: unpacking {SOURCE_TARBALL}");
-        run(Command::new("tar").arg("xf").arg(SOURCE_TARBALL).current_dir(cache))?;
-        fs::write(&stamp, "")?;
+        run(Command::new("tar").arg("xf").arg(unpacked.join(SOURCE_TARBALL)).current_dir(cache))?;
+        fs::remove_dir_all(&debs)?;
+        fs::write(&stamp, version)?;
     }
     let makefile = fs::read_to_string(src.join("Makefile"))?;
     let field =
         |name: &str| makefile.lines().find_map(|l| l.strip_prefix(name)?.trim_start().strip_prefix('=')).map(str::trim);
-    let version = format!(
+    let linux = format!(
         "{}.{}.{}",
         field("VERSION").unwrap_or("?"),
         field("PATCHLEVEL").unwrap_or("?"),
         field("SUBLEVEL").unwrap_or("?")
     );
-    let lab = DEFAULT_RELEASE.split(['+', '-']).next().unwrap_or(DEFAULT_RELEASE);
-    if version != lab {
-        bail!("{} is Linux {version}, the lab kernel {DEFAULT_RELEASE} is {lab}", src.display());
+    let lab = lab_release.split(['+', '-']).next().unwrap_or(lab_release);
+    if linux != lab {
+        bail!("{} is Linux {linux}, the lab kernel {lab_release} is {lab}", src.display());
     }
     Ok(src)
 }

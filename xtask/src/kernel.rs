@@ -5,25 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::apt::{Apt, Suite};
+use crate::lines::{self, Build, Line};
 use crate::{repo_root, run};
+use std::sync::Mutex;
 
 /// `--kernel debug`: Debian's 6.12 source built with KASAN, lockdep,
 /// kmemleak and the rest (debug_kernel.rs), cached outside the checkout.
 pub const DEBUG_RELEASE: &str = "debug";
-
-/// The kernel the lab builds for and boots by default. Named here only.
-pub const DEFAULT_RELEASE: &str = "6.12.117+deb12-amd64";
-
-/// Debian 12's other kernel line, Linux 6.1 (the newest ABI in
-/// bookworm-security when pinned; bookworm's point release has 6.1.0-50).
-pub const LTS_6_1_RELEASE: &str = "6.1.0-56-amd64";
-
-/// Debian 12's 32-bit x86 kernel (i386, PAE), from the point release: the
-/// security archive's i386 index is not always complete on this mirror.
-pub const I386_RELEASE: &str = "6.1.0-50-686-pae";
-
-/// The kernels `cargo xtask test` runs the guest suite on, in order.
-pub const TEST_RELEASES: &[&str] = &[DEFAULT_RELEASE, LTS_6_1_RELEASE, I386_RELEASE];
 
 /// Host packages the lab needs (Debian bookworm).
 const HOST_PACKAGES: &[&str] = &[
@@ -85,11 +74,13 @@ pub struct Kernel {
     pub kdir: PathBuf,
     /// Root of the unpacked packages, when the kernel came from the cache.
     pub root: Option<PathBuf>,
+    /// The Debian version of its packages, when it came from the archive.
+    pub version: Option<String>,
 }
 
 /// The instruction set a kernel runs: where the build, the trampoline and
 /// the guest differ between x86_64 and 32-bit x86, they ask this.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Arch {
     X86_64,
     I386,
@@ -99,7 +90,11 @@ impl Arch {
     /// Debian's flavours: `amd64`, `cloud-amd64`, `rt-amd64` are x86_64;
     /// `686`, `686-pae`, `rt-686-pae` are i386.
     pub fn of_release(release: &str) -> Arch {
-        if release.contains("-686") {
+        Arch::of_flavour(lines::split_flavour(release).map_or("", |(_, flavour)| flavour))
+    }
+
+    pub fn of_flavour(flavour: &str) -> Arch {
+        if flavour.ends_with("686") || flavour.ends_with("686-pae") {
             Arch::I386
         } else {
             Arch::X86_64
@@ -137,29 +132,64 @@ impl Kernel {
         Arch::of_release(&self.release)
     }
 
-    /// The default release, fetched into the cache if needed.
+    /// The lab's default kernel: the newest build of the 6.12 line.
     pub fn default_release() -> Result<Kernel> {
-        Kernel::release(DEFAULT_RELEASE)
+        Kernel::line(lines::LINE_6_12)
     }
 
-    /// An installed kernel's headers if present, else Debian's packages.
-    pub fn release(release: &str) -> Result<Kernel> {
-        if release == DEBUG_RELEASE {
+    /// `--kernel`: a line's name (`6.12`, `6.1`, `i386`: its newest build),
+    /// `debug`, an exact Debian release (`6.1.0-57-amd64`), or the release
+    /// of a kernel whose headers are installed on this host.
+    pub fn release(spec: &str) -> Result<Kernel> {
+        if spec == DEBUG_RELEASE {
             return crate::debug_kernel::kernel();
         }
-        let installed = PathBuf::from(format!("/lib/modules/{release}/build"));
-        if release != DEFAULT_RELEASE && installed.join("Makefile").exists() {
-            return Ok(Kernel { release: release.into(), kdir: installed, root: None });
+        if let Some(line) = lines::by_name(spec) {
+            return Kernel::line(line);
         }
-        let root = fetch_debian_kernel(release)?;
-        let kdir = root.join(format!("usr/src/linux-headers-{release}"));
-        Ok(Kernel { release: release.into(), kdir, root: Some(root) })
+        let installed = PathBuf::from(format!("/lib/modules/{spec}/build"));
+        if installed.join("Makefile").exists() {
+            return Ok(Kernel { release: spec.into(), kdir: installed, root: None, version: None });
+        }
+        let line = lines::LINES.iter().find(|l| l.owns(spec)).with_context(|| {
+            let names: Vec<&str> = lines::LINES.iter().map(|l| l.name).collect();
+            format!("{spec} is neither a kernel line ({}) nor a release of one", names.join(", "))
+        })?;
+        let build = line.choose(&[spec.to_string()], |packages| Apt::for_suite(line.suite, line.arch())?.madison(packages))?;
+        Kernel::fetched(*line, &build)
+    }
+
+    /// A line's newest complete build, resolved once per run and fetched into the cache.
+    pub fn line(line: Line) -> Result<Kernel> {
+        static RESOLVED: Mutex<Vec<(&str, Build)>> = Mutex::new(Vec::new());
+        let known = RESOLVED.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(n, _)| *n == line.name).map(|(_, b)| b.clone());
+        let build = match known {
+            Some(build) => build,
+            None => {
+                let build = line.resolve()?;
+                println!("kernel line {}: {} ({})", line.name, build.release, build.version);
+                RESOLVED.lock().unwrap_or_else(|e| e.into_inner()).push((line.name, build.clone()));
+                build
+            }
+        };
+        let kernel = Kernel::fetched(line, &build)?;
+        // Where the host tests that read Debian's files find the line's build.
+        let lines_dir = cache_dir().join("lines");
+        std::fs::create_dir_all(&lines_dir)?;
+        std::fs::write(lines_dir.join(line.name), format!("{}\n", build.release))?;
+        Ok(kernel)
+    }
+
+    fn fetched(line: Line, build: &Build) -> Result<Kernel> {
+        let root = fetch_debian_kernel(line, build)?;
+        let kdir = root.join(format!("usr/src/linux-headers-{}", build.release));
+        Ok(Kernel { release: build.release.clone(), kdir, root: Some(root), version: Some(build.version.clone()) })
     }
 
     pub fn from_kdir(kdir: &Path) -> Result<Kernel> {
         let release = std::fs::read_to_string(kdir.join("include/config/kernel.release"))
             .with_context(|| format!("{} has no include/config/kernel.release", kdir.display()))?;
-        Ok(Kernel { release: release.trim().into(), kdir: kdir.into(), root: None })
+        Ok(Kernel { release: release.trim().into(), kdir: kdir.into(), root: None, version: None })
     }
 
     /// The Makefile to run. Debian's flavour Makefile includes the common
@@ -190,15 +220,18 @@ impl Kernel {
         self.kdir.join("Module.symvers")
     }
 
+    /// The kernel image: in /boot up to Debian 12, beside the modules on 7.x.
     pub fn image(&self) -> Result<PathBuf> {
         let root = self.root.as_ref().context("only a cached Debian kernel can be booted")?;
-        Ok(root.join(format!("boot/vmlinuz-{}", self.release)))
+        image_in(root, &self.release).with_context(|| format!("no vmlinuz of {} under {}", self.release, root.display()))
     }
 
-    /// Directory of the in-tree modules.
+    /// Directory of the in-tree modules: /lib/modules, or /usr/lib/modules
+    /// in Debian 13's merged-/usr packages.
     pub fn modules_dir(&self) -> Result<PathBuf> {
         let root = self.root.as_ref().context("only a cached Debian kernel has in-tree modules")?;
-        Ok(root.join(format!("lib/modules/{}", self.release)))
+        let modules = |prefix: &str| root.join(format!("{prefix}/modules/{}", self.release));
+        Ok([modules("lib"), modules("usr/lib")].into_iter().find(|d| d.is_dir()).unwrap_or_else(|| modules("lib")))
     }
 
     /// An in-tree module's file from its path under `kernel/` without
@@ -243,53 +276,16 @@ pub fn busybox(arch: Arch) -> Result<PathBuf> {
     if busybox.exists() {
         return Ok(busybox);
     }
-    ensure_i386_host()?;
-    download_and_unpack(&["busybox-static:i386".to_string()], &dir, &dir.join("root"))?;
+    let debs = dir.join("debs");
+    Apt::for_suite(Suite::Bookworm, Arch::I386)?.download(&["busybox-static".to_string()], &debs)?;
+    unpack_all(&debs, &dir.join("root"))?;
     if !busybox.exists() {
         bail!("busybox-static:i386 has no bin/busybox");
     }
     Ok(busybox)
 }
 
-/// `6.12.117+deb12-amd64` -> (`6.12.117+deb12`, `amd64`);
-/// `6.1.0-50-686-pae` -> (`6.1.0-50`, `686-pae`).
-fn split_flavour(release: &str) -> Result<(&str, &str)> {
-    const FLAVOURS: &[&str] = &["rt-686-pae", "686-pae", "686", "cloud-amd64", "rt-amd64", "amd64"];
-    FLAVOURS
-        .iter()
-        .find_map(|f| release.strip_suffix(f)?.strip_suffix('-').map(|base| (base, *f)))
-        .context("a Debian release looks like 6.12.117+deb12-amd64 or 6.1.0-50-686-pae")
-}
-
-/// The candidate version apt knows for a package, if it knows the package.
-fn apt_version(name: &str) -> Option<String> {
-    let out = std::process::Command::new("apt-cache").args(["show", "--no-all-versions", name]).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().find_map(|l| l.strip_prefix("Version: ")).map(|v| v.trim().to_string())
-}
-
-/// Debian names kbuild after the full version since 6.12 (`linux-kbuild-6.12.117+deb12`)
-/// and after major.minor before (`linux-kbuild-6.1` for `6.1.0-50`). The
-/// major.minor package exists in several versions at once (6.1.176 in the
-/// point release, 6.1.192 in security), so ask for the image's version:
-/// modpost and fixdep then match the headers.
-/// kbuild's tools (fixdep, modpost) are built for the kernel's own
-/// architecture: an i386 kernel's run here through multiarch's i386 libc.
-fn kbuild_package(base: &str, image_version: &str, arch: Arch) -> Result<String> {
-    let full = format!("linux-kbuild-{base}");
-    let name = if apt_version(&full).is_some() {
-        full
-    } else {
-        let major_minor: Vec<&str> = base.split(['.', '-', '+']).take(2).collect();
-        format!("linux-kbuild-{}", major_minor.join("."))
-    };
-    Ok(format!("{name}:{}={image_version}", arch.dpkg()))
-}
-
-/// i386 packages to download, and the i386 libc that runs their kbuild tools.
+/// The i386 libc that runs an i386 kernel's kbuild tools (fixdep, modpost).
 fn ensure_i386_host() -> Result<()> {
     let out = std::process::Command::new("dpkg").arg("--print-foreign-architectures").output()?;
     if !String::from_utf8_lossy(&out.stdout).lines().any(|a| a.trim() == "i386") {
@@ -306,10 +302,16 @@ fn ensure_i386_host() -> Result<()> {
     Ok(())
 }
 
-/// `apt-get download`s packages into `debs` and unpacks every .deb there into `root`.
-fn download_and_unpack(packages: &[String], debs: &Path, root: &Path) -> Result<()> {
-    std::fs::create_dir_all(debs)?;
-    run(std::process::Command::new("apt-get").arg("download").args(packages).current_dir(debs))?;
+/// The kernel image of `release` in an unpacked root, wherever Debian put it.
+fn image_in(root: &Path, release: &str) -> Option<PathBuf> {
+    [format!("boot/vmlinuz-{release}"), format!("usr/lib/modules/{release}/vmlinuz")]
+        .into_iter()
+        .map(|p| root.join(p))
+        .find(|p| p.exists())
+}
+
+/// Unpacks every .deb in `debs` into `root`.
+fn unpack_all(debs: &Path, root: &Path) -> Result<()> {
     for entry in std::fs::read_dir(debs)? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "deb") {
@@ -319,35 +321,30 @@ fn download_and_unpack(packages: &[String], debs: &Path, root: &Path) -> Result<
     Ok(())
 }
 
-/// Downloads and unpacks image, headers and kbuild of a Debian kernel once.
-fn fetch_debian_kernel(release: &str) -> Result<PathBuf> {
+/// Downloads and unpacks every package of a build once, each at the build's
+/// version; kbuild's tools are built for the kernel's own architecture.
+fn fetch_debian_kernel(line: Line, build: &Build) -> Result<PathBuf> {
+    let release = &build.release;
     let dir = cache_dir().join(release);
     let root = dir.join("root");
     let stamp = dir.join(".unpacked");
-    if stamp.exists() {
+    if std::fs::read_to_string(&stamp).is_ok_and(|v| v.trim() == build.version) {
         return Ok(root);
     }
-    let (base, _flavour) = split_flavour(release)?;
-    let arch = Arch::of_release(release);
+    let _ = std::fs::remove_dir_all(&dir);
+    let arch = line.arch();
     if arch == Arch::I386 {
         ensure_i386_host()?;
     }
-    let image = format!("linux-image-{release}-unsigned");
-    if apt_version(&image).is_none() {
-        run(std::process::Command::new("apt-get").args(["update", "-q"]))?;
-    }
-    let version = apt_version(&image).with_context(|| format!("apt knows no package {image}"))?;
-    let packages = [
-        image,
-        format!("linux-headers-{release}"),
-        format!("linux-headers-{base}-common"),
-        kbuild_package(base, &version, arch)?,
-    ];
-    eprintln!("fetching kernel {release} ({version})");
-    download_and_unpack(&packages, &dir.join("debs"), &root)?;
-    if !root.join(format!("boot/vmlinuz-{release}")).exists() {
+    let packages: Vec<String> =
+        line.packages(release).iter().map(|p| format!("{p}={}", build.version)).collect();
+    eprintln!("fetching kernel {release} ({})", build.version);
+    let debs = dir.join("debs");
+    Apt::for_suite(line.suite, arch)?.download(&packages, &debs)?;
+    unpack_all(&debs, &root)?;
+    if image_in(&root, release).is_none() {
         bail!("unpacked kernel {release} has no image");
     }
-    std::fs::write(&stamp, "")?;
+    std::fs::write(&stamp, &build.version)?;
     Ok(root)
 }

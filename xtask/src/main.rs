@@ -1,11 +1,13 @@
 //! `cargo xtask`: build hp_patcher, run the demo, run the tests.
 
+mod apt;
 mod build;
 mod callees_truth;
 mod debug_kernel;
 mod guest;
 mod hpctl;
 mod kernel;
+mod lines;
 mod probe_point;
 mod real_modules;
 mod scenarios;
@@ -29,7 +31,8 @@ struct Cli {
 
 #[derive(Args)]
 struct KernelChoice {
-    /// Kernel release to build for (default: the lab's Debian kernel).
+    /// Kernel to build for: a line (6.12, 6.1, i386), `debug`, or an exact
+    /// release (default: the 6.12 line's newest build).
     #[arg(long, conflicts_with = "kdir")]
     kernel: Option<String>,
     /// Kernel build directory to build against.
@@ -49,7 +52,7 @@ impl KernelChoice {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install host packages and fetch the lab kernel.
+    /// Install host packages, resolve every tested kernel line and fetch its build.
     Setup,
     /// Build hp_patcher.ko and the test modules into target/kmod/<release>/.
     Build(KernelChoice),
@@ -89,7 +92,8 @@ enum Cmd {
         /// Skip the host unit tests.
         #[arg(long)]
         guest_only: bool,
-        /// Test this Debian kernel release only (default: each of kernel::TEST_RELEASES).
+        /// Test one kernel only: a line (6.12, 6.1, i386), `debug`, or an
+        /// exact Debian release (default: each of lines::TEST_LINES).
         #[arg(long)]
         kernel: Option<String>,
         /// Only the sweep over Debian's in-tree modules (on the default
@@ -113,7 +117,7 @@ fn run_command(command: Cmd) -> Result<()> {
     match command {
         Cmd::Setup => {
             kernel::ensure_host_packages()?;
-            Kernel::default_release().map(drop)
+            lines::TEST_LINES.iter().try_for_each(|l| Kernel::line(*l).map(drop))
         }
         Cmd::Build(choice) => {
             kernel::ensure_host_packages()?;
@@ -142,8 +146,8 @@ fn run_command(command: Cmd) -> Result<()> {
         }
         Cmd::CalleesTruth { release, module, check } => {
             if check {
-                for release in kernel::TEST_RELEASES.iter().filter(|r| Arch::of_release(r) == Arch::X86_64) {
-                    callees_truth::check(&Kernel::release(release)?)?;
+                for line in lines::TEST_LINES.iter().filter(|l| l.arch() == Arch::X86_64) {
+                    callees_truth::check(&Kernel::line(*line)?)?;
                 }
                 return Ok(());
             }
@@ -158,11 +162,10 @@ fn run_command(command: Cmd) -> Result<()> {
                 let table = if only.is_some() { scratch_table } else { repo_root().join("lab/SWEEP.md") };
                 return sweep::sweep(&Kernel::default_release()?, only.as_deref(), &table).map(drop);
             }
-            let releases: Vec<String> = match kernel {
-                Some(release) => vec![release],
-                None => kernel::TEST_RELEASES.iter().map(|r| r.to_string()).collect(),
+            let kernels = match kernel {
+                Some(spec) => vec![Kernel::release(&spec)?],
+                None => lines::TEST_LINES.iter().map(|l| Kernel::line(*l)).collect::<Result<Vec<_>>>()?,
             };
-            let kernels = releases.iter().map(|r| Kernel::release(r)).collect::<Result<Vec<_>>>()?;
             if !guest_only {
                 run(Command::new(env!("CARGO")).args(["test", "--workspace"]).current_dir(repo_root()))?;
                 for kernel in &kernels {
