@@ -15,9 +15,25 @@
 
 #include "hp_internal.h"
 
+static uint reply_limit;
+module_param(reply_limit, uint, 0400);
+MODULE_PARM_DESC(reply_limit, "testing: a reply's text grows to at most this many bytes, as if memory ran out (0: no limit)");
+
 struct hp_file {
 	struct mutex lock;	/* one command or read at a time per open file */
 	struct hp_reply *reply;
+	/*
+	 * A new reply waits: the next read starts at its beginning. A write
+	 * cannot rewind the file itself, since the VFS stores the position
+	 * back only when the write succeeds, and a failed command's reply
+	 * (its `error` line) must be read whole too.
+	 */
+	bool fresh;
+};
+
+/* The drains a detach command started: it waits for them without hp_lock. */
+struct hp_drain_range {
+	u64 from, to;
 };
 
 static const char *const hp_state_names[] = {
@@ -98,24 +114,30 @@ static int hp_cmd_attach(const struct hp_command *cmd, struct hp_reply *r)
 	return 0;
 }
 
-static void hp_detach_one(struct hp_target *t, const char *why, struct hp_reply *r)
+static void hp_detach_one(struct hp_target *t, const char *why, struct hp_reply *r,
+			  struct hp_drain_range *drains)
 {
-	u64 totals[3];
+	u64 totals[3], last;
 
 	hp_target_totals(t, totals);
-	hp_target_detach(t, why);
+	last = hp_target_detach(t, why);
+	if (last)
+		drains->to = last;
 	list_del(&t->node);
 	hp_reply_printf(r, "detached name=%s calls=%llu", t->name, totals[2]);
 	hp_target_free(t);
 }
 
-static int hp_cmd_detach(const struct hp_command *cmd, struct hp_reply *r)
+static int hp_cmd_detach(const struct hp_command *cmd, struct hp_reply *r,
+			 struct hp_drain_range *drains)
 {
 	struct hp_target *t, *next;
 
+	/* Under hp_lock, as every detach: this command's drains are from..to. */
+	drains->from = hp_drains_next_id();
 	if (cmd->verb == HP_CMD_DETACH_ALL) {
 		list_for_each_entry_safe(t, next, &hp_targets, node)
-			hp_detach_one(t, "detach-all", r);
+			hp_detach_one(t, "detach-all", r, drains);
 		return 0;
 	}
 	t = hp_find_target(cmd->module);
@@ -123,8 +145,26 @@ static int hp_cmd_detach(const struct hp_command *cmd, struct hp_reply *r)
 		hp_err("%s is not a target: nothing to detach", cmd->module);
 		return -EINVAL;
 	}
-	hp_detach_one(t, "detach", r);
+	hp_detach_one(t, "detach", r, drains);
 	return 0;
+}
+
+/*
+ * After hp_lock is released: a detach returns once its callers are out of
+ * the intercepted calls. A signal (Ctrl-C in hpctl) ends the wait early;
+ * the detach is done all the same, and its drains finish in the
+ * background, shown by `targets`.
+ */
+static void hp_wait_for_drains(const struct hp_command *cmd, const struct hp_drain_range *drains,
+			       struct hp_reply *r)
+{
+	if (!drains->to || !hp_drains_wait(drains->from, drains->to))
+		return;
+	if (cmd->verb == HP_CMD_DETACH)
+		hp_reply_printf(r, "detaching name=%s inside=%llu background=1", cmd->module,
+				hp_drains_inside(cmd->module));
+	else
+		hp_reply_printf(r, "detaching name=* background=1");
 }
 
 static int hp_cmd_plan(const struct hp_command *cmd, struct hp_reply *r)
@@ -190,6 +230,9 @@ static int hp_cmd_list(const struct hp_command *cmd, struct hp_reply *r)
 				hp_reply_sites(r, t->init.session);
 		}
 	}
+	/* Detached targets whose callers are still inside an intercepted call. */
+	if (cmd->verb == HP_CMD_TARGETS && !only)
+		hp_drains_reply(r);
 	return 0;
 }
 
@@ -207,14 +250,15 @@ static int hp_cmd_info(struct hp_reply *r)
 	return 0;
 }
 
-static int hp_execute(const struct hp_command *cmd, struct hp_reply *r)
+static int hp_execute(const struct hp_command *cmd, struct hp_reply *r,
+		      struct hp_drain_range *drains)
 {
 	switch (cmd->verb) {
 	case HP_CMD_ATTACH:
 		return hp_cmd_attach(cmd, r);
 	case HP_CMD_DETACH:
 	case HP_CMD_DETACH_ALL:
-		return hp_cmd_detach(cmd, r);
+		return hp_cmd_detach(cmd, r, drains);
 	case HP_CMD_PLAN:
 	case HP_CMD_CALLEES:
 		return hp_cmd_plan(cmd, r);
@@ -228,13 +272,36 @@ static int hp_execute(const struct hp_command *cmd, struct hp_reply *r)
 	return -EINVAL;
 }
 
+static bool hp_allowed(const struct file *file)
+{
+	/*
+	 * Both the task and whoever opened the file: a file opened without
+	 * the capability and handed to a privileged writer (a confused
+	 * deputy, e.g. a setuid program's stdout) must not act for it.
+	 */
+	return capable(CAP_SYS_ADMIN) && file_ns_capable(file, &init_user_ns, CAP_SYS_ADMIN);
+}
+
+static bool hp_changes_state(const struct hp_command *cmd)
+{
+	return cmd && (cmd->verb == HP_CMD_ATTACH || cmd->verb == HP_CMD_DETACH ||
+		       cmd->verb == HP_CMD_DETACH_ALL);
+}
+
 static int hp_open(struct inode *inode, struct file *file)
 {
-	struct hp_file *f = kzalloc(sizeof(*f), GFP_KERNEL);
+	struct hp_file *f;
 
+	/* The opener's credentials are file->f_cred from here on. */
+	if (!capable(CAP_SYS_ADMIN)) {
+		pr_warn_ratelimited("control: %s (pid %d) lacks CAP_SYS_ADMIN: open refused\n",
+				    current->comm, task_pid_nr(current));
+		return -EPERM;
+	}
+	f = kzalloc(sizeof(*f), GFP_KERNEL);
 	if (!f)
 		return -ENOMEM;
-	f->reply = hp_reply_new();
+	f->reply = hp_reply_new(reply_limit);
 	if (!f->reply) {
 		kfree(f);
 		return -ENOMEM;
@@ -257,11 +324,12 @@ static ssize_t hp_write(struct file *file, const char __user *buf, size_t len,
 			loff_t *ppos)
 {
 	struct hp_file *f = file->private_data;
+	struct hp_drain_range drains = {};
 	struct hp_command *cmd;
 	u8 *text;
 	int err;
 
-	if (!capable(CAP_SYS_ADMIN)) {
+	if (!hp_allowed(file)) {
 		pr_warn_ratelimited("control: %s (pid %d) lacks CAP_SYS_ADMIN: refused\n",
 				    current->comm, task_pid_nr(current));
 		return -EPERM;
@@ -289,16 +357,21 @@ static ssize_t hp_write(struct file *file, const char __user *buf, size_t len,
 	if (!err) {
 		mutex_lock(&hp_lock);
 		hp_capture_errors(f->reply);
-		err = hp_execute(cmd, f->reply);
+		err = hp_execute(cmd, f->reply, &drains);
 		hp_capture_errors(NULL);
 		mutex_unlock(&hp_lock);
+		hp_wait_for_drains(cmd, &drains, f->reply);
 	}
-	kfree(cmd);
-	if (!err && hp_reply_lost(f->reply))
+	/*
+	 * A reply that could not grow: a query answers ENOMEM (nothing
+	 * changed, ask again); a command that changed something succeeded,
+	 * and its reply ends with a `truncated` line, for which room is kept.
+	 */
+	if (!err && hp_reply_lost(f->reply) && !hp_changes_state(cmd))
 		err = -ENOMEM;
+	kfree(cmd);
 out:
-	/* Reads start over on the new reply (the VFS stores *ppos back). */
-	*ppos = 0;
+	f->fresh = true;
 	mutex_unlock(&f->lock);
 	return err ? err : len;
 }
@@ -311,6 +384,10 @@ static ssize_t hp_read(struct file *file, char __user *buf, size_t len, loff_t *
 	ssize_t n;
 
 	mutex_lock(&f->lock);
+	if (f->fresh) {
+		*ppos = 0;
+		f->fresh = false;
+	}
 	data = hp_reply_data(f->reply, &size);
 	n = simple_read_from_buffer(buf, len, ppos, data, size);
 	mutex_unlock(&f->lock);

@@ -100,6 +100,8 @@ const struct hp_site *hp_session_site(const struct hp_session *s, unsigned long 
 				      u64 *addr, bool *tail_jump,
 				      bool *jump_through);
 u64 hp_session_inflight(const struct hp_session *s);
+/* The calls inside, and the functions they are in ("a b", cut to len). */
+u64 hp_session_waiting(const struct hp_session *s, char *buf, size_t len);
 void hp_session_report(const struct hp_session *s, const char *why, unsigned long missed);
 void hp_session_free(struct hp_session *s);
 void hp_site_set_probe(const struct hp_site *site, bool armed, unsigned long missed);
@@ -110,10 +112,10 @@ u64 hp_on_exit(const struct hp_site *site, unsigned long ret, const u64 *args,
 u64 hp_on_jump_through(const struct hp_site *site, const u64 *args);
 u64 hp_abi_check(const u8 *a, unsigned long b, const u64 *c, const u8 *d, unsigned long e);
 
-struct hp_reply *hp_reply_new(void);
+struct hp_reply *hp_reply_new(size_t limit);
 void hp_reply_free(struct hp_reply *r);
 void hp_reply_clear(struct hp_reply *r);
-const u8 *hp_reply_data(const struct hp_reply *r, u64 *len);
+const u8 *hp_reply_data(struct hp_reply *r, u64 *len);
 bool hp_reply_lost(const struct hp_reply *r);
 void hp_reply_line(struct hp_reply *r, const char *line);
 int hp_control_parse(const u8 *bytes, unsigned long len, struct hp_command *out,

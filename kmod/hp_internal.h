@@ -31,6 +31,7 @@ struct hp_attachment {
 	unsigned int nr_kprobes;
 	u8 *text_copy;			/* the text as it was before attach */
 	u64 text_base, text_size;
+	struct hp_drain *drain;		/* what it becomes at detach, allocated at attach */
 };
 
 enum hp_target_state {
@@ -64,12 +65,23 @@ int hp_target_add(const char *name, const char *functions, u32 sink, u64 burst,
 void hp_target_free(struct hp_target *t);
 struct module *hp_get_module(const char *name);
 int hp_target_attach(struct hp_target *t, struct module *mod);
-void hp_target_detach(struct hp_target *t, const char *why);
+u64 hp_target_detach(struct hp_target *t, const char *why);
 int hp_plan_module(struct module *mod, const char *functions,
 		   struct hp_attachment *att);
 int hp_list_callees(struct module *mod, struct hp_reply *r);
 void hp_attachment_free(struct hp_attachment *att);
 void hp_attachment_sync(struct hp_attachment *att);
+
+/* hp_detach.c: the detach sequence, and the wait for callers after it. */
+extern struct workqueue_struct *hp_wq;
+struct hp_drain *hp_drain_alloc(void);
+void hp_drain_free_unused(struct hp_drain *d);
+u64 hp_attachment_detach(const char *name, struct hp_attachment *att, const char *why);
+u64 hp_drains_next_id(void);
+int hp_drains_wait(u64 from, u64 to);
+void hp_drains_wait_all(void);
+void hp_drains_reply(struct hp_reply *r);
+u64 hp_drains_inside(const char *name);
 
 /* An error for the kernel log and, during a control command, its reply. */
 __printf(1, 2) void hp_err(const char *fmt, ...);

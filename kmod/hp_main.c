@@ -25,6 +25,7 @@
 #include <linux/static_call.h>
 #include <linux/workqueue.h>
 #include <linux/completion.h>
+#include <linux/security.h>
 #include <linux/tracepoint.h>	/* TRACE_DEFINE_ENUM, used by mmflags.h */
 #include <trace/events/mmflags.h>
 
@@ -50,6 +51,10 @@ MODULE_PARM_DESC(raw_pointers, "log pointers as they are (%px) instead of hashed
 static uint fail_alloc_nth;
 module_param(fail_alloc_nth, uint, 0400);
 MODULE_PARM_DESC(fail_alloc_nth, "testing: fail the Nth memory allocation of this load (0: never)");
+
+static uint plan_epilogue_delay_ms;
+module_param(plan_epilogue_delay_ms, uint, 0400);
+MODULE_PARM_DESC(plan_epilogue_delay_ms, "testing: sleep this long in the plan worker after handing back its result");
 
 static uint attach_delay_ms;
 module_param(attach_delay_ms, uint, 0400);
@@ -207,6 +212,11 @@ int hp_c_read_string(unsigned long addr, u8 *buf, u32 len)
 {
 	u32 done = 0;
 
+	/* Under lockdown=confidentiality the kernel's own tracers may not read
+	 * kernel memory (bpf_probe_read_kernel, kprobe events' fetch args): a
+	 * string then reads as unreadable. */
+	if (security_locked_down(LOCKDOWN_BPF_READ_KERNEL))
+		return -EPERM;
 	while (done < len) {
 		unsigned long at = addr + done;
 		u32 chunk = min_t(unsigned long, len - done, PAGE_SIZE - offset_in_page(at));
@@ -413,6 +423,7 @@ static void hp_post_handler(struct kprobe *kp, struct pt_regs *regs,
 
 void hp_attachment_free(struct hp_attachment *att)
 {
+	hp_drain_free_unused(att->drain);
 	hp_session_free(att->session);
 	kvfree(att->kprobes);
 	kvfree(att->probes);
@@ -471,69 +482,6 @@ static int hp_register_probes(const char *name, struct hp_attachment *att)
 	pr_info("attached to %s: %u of %llu sites redirected\n", name,
 		att->nr_kprobes, count);
 	return 0;
-}
-
-static void hp_check_text_restored(const char *name, const struct hp_attachment *att)
-{
-	const u8 *live = (const u8 *)(unsigned long)att->text_base;
-	u64 i;
-
-	for (i = 0; i < att->text_size; i++) {
-		if (live[i] != att->text_copy[i]) {
-			pr_err("%s text differs from before attach at %pS: %02x, was %02x\n",
-			       name, live + i, live[i], att->text_copy[i]);
-			return;
-		}
-	}
-	pr_info("%s text identical to before attach (%llu bytes)\n",
-		name, att->text_size);
-}
-
-/*
- * The safe order: unhook every site at once; wait until every task sent to
- * the trampoline has entered it and been counted; wait for the callers still
- * inside a real function (they may sleep there); wait once more for those
- * between their decrement and their `ret`. Only then is anything freed.
- * Only this attachment's callers are waited for: another target's never.
- */
-static void hp_attachment_detach(const char *name, struct hp_attachment *att,
-				 const char *why)
-{
-	unsigned long waited = 0;
-	u64 missed = 0;
-	unsigned int i;
-
-	lockdep_assert_held(&hp_lock);
-	if (!att->session)
-		return;
-	/*
-	 * Restore every site's text first, and keep the probes in kprobes'
-	 * table for a grace period before unregistering: a CPU that still
-	 * executes an int3 it fetched before the restore then finds its probe
-	 * (x86's kprobe_int3_handler has no fallback for a vanished probe since
-	 * 6.2, and dies). text_poke_sync already makes this so on hardware; it
-	 * costs one grace period. (Multi-threaded QEMU TCG can keep a stale int3
-	 * much longer than that: see xtask's guest.rs.)
-	 */
-	for (i = 0; i < att->nr_kprobes; i++)
-		disable_kprobe(att->kprobes[i]);
-	synchronize_rcu();
-	unregister_kprobes(att->kprobes, att->nr_kprobes);
-	synchronize_rcu_tasks();
-	while (hp_session_inflight(att->session)) {
-		msleep(1);
-		if (++waited % 10000 == 0)
-			pr_warn("still waiting for %llu calls to return\n",
-				hp_session_inflight(att->session));
-	}
-	synchronize_rcu_tasks();
-	hp_check_text_restored(name, att);
-	/* Hits kprobes did not hand to us (a probe hit inside another probe's
-	 * handling): the real call ran unlogged, so report how many. */
-	for (i = 0; i < att->nr_kprobes; i++)
-		missed += att->kprobes[i]->nmissed;
-	hp_session_report(att->session, why, missed);
-	hp_attachment_free(att);
 }
 
 /*
@@ -608,6 +556,9 @@ static void hp_plan_work_fn(struct work_struct *work)
 	current->make_it_fail = make_it_fail;
 #endif
 	complete(&pw->done);
+	/* Testing: stretch the epilogue, in which pw is gone already. */
+	if (plan_epilogue_delay_ms)
+		msleep(plan_epilogue_delay_ms);
 }
 
 static int hp_plan_on_fresh_stack(const struct hp_attach_request *req,
@@ -621,7 +572,10 @@ static int hp_plan_on_fresh_stack(const struct hp_attach_request *req,
 
 	INIT_WORK_ONSTACK(&pw.work, hp_plan_work_fn);
 	init_completion(&pw.done);
-	queue_work(system_unbound_wq, &pw.work);
+	/* hp_wq, not a system queue: hp_exit's destroy_workqueue waits until
+	 * the worker has left hp_plan_work_fn, whose epilogue still runs our
+	 * text after complete() has let us go. */
+	queue_work(hp_wq, &pw.work);
 	/* In slices: planning btrfs takes 40 s under TCG, and a task blocked
 	 * without a break for 120 s is reported as hung. */
 	while (!wait_for_completion_timeout(&pw.done, 10 * HZ))
@@ -731,17 +685,52 @@ static int hp_attachment_attach(struct hp_target *t, struct module *mod,
 				const struct mod_kallsyms *syms, u64 base, u64 size,
 				bool quiet_if_none, struct hp_attachment *att)
 {
-	int err = hp_attachment_plan(mod, t->functions, t->sink, t->log_burst, syms, base, size,
-				     quiet_if_none, NULL, att);
+	int err;
 
+	/* Allocated now, so that a detach, whenever it comes, needs no memory. */
+	att->drain = hp_drain_alloc();
+	if (!att->drain) {
+		hp_err("out of memory for %s", t->name);
+		return -ENOMEM;
+	}
+	err = hp_attachment_plan(mod, t->functions, t->sink, t->log_burst, syms, base, size,
+				 quiet_if_none, NULL, att);
 	if (!err)
 		err = hp_register_probes(t->name, att);
-	if (err && att->session) {
+	if (err) {
+		/* hp_register_probes fails only having armed nothing; were
+		 * that to change, this would need the whole detach. */
 		if (att->nr_kprobes)
 			unregister_kprobes(att->kprobes, att->nr_kprobes);
 		hp_attachment_free(att);
 	}
 	return err;
+}
+
+/*
+ * What lockdown=confidentiality refuses the kernel's own tracers, it refuses
+ * us: kprobes (LOCKDOWN_KPROBES, as for kprobe events), and with
+ * raw_pointers=1 the kernel addresses our lines would show
+ * (LOCKDOWN_BPF_READ_KERNEL). Asked at every attach, since lockdown can be
+ * raised at run time; under integrity neither is refused.
+ */
+static int hp_lockdown_refuses(const char *name)
+{
+	int err = security_locked_down(LOCKDOWN_KPROBES);
+
+	if (err) {
+		hp_err("lockdown (confidentiality) forbids kprobes, as for the kernel's own kprobe events: not attaching to %s",
+		       name);
+		return err;
+	}
+	if (hp_raw_pointers) {
+		err = security_locked_down(LOCKDOWN_BPF_READ_KERNEL);
+		if (err) {
+			hp_err("lockdown (confidentiality) forbids raw_pointers=1: not attaching to %s", name);
+			return err;
+		}
+	}
+	return 0;
 }
 
 /*
@@ -755,6 +744,9 @@ int hp_target_attach(struct hp_target *t, struct module *mod)
 	int err, init_err = -ENOENT;
 
 	lockdep_assert_held(&hp_lock);
+	err = hp_lockdown_refuses(mod->name);
+	if (err)
+		return err;
 	/*
 	 * A forced unload may have begun since the lookup (our reference does
 	 * not stop `rmmod -f`). Its notifier is waiting on hp_lock, so mod is
@@ -788,12 +780,16 @@ int hp_target_attach(struct hp_target *t, struct module *mod)
 	return 0;
 }
 
-void hp_target_detach(struct hp_target *t, const char *why)
+/* Returns the id of its last drain (hp_detach.c), 0 if there was none. */
+u64 hp_target_detach(struct hp_target *t, const char *why)
 {
+	u64 init, core;
+
 	lockdep_assert_held(&hp_lock);
-	hp_attachment_detach(t->name, &t->init, why);
-	hp_attachment_detach(t->name, &t->core, why);
+	init = hp_attachment_detach(t->name, &t->init, why);
+	core = hp_attachment_detach(t->name, &t->core, why);
 	t->mod = NULL;
+	return max(init, core);
 }
 
 /*
@@ -1029,6 +1025,13 @@ static int __init hp_init(void)
 	err = hp_check_abi();
 	if (err)
 		return err;
+	if (hp_raw_pointers && security_locked_down(LOCKDOWN_BPF_READ_KERNEL)) {
+		pr_err("lockdown (confidentiality) forbids raw_pointers=1: not loading\n");
+		return -EPERM;
+	}
+	hp_wq = alloc_workqueue("hp_patcher", WQ_UNBOUND, 0);
+	if (!hp_wq)
+		return -ENOMEM;
 
 	/* Before anything is decoded: the one allocation iced-x86 would
 	 * otherwise make infallibly, and leak at unload. */
@@ -1055,8 +1058,10 @@ out_detach:
 out_notifier:
 	unregister_module_notifier(&hp_module_coming_nb);
 	unregister_module_notifier(&hp_module_nb);
+	hp_drains_wait_all();
 out_decoder:
 	hp_decoder_teardown();
+	destroy_workqueue(hp_wq);
 	return err;
 }
 
@@ -1072,7 +1077,14 @@ static void __exit hp_exit(void)
 	hp_detach_all("hp_patcher unloaded");
 	unregister_module_notifier(&hp_module_coming_nb);
 	unregister_module_notifier(&hp_module_nb);
+	/*
+	 * Drains hold a reference on us, so only a forced unload, or one that
+	 * detached right here, gets this far with callers still inside: wait
+	 * for them (each drain logs what it waits for), with no lock held.
+	 */
+	hp_drains_wait_all();
 	hp_decoder_teardown();
+	destroy_workqueue(hp_wq);
 }
 
 module_init(hp_init);

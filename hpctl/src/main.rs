@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use hpctl::btf::Btfs;
 use hpctl::callees::{fn_item, is_catalogue, is_lookup_name, Judged, Lookup};
 use hpctl::device::{self, function_list, function_names, module_name, Command, SinkArg};
-use hpctl::records::{parse_reply, Callee, Detached, Func, Info, Site, Target};
+use hpctl::records::{parse_reply, Callee, Detached, Detaching, Func, Info, Site, Target};
 use hpctl::{json, kmod, table, trace};
 
 /// A named set of functions (`--set`).
@@ -348,11 +348,13 @@ fn run(command: Cmd) -> Result<()> {
     match command {
         Cmd::Status { json } => {
             kmod::ensure_device()?;
-            let targets = Target::all(&send(&Command::Targets)?)?;
+            let records = send(&Command::Targets)?;
+            let targets = Target::all(&records)?;
             if json {
                 targets.iter().for_each(|t| println!("{}", json::target(t)));
             } else {
                 print!("{}", table::status(&targets));
+                Detaching::all(&records)?.iter().for_each(|d| println!("{}", d.describe()));
             }
         }
         Cmd::Plan { module, functions, set, raw, json, ko } => {
@@ -394,7 +396,7 @@ fn run(command: Cmd) -> Result<()> {
                 (Some(m), false) => Command::Detach { module: m },
                 _ => Command::DetachAll,
             };
-            let detached = Detached::all(&send(&command)?)?;
+            let detached = Detached::all(&send_showing_wait(&command)?)?;
             if detached.is_empty() {
                 println!("no targets");
             }
@@ -459,4 +461,33 @@ fn decode(dir: &std::path::Path, json: bool) -> Result<()> {
         capture.missed.len()
     );
     Ok(())
+}
+
+/// A detach returns once the callers still inside an intercepted call come
+/// out, which may take long (a callee may sleep): meanwhile, every 2 s, say
+/// on stderr what it waits for. Ctrl-C ends hpctl; the kernel finishes the
+/// detach in the background (`hpctl status` shows it).
+fn send_showing_wait(command: &Command<'_>) -> Result<Vec<hpctl::records::Record>> {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut ticks = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                ticks += 1;
+                if ticks % 20 != 0 {
+                    continue;
+                }
+                let Ok(records) = send(&Command::Targets) else { continue };
+                for d in Detaching::all(&records).unwrap_or_default() {
+                    eprintln!("hpctl: {} (Ctrl-C leaves it to finish in the background)", d.describe());
+                }
+            }
+        })
+    };
+    let reply = send(command);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watcher.join();
+    reply
 }

@@ -104,6 +104,36 @@ impl Detached {
     }
 }
 
+/// A detached target whose callers are still inside an intercepted call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detaching {
+    pub name: String,
+    pub inside: u64,
+    pub waited_ms: u64,
+}
+
+impl Detaching {
+    pub fn all(records: &[Record]) -> Result<Vec<Detaching>> {
+        of_kind(records, "detaching")
+            .filter(|r| r.get("waited_ms").is_ok())
+            .map(|r| {
+                Ok(Detaching { name: r.get("name")?.to_string(), inside: r.num("inside")?, waited_ms: r.num("waited_ms")? })
+            })
+            .collect()
+    }
+
+    /// One line for a person: what the detach still waits for.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}: detaching, waiting {:.1} s for {} call{} still inside an intercepted function",
+            self.name,
+            self.waited_ms as f64 / 1000.0,
+            self.inside,
+            if self.inside == 1 { "" } else { "s" }
+        )
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Site {
     pub module: String,

@@ -41,8 +41,8 @@ expect_log control.log_says_why "hp_patcher: control: unknown command 'frobnicat
 expect_eq control.probes_unchanged "$(grep -c cr_target /sys/kernel/debug/kprobes/list)" "$probes_before"
 
 # Root is not enough: CAP_SYS_ADMIN in the initial namespace is. A root
-# process in a user namespace of its own may open the file (it owns it) but
-# not command.
+# process in a user namespace of its own owns the file, but is refused at
+# open, as it would be at every command.
 out=$(printf targets | unshare -r dd of=$HPDEV 2>&1)
 case "$out" in *"Operation not permitted"*) pass control.no_cap_sys_admin ;; *) fail control.no_cap_sys_admin "said: $out" ;; esac
 expect_log control.no_cap.logged "lacks CAP_SYS_ADMIN"

@@ -22,6 +22,7 @@ expect_eq follow.attached "$(target_field cr_target state)" attached
 # cr_init_calls makes 4 kmalloc and 4 kfree, in init text.
 expect_eq follow.init_calls "$(calls_in_hist)" 8
 expect_eq follow.init_sites "$(grep -c 'hitcount: *4$' $EV/hist)" 2
+wait_log 'detached from cr_target \(init done\): 8 calls'
 init_line=$(log_since | grep 'detached from cr_target (init done): 8 calls')
 case "$init_line" in *" $(sym kmalloc)=4"*" kfree=4"*|*" kfree=4"*" $(sym kmalloc)=4"*) pass follow.init_counted ;; *) fail follow.init_counted "line: $init_line" ;; esac
 resume

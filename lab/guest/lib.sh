@@ -31,8 +31,20 @@ expect_eq() {
 mark() { MARK="hp-mark-$1-$$"; echo "$MARK" > /dev/kmsg; }
 log_since() { dmesg | sed -n "/$MARK/,\$p"; }
 
-# expect_log NAME PATTERN: the kernel log since the mark matches PATTERN.
+# wait_log PATTERN: waits up to 10 s for a log line since the mark. A
+# detach's report comes from a worker once its callers are out (after a
+# target's unload, asynchronously); everything else is logged at once.
+wait_log() {
+	_wait_log_n=0
+	while ! log_since | grep -qE "$1" && [ $_wait_log_n -lt 50 ]; do
+		sleep 0.2; _wait_log_n=$((_wait_log_n + 1))
+	done
+}
+
+# expect_log NAME PATTERN: the kernel log since the mark matches PATTERN
+# (within wait_log's 10 s).
 expect_log() {
+	wait_log "$2"
 	if log_since | grep -qE "$2"; then pass "$1"; else fail "$1" "no log line matches: $2"; fi
 }
 

@@ -40,5 +40,23 @@ echo "HPINFO lockdown: $n events in 2 s"
 rmdir $I
 hpcmd 'detach cr_target' | grep -q '^detached name=cr_target' && pass lockdown.detach || fail lockdown.detach "no detached line"
 expect_log lockdown.identical "cr_target text identical to before attach"
+
+# Confidentiality (raised from integrity, as root can): what the kernel
+# refuses its own tracers, hp_patcher refuses. An attachment made before
+# keeps running, as the kernel's own kprobe events do, but reads no string.
+expect_eq lockdown.strings_attach "$(hpcmd 'attach cr_target fn=cr_match:ssx sink=printk burst=0' | field state cr_target)" attached
+sleep 1
+quoted_before=$(dmesg | grep -c 'hp_patcher: cr_match("')
+echo confidentiality > /sys/kernel/security/lockdown
+if grep -q '\[confidentiality\]' /sys/kernel/security/lockdown; then pass lockdown.confidentiality; else fail lockdown.confidentiality "$(cat /sys/kernel/security/lockdown)"; fi
+# Lines logged from here on are all under confidentiality.
+mark lockdown_confidentiality
+sleep 1
+expect_eq lockdown.strings_read_before "$([ "$quoted_before" -gt 0 ] && echo yes)" yes
+expect_eq lockdown.no_string_read "$(log_since | grep -c 'hp_patcher: cr_match("')" 0
+expect_eq lockdown.calls_go_on "$([ "$(log_since | grep -c 'hp_patcher: cr_match(')" -gt 0 ] && echo yes)" yes
+hpcmd 'detach cr_target' > /dev/null
+expect_refused lockdown.attach_refused "Operation not permitted" "attach cr_target"
+expect_log lockdown.attach_refused_why 'lockdown \(confidentiality\) forbids kprobes'
 check lockdown.unload rmmod hp_patcher
 expect_no_probes lockdown.no_probes

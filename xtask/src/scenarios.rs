@@ -58,7 +58,7 @@ const BOOTS: &[Boot] = &[
     Boot {
         name: "control",
         // lockdown last: it cannot be lifted.
-        scripts: &["control", "targets", "follow", "events", "tracecmd", "anycallee", "callee", "typed", "lockdown"],
+        scripts: &["control", "targets", "follow", "events", "tracecmd", "anycallee", "callee", "typed", "detach_wait", "lockdown"],
         host_programs: &["/usr/bin/trace-cmd"],
         ..PLAIN
     },

@@ -15,16 +15,24 @@ use crate::ffi;
 use crate::session::Session;
 
 /// The text a write leaves for reads, built with fallible growth: a piece
-/// that does not fit marks the reply lost, and C answers ENOMEM.
+/// that does not fit marks the reply lost. A query then answers ENOMEM; a
+/// command that changed something succeeds, and its reply ends with
+/// [`TRUNCATED`], for which room is kept from the start.
 #[derive(Default)]
 pub struct Reply {
     text: Vec<u8>,
     lost: bool,
+    /// Testing (the `reply_limit` parameter): the text grows no further; 0: no limit.
+    limit: usize,
 }
+
+/// The last line of a reply that lost lines.
+const TRUNCATED: &[u8] = b"truncated reason=out_of_memory\n";
 
 impl Write for Reply {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        if self.text.try_reserve(s.len()).is_ok() {
+        let over_limit = self.limit != 0 && self.text.len() + s.len() > self.limit;
+        if !self.lost && !over_limit && self.text.try_reserve(s.len() + TRUNCATED.len()).is_ok() {
             self.text.extend_from_slice(s.as_bytes());
         } else {
             self.lost = true;
@@ -33,9 +41,14 @@ impl Write for Reply {
     }
 }
 
+/// A reply whose text may grow to `limit` bytes (0: as memory allows).
 #[no_mangle]
-pub extern "C" fn hp_reply_new() -> *mut Reply {
-    crate::runtime::try_box(Reply::default()).unwrap_or(core::ptr::null_mut())
+pub extern "C" fn hp_reply_new(limit: usize) -> *mut Reply {
+    let mut reply = Reply { limit, ..Reply::default() };
+    if reply.text.try_reserve(TRUNCATED.len()).is_err() {
+        return core::ptr::null_mut();
+    }
+    crate::runtime::try_box(reply).unwrap_or(core::ptr::null_mut())
 }
 
 /// # Safety
@@ -57,12 +70,17 @@ pub unsafe extern "C" fn hp_reply_clear(r: *mut Reply) {
 }
 
 /// The reply's bytes (no NUL) and their count; valid until the next change.
+/// A reply that lost lines gets its `truncated` line here, in room every
+/// successful growth kept for it.
 ///
 /// # Safety
-/// `r` came from `hp_reply_new`; `len` is writable.
+/// `r` came from `hp_reply_new`, and nobody else uses it meanwhile; `len` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn hp_reply_data(r: *const Reply, len: *mut u64) -> *const u8 {
-    let r = unsafe { &*r };
+pub unsafe extern "C" fn hp_reply_data(r: *mut Reply, len: *mut u64) -> *const u8 {
+    let r = unsafe { &mut *r };
+    if r.lost && !r.text.ends_with(TRUNCATED) && r.text.capacity() - r.text.len() >= TRUNCATED.len() {
+        r.text.extend_from_slice(TRUNCATED);
+    }
     unsafe { *len = r.text.len() as u64 };
     r.text.as_ptr()
 }

@@ -76,6 +76,14 @@ pub unsafe extern "C" fn hp_session_inflight(s: *const Session) -> u64 {
 }
 
 /// # Safety
+/// `s` came from `hp_plan` and has not been freed; `buf` has room for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hp_session_waiting(s: *const Session, buf: *mut u8, len: usize) -> u64 {
+    let out = unsafe { core::slice::from_raw_parts_mut(buf, len) };
+    unsafe { &*s }.waiting(out)
+}
+
+/// # Safety
 /// `s` came from `hp_plan`; `why` is a NUL-terminated string. `missed`
 /// counts probe hits kprobes did not pass to us.
 #[no_mangle]

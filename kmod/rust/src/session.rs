@@ -307,6 +307,41 @@ impl Session {
         self.sites.iter().map(|s| s.inflight.load(Ordering::SeqCst)).sum()
     }
 
+    /// The calls inside a real function now, and into `out` the names of
+    /// the functions they are in, space-separated and NUL-terminated (cut
+    /// to fit): what a detach says it waits for.
+    pub fn waiting(&self, out: &mut [u8]) -> u64 {
+        /// Writes into a fixed buffer, cutting what does not fit (no allocation).
+        struct Cut<'a> {
+            out: &'a mut [u8],
+            len: usize,
+        }
+        impl Write for Cut<'_> {
+            fn write_str(&mut self, s: &str) -> core::fmt::Result {
+                let room = self.out.len().saturating_sub(self.len + 1);
+                let n = s.len().min(room);
+                self.out[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+                self.len += n;
+                Ok(())
+            }
+        }
+        let mut names = Cut { out, len: 0 };
+        let mut total = 0;
+        for (func, f) in self.functions.iter().enumerate() {
+            let inside: u64 =
+                self.sites.iter().filter(|s| s.site.func == func).map(|s| s.inflight.load(Ordering::SeqCst)).sum();
+            if inside > 0 {
+                let _ = write!(names, "{}{}", if total == 0 { "" } else { " " }, f.name());
+                total += inside;
+            }
+        }
+        let end = names.len;
+        if let Some(nul) = names.out.get_mut(end) {
+            *nul = 0;
+        }
+        total
+    }
+
     /// One line with the totals and per-function hits, then one per site hit.
     pub fn report(&self, why: &str, missed: u64) {
         let hits_of = |func: usize| -> u64 {
