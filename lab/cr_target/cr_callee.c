@@ -7,7 +7,9 @@
  * allow it (Debian's 6.12 ships vmlinux in its headers, 6.1 does not).
  *
  * debugfs (/sys/kernel/debug/cr_callee/):
- *   gate  w  any write wakes one caller sleeping in cr_gate_wait()
+ *   gate  w  any write wakes one caller sleeping in cr_gate_wait();
+ *            "load NAME" also makes that caller request_module(NAME) before
+ *            it returns: an intercepted call that loads a module
  */
 
 #include <linux/module.h>
@@ -16,6 +18,7 @@
 #include <linux/fs.h>
 #include <linux/string.h>
 #include <linux/jiffies.h>
+#include <linux/kmod.h>
 #include "cr_callee.h"
 
 long cr_mixed(int level, size_t len, const void *cookie, const char *label,
@@ -46,11 +49,20 @@ u64 cr_by_value(struct cr_triple t)
 EXPORT_SYMBOL_GPL(cr_by_value);
 
 static DECLARE_COMPLETION(cr_gate);
+/* Set by a "load NAME" write before it wakes the caller. */
+static char cr_gate_module[MODULE_NAME_LEN];
 
 long cr_gate_wait(unsigned int ticket)
 {
 	if (!wait_for_completion_timeout(&cr_gate, 120 * HZ))
 		return -ETIMEDOUT;
+	if (cr_gate_module[0]) {
+		int err = request_module("%s", cr_gate_module);
+
+		cr_gate_module[0] = '\0';
+		if (err)
+			return err < 0 ? err : -ENOEXEC;
+	}
 	return (long)ticket * 2 + 1;
 }
 EXPORT_SYMBOL_GPL(cr_gate_wait);
@@ -58,6 +70,12 @@ EXPORT_SYMBOL_GPL(cr_gate_wait);
 static ssize_t cr_gate_write(struct file *file, const char __user *ubuf,
 			     size_t count, loff_t *ppos)
 {
+	char buf[8 + MODULE_NAME_LEN] = "";
+
+	if (copy_from_user(buf, ubuf, min(count, sizeof(buf) - 1)))
+		return -EFAULT;
+	if (!strncmp(buf, "load ", 5))
+		strscpy(cr_gate_module, strim(buf + 5), sizeof(cr_gate_module));
 	complete(&cr_gate);
 	return count;
 }

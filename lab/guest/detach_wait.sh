@@ -65,6 +65,28 @@ expect_eq detach_wait.gate_result "$(cat $CR/gate)" "returned 21 43"
 expect_log detach_wait.report 'detached from cr_target \(detach\): 1 calls cr_gate_wait=1'
 expect_eq detach_wait.crc "$(cat $CR/text_crc)" "$crc"
 
+# The intercepted callee itself loads a module (request_module, through
+# modprobe) after the detach has begun: the load's module notifier needs
+# hp_lock, which the waiting detach no longer holds (before: a deadlock).
+mkdir -p /lib/modules/$(uname -r)
+cp /modules/cr_twin.ko /modules/cr_callee.ko /lib/modules/$(uname -r)/
+depmod
+echo /bin/modprobe > /proc/sys/kernel/modprobe
+expect_eq detach_wait.loader.attach "$(hpcmd "attach cr_target fn=cr_gate_wait:x sink=printk" | field state cr_target)" attached
+echo 22 > $CR/gate
+i=0
+while [ "$(hpcmd stats | field inflight cr_gate_wait)" != 1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+hpcmd 'detach cr_target' > /tmp/dw_loader.txt 2>&1 &
+detach=$!
+sleep 1
+echo 'load cr_twin' > /sys/kernel/debug/cr_callee/gate
+i=0
+while kill -0 $detach 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+expect_eq detach_wait.loader.detach_done "$(kill -0 $detach 2>/dev/null && echo stuck || echo done)" done
+expect_eq detach_wait.loader.loaded "$(grep -c '^cr_twin ' /proc/modules)" 1
+expect_eq detach_wait.loader.result "$(cat $CR/gate)" "returned 22 45"
+rmmod cr_twin
+
 # A failed command's error reply is read whole on a descriptor that has
 # read a reply before (the VFS does not store the position of a failed write).
 exec 4<>$HPDEV
