@@ -41,6 +41,8 @@ struct hp_attach_request {
 	u32 quiet_if_none;		/* no error line if no site (init text) */
 	const u64 *static_call_sites;	/* addresses the kernel's static_call rewrites */
 	u64 num_static_call_sites;
+	const u64 *bug_traps;		/* the ud2 of each WARN and BUG (__bug_table) */
+	u64 num_bug_traps;
 	struct hp_reply *callees;	/* non-NULL: list callees here, plan nothing */
 };
 

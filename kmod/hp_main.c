@@ -26,6 +26,9 @@
 #include <linux/workqueue.h>
 #include <linux/completion.h>
 #include <linux/security.h>
+#include <asm/nops.h>
+#include <asm/bug.h>
+#include <asm/insn.h>	/* MAX_INSN_SIZE */
 #include <linux/tracepoint.h>	/* TRACE_DEFINE_ENUM, used by mmflags.h */
 #include <trace/events/mmflags.h>
 
@@ -179,7 +182,9 @@ bool hp_c_is_traceable(unsigned long addr)
 	static const u8 entry[][4] = {
 		{ 0xf3, 0x0f, 0x1e, 0xfa }, { 0x66, 0x0f, 0x1f, 0x00 }, { 0x0f, 0x1f, 0x40, 0x00 },
 	};
-	static const u8 nop5[] = { 0x0f, 0x1f, 0x44, 0x00, 0x00 };
+	/* ftrace's NOP (x86_nops[5]): 0f 1f 44 00 00 on x86_64, but
+	 * 3e 8d 74 26 00 on 32-bit, where every callee looked untraceable. */
+	static const u8 nop5[] = { BYTES_NOP5 };
 	size_t i;
 	char sym[KSYM_SYMBOL_LEN];
 	u8 insn[9];
@@ -204,6 +209,45 @@ bool hp_c_is_traceable(unsigned long addr)
 }
 
 /*
+ * Where a string argument may be read: RAM the kernel maps directly (slab,
+ * the page allocator, the kernel image) or a module's own memory. Never the
+ * rest of the vmalloc range, where ioremap puts device registers, which a
+ * wrong SPEC could otherwise point a read at (a read of a device register
+ * can have effects); a string in vmalloc'd memory therefore reads as
+ * unreadable. Any context.
+ */
+static bool hp_is_module_struct(const struct module *mod);
+
+/* Whether addr is in some loaded module's memory (what the unexported
+ * __module_address tells): the module list, walked from our own entry. */
+static bool hp_in_a_module(unsigned long addr)
+{
+	struct module *mod;
+	bool found = false;
+
+	rcu_read_lock();
+	list_for_each_entry_rcu(mod, &THIS_MODULE->list, list) {
+		if (hp_is_module_struct(mod) && within_module(addr, mod)) {
+			found = true;
+			break;
+		}
+	}
+	rcu_read_unlock();
+	return found;
+}
+
+static bool hp_is_string_memory(unsigned long addr)
+{
+	if (virt_addr_valid((void *)addr))
+		return true;
+	if (addr < MODULES_VADDR || addr >= MODULES_END)
+		return false;
+	/* x86_64 keeps modules in a range of their own; i386 puts them in
+	 * the vmalloc range, next to ioremap's mappings. */
+	return !is_vmalloc_addr((void *)addr) || hp_in_a_module(addr);
+}
+
+/*
  * Up to len bytes of a string argument, page by page, with the kernel's
  * nofault copy: a wrong SPEC, a NULL or a user address gives -EFAULT (or
  * fewer bytes), never a fault. Any context.
@@ -221,6 +265,8 @@ int hp_c_read_string(unsigned long addr, u8 *buf, u32 len)
 		unsigned long at = addr + done;
 		u32 chunk = min_t(unsigned long, len - done, PAGE_SIZE - offset_in_page(at));
 
+		if (!hp_is_string_memory(at))
+			return done ? done : -EFAULT;
 		if (copy_from_kernel_nofault(buf + done, (const void *)at, chunk))
 			return done ? done : -EFAULT;
 		if (memchr(buf + done, 0, chunk))
@@ -444,6 +490,32 @@ void hp_attachment_sync(struct hp_attachment *att)
 				  att->probes[i].kp.nmissed);
 }
 
+/*
+ * x86 kprobes' can_optimize(), which runs for every new probe, decodes the
+ * probed function from its start to its end as kallsyms sees it. For the
+ * last function of a module's text that end is the end of the text, and
+ * the decoder may read up to MAX_INSN_SIZE bytes past an instruction that
+ * starts before it: when the text ends that close to an unmapped page, the
+ * kernel faults there (seen under follow, on cr_target's init text: a
+ * probe in cr_target_init, "BUG: unable to handle page fault" in
+ * insn_get_modrm). Such a site is not probed.
+ */
+static bool hp_kprobes_would_overread(const struct hp_attachment *att, unsigned long addr)
+{
+	unsigned long text_end = att->text_base + att->text_size;
+	char sym[KSYM_SYMBOL_LEN];
+	unsigned long off, size;
+	const char *extent;
+
+	if (!IS_ENABLED(CONFIG_OPTPROBES) || PAGE_ALIGN(text_end) - text_end >= MAX_INSN_SIZE)
+		return false;
+	sprint_symbol(sym, addr);
+	extent = strchr(sym, '+');
+	if (!extent || sscanf(extent, "+%lx/%lx", &off, &size) != 2)
+		return true;	/* cannot tell: do not risk it */
+	return addr - off + size >= text_end;
+}
+
 static int hp_register_probes(const char *name, struct hp_attachment *att)
 {
 	u64 i, count = hp_session_site_count(att->session);
@@ -465,6 +537,11 @@ static int hp_register_probes(const char *name, struct hp_attachment *att)
 		probe->kp.addr = (kprobe_opcode_t *)(unsigned long)addr;
 		probe->kp.pre_handler = hp_pre_handler;
 		probe->kp.post_handler = hp_post_handler;
+		if (hp_kprobes_would_overread(att, addr)) {
+			pr_warn("site %pS not probed: kprobes would decode past the end of %s's text there\n",
+				(void *)(unsigned long)addr, name);
+			continue;
+		}
 		err = register_kprobe(&probe->kp);
 		if (err) {
 			pr_warn("site %pS refused by kprobes (%d): not intercepted\n",
@@ -513,6 +590,40 @@ static u64 *hp_static_call_sites(const struct module *mod, u64 *n)
 		addrs[i] = (unsigned long)&site->addr + site->addr;
 	}
 	*n = mod->num_static_call_sites;
+#else
+	*n = 0;
+#endif
+	return addrs;
+}
+
+/*
+ * The ud2 of every WARN and BUG in mod (its __bug_table): the kernel's own
+ * traps, after which a WARN's execution goes on, so a call just before one
+ * is no sign that its callee never returns. NULL with *n = 0 when none.
+ */
+static u64 *hp_bug_traps(const struct module *mod, u64 *n)
+{
+	u64 *addrs = NULL;
+#ifdef CONFIG_GENERIC_BUG
+	unsigned int i;
+
+	*n = 0;
+	if (!mod->num_bugs)
+		return NULL;
+	addrs = hp_alloc(mod->num_bugs * sizeof(*addrs));
+	if (!addrs)
+		return ERR_PTR(-ENOMEM);
+	for (i = 0; i < mod->num_bugs; i++) {
+		const struct bug_entry *bug = &mod->bug_table[i];
+
+#ifdef CONFIG_GENERIC_BUG_RELATIVE_POINTERS
+		/* Relative to the field's own address, as lib/bug.c reads it. */
+		addrs[i] = (unsigned long)&bug->bug_addr_disp + bug->bug_addr_disp;
+#else
+		addrs[i] = bug->bug_addr;
+#endif
+	}
+	*n = mod->num_bugs;
 #else
 	*n = 0;
 #endif
@@ -609,7 +720,7 @@ static int hp_attachment_plan(struct module *mod, const char *functions, u32 sin
 		.text_size = size,
 		.callees = callees,
 	};
-	u64 *static_sites;
+	u64 *static_sites, *bug_traps;
 	int err;
 
 	att->text_base = base;
@@ -628,7 +739,16 @@ static int hp_attachment_plan(struct module *mod, const char *functions, u32 sin
 		return -ENOMEM;
 	}
 	req.static_call_sites = static_sites;
+	bug_traps = hp_bug_traps(mod, &req.num_bug_traps);
+	if (IS_ERR(bug_traps)) {
+		kvfree(static_sites);
+		hp_attachment_free(att);
+		hp_err("out of memory for %s's bug table", mod->name);
+		return -ENOMEM;
+	}
+	req.bug_traps = bug_traps;
 	err = hp_plan_on_fresh_stack(&req, &att->session);
+	kvfree(bug_traps);
 	kvfree(static_sites);
 	if (err || callees)
 		hp_attachment_free(att);

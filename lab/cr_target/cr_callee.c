@@ -48,6 +48,25 @@ u64 cr_by_value(struct cr_triple t)
 }
 EXPORT_SYMBOL_GPL(cr_by_value);
 
+u64 cr_wide(int a, u64 b, int c)
+{
+	return cr_wide_expected(a, b, c);
+}
+EXPORT_SYMBOL_GPL(cr_wide);
+
+long cr_sum(int n, ...)
+{
+	long sum = 0;
+	va_list ap;
+
+	va_start(ap, n);
+	while (n-- > 0)
+		sum += va_arg(ap, long);
+	va_end(ap);
+	return sum;
+}
+EXPORT_SYMBOL_GPL(cr_sum);
+
 static DECLARE_COMPLETION(cr_gate);
 /* Set by a "load NAME" write before it wakes the caller. */
 static char cr_gate_module[MODULE_NAME_LEN];

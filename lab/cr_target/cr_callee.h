@@ -31,6 +31,10 @@ bool cr_match(const char *name, const char *pattern, size_t n);
 u64 cr_seven(u64 a, u64 b, u64 c, u64 d, u64 e, u64 f, u64 g);
 /* A struct passed by value. */
 u64 cr_by_value(struct cr_triple t);
+/* A u64 between two ints: two stack words on i386. */
+u64 cr_wide(int a, u64 b, int c);
+/* Variadic: the sum of its n long arguments after n. */
+long cr_sum(int n, ...);
 /*
  * Sleeps until /sys/kernel/debug/cr_callee/gate is written (or 120 s pass:
  * -ETIMEDOUT), then returns 2 * ticket + 1.
@@ -52,6 +56,18 @@ static inline u64 cr_seven_expected(u64 a, u64 b, u64 c, u64 d, u64 e, u64 f, u6
 static inline u64 cr_triple_expected(struct cr_triple t)
 {
 	return t.a + 2 * t.b + 3 * t.c;
+}
+
+static inline u64 cr_wide_expected(int a, u64 b, int c)
+{
+	return (u64)(s64)a + 3 * b + 5 * (u64)(s64)c;
+}
+
+/* What cr_target passes to cr_sum: 16 arguments in all. */
+#define CR_SUM_N 15
+static inline long cr_sum_expected(long s)
+{
+	return CR_SUM_N * s + CR_SUM_N * (CR_SUM_N - 1) / 2;
 }
 
 #endif

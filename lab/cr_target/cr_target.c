@@ -6,10 +6,18 @@
  * It calls the memory functions hp_patcher intercepts from every context a
  * driver calls them from:
  *   task      one kthread per online CPU, a fixed "round" of calls;
- *   irqoff    the same kthreads, with interrupts disabled (local_irq_save);
+ *   irqoff    the same kthreads, with interrupts disabled (local_lock_irqsave);
  *   spinlock  the same kthreads, holding a spinlock both of them take;
  *   softirq   a timer_list callback;
  *   hardirq   an hrtimer callback (HRTIMER_MODE_REL_HARD).
+ *
+ * On PREEMPT_RT nothing may allocate with interrupts really off or in hard
+ * interrupt context, and spinlock_t sleeps. The contexts become what a
+ * driver uses there instead (CR_RT below, the one place that differs):
+ * irqoff holds the same local_lock, which on RT disables migration and
+ * takes a per-CPU lock but leaves interrupts on; spinlock's lock is an
+ * rt_mutex, preemptible; hardirq's hrtimer is a soft one, run by the timer
+ * softirq. The names stay, so that the tests compare like with like.
  * The atomic contexts use GFP_ATOMIC and only kmalloc/kfree-type functions.
  *
  * Every call is paired with an atomic counter increment placed directly
@@ -58,6 +66,8 @@
 #include <linux/mutex.h>
 #include <linux/spinlock.h>
 #include <linux/irqflags.h>
+#include <linux/random.h>
+#include <linux/local_lock.h>
 #include <linux/preempt.h>
 #include <linux/timer.h>
 #include <linux/hrtimer.h>
@@ -277,9 +287,12 @@ static long cr_typed_sink;
  * (a register, a stack word, a struct passed in memory) or the result shows
  * up as a "wrong" count in the typed file.
  */
-enum cr_callee_fn { CR_CALLEE_MIXED, CR_CALLEE_MATCH, CR_CALLEE_SEVEN, CR_CALLEE_BY_VALUE, CR_NR_CALLEE };
+enum cr_callee_fn {
+	CR_CALLEE_MIXED, CR_CALLEE_MATCH, CR_CALLEE_SEVEN, CR_CALLEE_BY_VALUE, CR_CALLEE_SUM,
+	CR_CALLEE_WIDE, CR_NR_CALLEE
+};
 static const char *const cr_callee_names[CR_NR_CALLEE] = {
-	"cr_mixed", "cr_match", "cr_seven", "cr_by_value",
+	"cr_mixed", "cr_match", "cr_seven", "cr_by_value", "cr_sum", "cr_wide",
 };
 static atomic64_t cr_callee_calls[CR_NR_CALLEE];
 static atomic64_t cr_callee_wrong[CR_NR_CALLEE];
@@ -300,7 +313,15 @@ static noinline void cr_callee_calls_round(unsigned int seq)
 	const char *label = cr_labels[seq % ARRAY_SIZE(cr_labels)];
 	int level = (int)(seq % 2000) - 1000;
 	size_t len = (size_t)seq * 7;
-	const void *cookie = &cr_cookies[seq % ARRAY_SIZE(cr_cookies)];
+	/*
+	 * Every 8th cookie is text on this kthread's stack, which is in the
+	 * vmalloc range (VMAP_STACK) and not a module's: a string read there
+	 * (a wrong SPEC) must find nothing, since ioremap puts device
+	 * registers in that range too.
+	 */
+	char stack_cookie[16] = "stack cookie";
+	const void *cookie = seq % 8 == 0 ? (const void *)stack_cookie :
+			     (const void *)&cr_cookies[seq % ARRAY_SIZE(cr_cookies)];
 	enum cr_mode mode = (enum cr_mode)(1 << (seq % 3));
 	bool urgent = seq & 1;
 	size_t n = 5 + seq % 2;
@@ -313,6 +334,12 @@ static noinline void cr_callee_calls_round(unsigned int seq)
 	cr_callee_result(CR_CALLEE_SEVEN, cr_seven(s, s + 1, s + 2, s + 3, s + 4, s + 5, s << 32) ==
 			 cr_seven_expected(s, s + 1, s + 2, s + 3, s + 4, s + 5, s << 32));
 	cr_callee_result(CR_CALLEE_BY_VALUE, cr_by_value(t) == cr_triple_expected(t));
+	cr_callee_result(CR_CALLEE_SUM, cr_sum(CR_SUM_N, (long)s, (long)s + 1, (long)s + 2, (long)s + 3,
+					       (long)s + 4, (long)s + 5, (long)s + 6, (long)s + 7, (long)s + 8,
+					       (long)s + 9, (long)s + 10, (long)s + 11, (long)s + 12,
+					       (long)s + 13, (long)s + 14) == cr_sum_expected((long)s));
+	cr_callee_result(CR_CALLEE_WIDE, cr_wide(level, s << 33 | s, -level) ==
+					 cr_wide_expected(level, s << 33 | s, -level));
 }
 
 static noinline void cr_typed_calls(unsigned int seq)
@@ -427,7 +454,17 @@ static noinline void cr_round(unsigned int seq)
 	atomic64_inc(&cr_rounds);
 }
 
-/* Interrupts off, as a driver's hot path under local_irq_save() is. */
+#define CR_RT IS_ENABLED(CONFIG_PREEMPT_RT)
+/* Soft on RT, where a hard hrtimer may not allocate. */
+#define CR_HRTIMER_MODE (CR_RT ? HRTIMER_MODE_REL_SOFT : HRTIMER_MODE_REL_HARD)
+
+struct cr_irqoff {
+	local_lock_t lock;
+};
+static DEFINE_PER_CPU(struct cr_irqoff, cr_irqoff) = { .lock = INIT_LOCAL_LOCK(lock) };
+
+/* Interrupts off, as a driver's hot path under local_lock_irqsave() is
+ * (on RT: migration off and a per-CPU lock, interrupts on). */
 static noinline void cr_irqoff_round(unsigned int seq)
 {
 	size_t n = 16 + (seq * 29u) % 241u;		/* 16..256 */
@@ -435,8 +472,8 @@ static noinline void cr_irqoff_round(unsigned int seq)
 	unsigned long flags;
 	void *a, *s;
 
-	local_irq_save(flags);
-	cr_ctx_enter(ctx, in_task() && irqs_disabled());
+	local_lock_irqsave(&cr_irqoff.lock, flags);
+	cr_ctx_enter(ctx, in_task() && (CR_RT || irqs_disabled()));
 
 	CR_COUNT(ctx, CR_KMALLOC_TRACK);
 	a = kmalloc_track_caller(n, GFP_ATOMIC);
@@ -452,7 +489,7 @@ static noinline void cr_irqoff_round(unsigned int seq)
 	CR_COUNT(ctx, CR_KFREE);
 	kfree(a);
 
-	local_irq_restore(flags);
+	local_unlock_irqrestore(&cr_irqoff.lock, flags);
 }
 
 /* Under a spinlock the workers of both CPUs contend for. */
@@ -537,7 +574,7 @@ static enum hrtimer_restart cr_hardirq_timer(struct hrtimer *t)
 
 	if (READ_ONCE(cr_paused))
 		return HRTIMER_NORESTART;
-	cr_ctx_enter(ctx, in_hardirq());
+	cr_ctx_enter(ctx, CR_RT ? in_serving_softirq() : in_hardirq());
 
 	CR_COUNT(ctx, CR_KMALLOC_CACHE_NODE);
 	z = kzalloc_node(64, GFP_ATOMIC, NUMA_NO_NODE);
@@ -562,7 +599,7 @@ static void cr_start_timers(void)
 {
 	mod_timer(&cr_timer, jiffies + CR_TIMER_JIFFIES);
 	hrtimer_start(&cr_hrtimer, ns_to_ktime(CR_HRTIMER_NS),
-		      HRTIMER_MODE_REL_HARD);
+		      CR_HRTIMER_MODE);
 }
 
 /*
@@ -886,12 +923,16 @@ static uint init_call_size = 48;
 module_param(init_call_size, uint, 0400);
 MODULE_PARM_DESC(init_call_size, "size of the allocations init makes");
 
+/* What cr_init_calls got from get_random_u32, which only init calls. */
+static u32 cr_init_random;
+
 static noinline void __init cr_init_calls(void)
 {
 	int i;
 
 	for (i = 0; i < CR_INIT_CALLS; i++)
 		kfree(kmalloc(init_call_size, GFP_KERNEL));
+	cr_init_random = get_random_u32();
 }
 
 static bool start_paused;
@@ -910,7 +951,7 @@ static int __init cr_target_init(void)
 		return -ENOMEM;
 
 	timer_setup(&cr_timer, cr_softirq_timer, 0);
-	hrtimer_init(&cr_hrtimer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_HARD);
+	hrtimer_init(&cr_hrtimer, CLOCK_MONOTONIC, CR_HRTIMER_MODE);
 	cr_hrtimer.function = cr_hardirq_timer;
 
 	ret = cr_start_workers();

@@ -1,7 +1,9 @@
 # Calls cr_target makes into cr_callee, intercepted as any callee:
 #  - every result stays right while intercepted, even with no SPEC at all:
-#    seven arguments (one on the stack) and a 24-byte struct passed in
-#    memory reach the callee because the trampoline forwards stack words;
+#    seven arguments (one on the stack), a 24-byte struct passed in memory
+#    and a variadic call of 16 arguments reach the callee, because a call
+#    with no SPEC is jumped into with its own return address;
+#  - a wrong SPEC's `s` reads no memory outside the direct map and modules;
 #  - exact accounting of those calls in a quiesced window;
 #  - cr_mixed's six arguments and cr_match's two strings, in every log line
 #    of a window, against the result each call really returned;
@@ -14,16 +16,18 @@ grep -q '^hp_patcher ' /proc/modules || insmod $HP
 crc=$(cat $CR/text_crc)
 typed() { awk -v f="$1" -v c="$2" '$1 == f { print $c }' $CR/typed; }
 hits() { hpcmd stats | field hits "$1"; }
-CALLEES="cr_mixed cr_match cr_seven cr_by_value"
+CALLEES="cr_mixed cr_match cr_seven cr_by_value cr_sum"
 
 # Module BTF, which hpctl types cr_callee's arguments from (on 6.1 its base
 # is cut out of the image by xtask).
 check callee.module_btf test -s /sys/kernel/btf/cr_callee
 expect_eq callee.calls_before "$([ "$(typed cr_mixed 2)" -gt 0 ] && echo yes)" yes
 
-# Raw attach (six registers, no SPEC): results stay right, calls counted exactly.
+# Raw attach (no SPEC: six registers recorded, the call jumped into with its
+# own return address): results stay right for any arity, variadic cr_sum's
+# 16 arguments included, and calls are counted exactly.
 echo 1 > $CR/pause
-expect_eq callee.raw_attach "$(hpcmd "attach cr_target fn=cr_mixed,cr_match,cr_seven,cr_by_value sink=none" | field state cr_target)" attached
+expect_eq callee.raw_attach "$(hpcmd "attach cr_target fn=cr_mixed,cr_match,cr_seven,cr_by_value,cr_sum sink=none" | field state cr_target)" attached
 for f in $CALLEES; do eval "c0_$f=$(typed $f 2)"; done
 echo 0 > $CR/pause
 sleep 1
@@ -48,7 +52,6 @@ echo 1 > $CR/pause
 expect_eq callee.typed_attach "$(hpcmd "attach cr_target fn=cr_mixed:xxxsxx,cr_match:ssx sink=printk burst=0" | field state cr_target)" attached
 m0=$(typed cr_mixed 2)
 t0=$(typed cr_match 2)
-dmesg -C
 echo 0 > $CR/pause
 sleep 0.3
 echo 1 > $CR/pause
@@ -93,6 +96,18 @@ expect_eq callee.match_fields "$wrong" ""
 wrong=$(grep -c '^"write-back", "write", 0x5, 1$' /tmp/match_bool.txt)
 [ "$wrong" -gt 0 ] && pass callee.match_true || fail callee.match_true "no cr_match call returned true"
 for f in $CALLEES; do expect_eq callee.typed.$f.right "$(typed $f 3)" 0; done
+
+# A wrong SPEC reads no harmful memory: an `s` on an integer (level) reads
+# nothing, and one on a cookie in the vmalloc range (text on a kthread's
+# stack, where ioremap's device registers also live) reads nothing either.
+expect_eq callee.wrong_s_attach "$(hpcmd "attach cr_target fn=cr_mixed:sxsxxx sink=printk burst=0" | field state cr_target)" attached
+mark callee_wrong_s
+sleep 1
+hpcmd "detach cr_target" > /dev/null
+expect_eq callee.wrong_s_calls "$([ "$(log_since | grep -c 'hp_patcher: cr_mixed(')" -gt 8 ] && echo yes)" yes
+expect_eq callee.wrong_s_no_stack_text "$(log_since | grep -c 'stack cookie')" 0
+expect_eq callee.wrong_s_level_unread "$(log_since | grep -c 'hp_patcher: cr_mixed("')" 0
+expect_eq callee.wrong_s_right "$(typed cr_mixed 3)" 0
 
 # A caller asleep inside an intercepted call while detach runs.
 expect_eq callee.gate_attach "$(hpcmd "attach cr_target fn=cr_gate_wait:x sink=printk" | field state cr_target)" attached

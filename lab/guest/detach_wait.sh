@@ -29,10 +29,12 @@ insmod /modules/cr_twin.ko & loader=$!
 i=0
 while kill -0 $loader 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 expect_eq detach_wait.insmod_goes_on "$(kill -0 $loader 2>/dev/null && echo blocked || echo done)" done
+expect_eq detach_wait.insmod_loaded "$(grep -c '^cr_twin ' /proc/modules)" 1
 rmmod cr_twin & unloader=$!
 i=0
 while kill -0 $unloader 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 expect_eq detach_wait.rmmod_goes_on "$(kill -0 $unloader 2>/dev/null && echo blocked || echo done)" done
+expect_eq detach_wait.rmmod_unloaded "$(grep -c '^cr_twin ' /proc/modules)" 0
 echo "HPINFO detach_wait: insmod and rmmod of cr_twin took $i tenths of a second or less while the detach waited"
 
 # Another target's commands go on too.
@@ -90,8 +92,8 @@ rmmod cr_twin
 # A failed command's error reply is read whole on a descriptor that has
 # read a reply before (the VFS does not store the position of a failed write).
 exec 4<>$HPDEV
-printf 'targets' >&4
-cat <&4 > /dev/null
+printf 'info' >&4
+expect_eq detach_wait.first_reply_read "$([ "$(cat <&4 | wc -c)" -gt 100 ] && echo long)" long
 printf 'detach no_such_target' >&4 2>/dev/null
 got=$(cat <&4)
 exec 4>&-

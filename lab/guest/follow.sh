@@ -60,3 +60,37 @@ expect_eq follow.detached "$(hpcmd targets)" ""
 check follow.unload rmmod hp_patcher
 expect_no_probes follow.no_probes
 rmmod cr_target
+
+# While the target is in its init, stats lists the functions that only its
+# init calls (before: only functions with sites in core text were listed).
+insmod $HP
+expect_eq follow.init_only.awaited "$(hpcmd 'attach cr_target follow fn=get_random_u32 sink=none' | field state cr_target)" awaited
+insmod /modules/cr_target.ko init_delay_ms=3000 &
+loading=$!
+i=0
+while [ "$(target_field cr_target state)" != attached ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 0.5
+expect_eq follow.init_only.stats "$(hpcmd 'stats cr_target' | field hits get_random_u32)" 1
+wait $loading
+hpcmd 'detach cr_target' > /dev/null
+
+# A site in the last function of the init text (hrtimer_init's, in
+# cr_target_init): x86 kprobes decodes that function up to the end of the
+# text and may read past it. Where the text ends within 15 bytes of its
+# page's end that read faulted in the kernel; hp_patcher then leaves the
+# site alone and says so. Either way the load goes on, and nothing oopses.
+rmmod cr_target
+mark follow_last_function
+expect_eq follow.last_function.awaited "$(hpcmd 'attach cr_target follow fn=hrtimer_init sink=none' | field state cr_target)" awaited
+check follow.last_function.load insmod /modules/cr_target.ko
+state=$(target_field cr_target state)
+if log_since | grep -q 'not probed: kprobes would decode past the end of cr_target'; then
+	expect_eq follow.last_function.refused "$state" refused
+else
+	expect_eq follow.last_function.attached "$state" attached
+fi
+echo "HPINFO follow: a site in the init text's last function: $state"
+expect_eq follow.last_function.no_oops "$(dmesg | grep -c 'Oops\|BUG:')" 0
+hpcmd 'detach cr_target' > /dev/null
+check follow.init_only.unload rmmod hp_patcher
+rmmod cr_target

@@ -836,7 +836,7 @@ fn check_by_decoding(
     kernel_addr: &HashMap<String, u64>,
 ) -> Result<Count> {
     let by_addr: BTreeMap<u64, &str> = kernel_addr.iter().map(|(n, &a)| (a, n.as_str())).collect();
-    let found = outgoing(&layout.text, MODULE_BASE, Mode::Bits64, ranges, |_| false).map_err(|_| anyhow::anyhow!("out of memory"))?;
+    let found = outgoing(&layout.text, MODULE_BASE, Mode::Bits64, ranges, Default::default()).map_err(|_| anyhow::anyhow!("out of memory"))?;
     let mut decoded: BTreeMap<String, Count> = BTreeMap::new();
     for o in &found {
         let name = match by_addr.range(..=o.dest).next_back() {

@@ -132,6 +132,11 @@ impl Kernel {
         Arch::of_release(&self.release)
     }
 
+    /// A PREEMPT_RT flavour (`rt-amd64`, `rt-686-pae`).
+    pub fn is_rt(&self) -> bool {
+        lines::split_flavour(&self.release).is_some_and(|(_, flavour)| flavour.starts_with("rt-"))
+    }
+
     /// The lab's default kernel: the newest build of the 6.12 line.
     pub fn default_release() -> Result<Kernel> {
         Kernel::line(lines::LINE_6_12)

@@ -36,11 +36,14 @@ pub const LINE_6_1: Line = Line { name: "6.1", suite: Suite::Bookworm, flavour: 
 /// Debian 12's 32-bit x86 kernel (PAE).
 pub const LINE_I386: Line = Line { name: "i386", suite: Suite::Bookworm, flavour: "686-pae", upstream: "6.1." };
 
+/// Debian 12's 6.12 built with PREEMPT_RT.
+pub const LINE_RT: Line = Line { name: "rt", suite: Suite::Bookworm, flavour: "rt-amd64", upstream: "6.12." };
+
 /// Every line the lab knows, the default first.
-pub const LINES: &[Line] = &[LINE_6_12, LINE_6_1, LINE_I386];
+pub const LINES: &[Line] = &[LINE_6_12, LINE_6_1, LINE_I386, LINE_RT];
 
 /// The lines `cargo xtask test` runs the guest suite on, in order.
-pub const TEST_LINES: &[Line] = &[LINE_6_12, LINE_6_1, LINE_I386];
+pub const TEST_LINES: &[Line] = &[LINE_6_12, LINE_6_1, LINE_I386, LINE_RT];
 
 pub fn by_name(name: &str) -> Option<Line> {
     LINES.iter().copied().find(|l| l.name == name)
@@ -284,6 +287,7 @@ linux-kbuild-6.1 | 6.1.176-1 | http://mirror.example/debian bookworm/main amd64 
                 "linux-kbuild-6.12.118+deb12"
             ]
         );
+        assert_eq!(LINE_RT.packages("6.12.118+deb12-rt-amd64")[2], "linux-headers-6.12.118+deb12-common-rt");
         let rt = Line { flavour: "rt-amd64", ..LINE_6_1 };
         assert_eq!(rt.packages("6.1.0-57-rt-amd64")[2], "linux-headers-6.1.0-57-common-rt");
         assert_eq!(rt.packages("6.1.0-57-rt-amd64")[3], "linux-kbuild-6.1");

@@ -13,6 +13,7 @@ use crate::guest::{self, Initramfs};
 use crate::kernel::{Arch, Kernel};
 use crate::{callees_truth, probe_point, run};
 
+#[derive(Clone, Copy)]
 struct Boot {
     name: &'static str,
     scripts: &'static [&'static str],
@@ -78,7 +79,7 @@ const BOOTS: &[Boot] = &[
 /// fresh stack). hpctl is an x86_64 binary and the i386 kernel has no BTF,
 /// so the control, event and typed-callee scenarios stay on x86_64.
 const I386_BOOTS: &[Boot] = &[
-    Boot { name: "cr_target", scripts: &["bad_input", "accounting", "target_unload", "race", "cycles"], ..PLAIN },
+    Boot { name: "cr_target", scripts: &["bad_input", "accounting", "target_unload", "race", "cycles", "callee_verb"], ..PLAIN },
     Boot {
         name: "ext4",
         scripts: &["ext4"],
@@ -88,8 +89,14 @@ const I386_BOOTS: &[Boot] = &[
     },
 ];
 
+/// On PREEMPT_RT (Debian's 6.12 rt-amd64): the cr_target and core boots,
+/// where spinlocks sleep and cr_target's atomic contexts become what RT
+/// allows (cr_target.c says how).
+const RT_BOOTS: &[Boot] = &[BOOTS[0], BOOTS[1]];
+
 fn boots(kernel: &Kernel) -> &'static [Boot] {
     match kernel.arch() {
+        Arch::X86_64 if kernel.is_rt() => RT_BOOTS,
         Arch::X86_64 => BOOTS,
         Arch::I386 => I386_BOOTS,
     }

@@ -446,6 +446,28 @@ pub struct Outgoing {
     pub noreturn_sites: u32,
 }
 
+/// What the kernel knows of a module's instructions that decoding alone
+/// cannot tell, each list sorted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelMarks<'a> {
+    /// Calls the kernel's static_call rewrites.
+    pub static_call_sites: &'a [u64],
+    /// `ud2`s with a `__bug_table` entry: a WARN (execution goes on after
+    /// it) or a BUG, the kernel's own, not the compiler's sign that the
+    /// call before it never returns.
+    pub bug_traps: &'a [u64],
+}
+
+impl KernelMarks<'_> {
+    pub fn is_static_call_site(&self, addr: u64) -> bool {
+        self.static_call_sites.binary_search(&addr).is_ok()
+    }
+
+    pub fn is_bug_trap(&self, addr: u64) -> bool {
+        self.bug_traps.binary_search(&addr).is_ok()
+    }
+}
+
 /// Every destination outside `[text_base, text_base + len)` of a 5-byte
 /// `call rel32` or `jmp rel32`, decoded function by function, sorted by
 /// destination.
@@ -455,7 +477,7 @@ pub fn outgoing(
     text_base: u64,
     mode: Mode,
     functions: &[FunctionRange],
-    is_static_call_site: impl Fn(u64) -> bool,
+    marks: KernelMarks<'_>,
 ) -> Result<Vec<Outgoing>, TryReserveError> {
     let text_end = text_base + text.len() as u64;
     // Sorted by destination as it grows: a module has far fewer callees
@@ -466,7 +488,7 @@ pub fn outgoing(
             continue;
         }
         let bytes = &text[(range.start - text_base) as usize..(range.end - text_base) as usize];
-        outgoing_of_function(bytes, range.start, mode, text_base..text_end, &is_static_call_site, &mut merged)?;
+        outgoing_of_function(bytes, range.start, mode, text_base..text_end, &marks, &mut merged)?;
     }
     Ok(merged)
 }
@@ -478,7 +500,7 @@ fn outgoing_of_function(
     start: u64,
     mode: Mode,
     own_text: core::ops::Range<u64>,
-    is_static_call_site: &dyn Fn(u64) -> bool,
+    marks: &KernelMarks<'_>,
     merged: &mut Vec<Outgoing>,
 ) -> Result<(), TryReserveError> {
     let mut decoder = new_decoder(bytes, start, mode);
@@ -494,8 +516,8 @@ fn outgoing_of_function(
             continue;
         }
         let next = decoder.position();
-        let noreturn =
-            is_call && (next >= bytes.len() || bytes[next] == 0xcc || bytes[next..].starts_with(&[0x0f, 0x0b]));
+        let ud2 = bytes[next..].starts_with(&[0x0f, 0x0b]) && !marks.is_bug_trap(start + next as u64);
+        let noreturn = is_call && (next >= bytes.len() || bytes[next] == 0xcc || ud2);
         let at = match merged.binary_search_by_key(&dest, |o| o.dest) {
             Ok(at) => at,
             Err(at) => {
@@ -507,7 +529,7 @@ fn outgoing_of_function(
         let o = &mut merged[at];
         o.calls += is_call as u32;
         o.tails += !is_call as u32;
-        o.static_call_sites += is_static_call_site(insn.ip()) as u32;
+        o.static_call_sites += marks.is_static_call_site(insn.ip()) as u32;
         o.noreturn_sites += noreturn as u32;
     }
     Ok(())
@@ -622,7 +644,7 @@ mod tests {
                 Site { addr: TEXT32 + 8, func: 11, kind: SiteKind::TailJump }
             ]
         );
-        let out = outgoing(&text, TEXT32, Mode::Bits32, &ranges, |_| false).unwrap();
+        let out = outgoing(&text, TEXT32, Mode::Bits32, &ranges, KernelMarks::default()).unwrap();
         assert_eq!(out.iter().map(|o| (o.dest, o.calls, o.tails)).collect::<Vec<_>>(), [(KMALLOC32, 1, 0), (KFREE32, 0, 1)]);
 
         let as_64 = discover(&text, TEXT32, &ranges, &targets, &Options { mode: Mode::Bits64, ..opts }).unwrap();
@@ -832,7 +854,9 @@ mod tests {
         ]);
         let ranges = function_ranges(symbols, TEXT, TEXT + text.len() as u64).unwrap();
         let static_site = TEXT;
-        let out = outgoing(&text, TEXT, Mode::Bits64, &ranges, |addr| addr == static_site).unwrap();
+        let static_call_sites = [static_site];
+        let marks = KernelMarks { static_call_sites: &static_call_sites, bug_traps: &[] };
+        let out = outgoing(&text, TEXT, Mode::Bits64, &ranges, marks).unwrap();
         let by = |dest| *out.iter().find(|o| o.dest == dest).unwrap();
         assert_eq!(out.len(), 3);
         assert_eq!(
@@ -842,5 +866,27 @@ mod tests {
         assert_eq!(by(KFREE), Outgoing { dest: KFREE, calls: 0, tails: 1, static_call_sites: 0, noreturn_sites: 0 });
         // Followed by ud2 once, and the last instruction of its function once.
         assert_eq!(by(OTHER).noreturn_sites, 2);
+    }
+
+    #[test]
+    fn a_warn_after_a_call_is_no_noreturn_evidence() {
+        // WARN(cond, fmt): `call __warn_printk; ud2`, the ud2 in __bug_table,
+        // and execution goes on after it. A compiler's ud2 has no entry.
+        let (text, symbols) = build(&[&|a| {
+            a.call(OTHER).unwrap();
+            a.ud2().unwrap();
+            a.call(KFREE).unwrap();
+            a.ud2().unwrap();
+            a.ret().unwrap();
+        }]);
+        let ranges = function_ranges(symbols, TEXT, TEXT + text.len() as u64).unwrap();
+        let warn_trap = [TEXT + 5];
+        let marks = KernelMarks { static_call_sites: &[], bug_traps: &warn_trap };
+        let out = outgoing(&text, TEXT, Mode::Bits64, &ranges, marks).unwrap();
+        let by = |dest| *out.iter().find(|o| o.dest == dest).unwrap();
+        assert_eq!(by(OTHER).noreturn_sites, 0, "the WARN's ud2");
+        assert_eq!(by(KFREE).noreturn_sites, 1, "a ud2 the kernel has no entry for");
+        let unmarked = outgoing(&text, TEXT, Mode::Bits64, &ranges, KernelMarks::default()).unwrap();
+        assert_eq!(unmarked.iter().find(|o| o.dest == OTHER).unwrap().noreturn_sites, 1);
     }
 }

@@ -22,27 +22,53 @@ pub struct Callee {
     pub refusal: Option<Refusal>,
 }
 
+/// What the kernel marks in the target (static-call sites, WARN and BUG
+/// traps), each sorted for binary search.
+pub struct Marks {
+    static_call_sites: Vec<u64>,
+    bug_traps: Vec<u64>,
+}
+
+impl Marks {
+    pub fn of(req: &AttachRequest) -> Result<Marks, TryReserveError> {
+        Ok(Marks {
+            static_call_sites: sorted(req.static_call_sites, req.num_static_call_sites)?,
+            bug_traps: sorted(req.bug_traps, req.num_bug_traps)?,
+        })
+    }
+
+    pub fn kernel(&self) -> sites::KernelMarks<'_> {
+        sites::KernelMarks { static_call_sites: &self.static_call_sites, bug_traps: &self.bug_traps }
+    }
+
+}
+
 /// The kernel's static-call sites in the target, sorted for binary search.
 pub fn sorted_static_call_sites(req: &AttachRequest) -> Result<Vec<u64>, TryReserveError> {
-    let mut sites = Vec::new();
-    if req.num_static_call_sites > 0 {
+    sorted(req.static_call_sites, req.num_static_call_sites)
+}
+
+/// A copy of C's array of `n` addresses, sorted.
+fn sorted(addrs: *const u64, n: u64) -> Result<Vec<u64>, TryReserveError> {
+    let mut sorted = Vec::new();
+    if n > 0 && !addrs.is_null() {
         // SAFETY: C gives an array of that many addresses, alive for the call.
-        let given = unsafe { core::slice::from_raw_parts(req.static_call_sites, req.num_static_call_sites as usize) };
-        sites.try_reserve_exact(given.len())?;
-        sites.extend_from_slice(given);
-        sites.sort_unstable();
+        let given = unsafe { core::slice::from_raw_parts(addrs, n as usize) };
+        sorted.try_reserve_exact(given.len())?;
+        sorted.extend_from_slice(given);
+        sorted.sort_unstable();
     }
-    Ok(sites)
+    Ok(sorted)
 }
 
 /// Every callee of the text, named and judged, by destination.
 #[inline(never)] // keeps its frame out of the planner's
-pub fn list(text: &[u8], base: u64, ranges: &[FunctionRange], static_call_sites: &[u64]) -> Result<Vec<Callee>, i32> {
+pub fn list(text: &[u8], base: u64, ranges: &[FunctionRange], marks: &Marks) -> Result<Vec<Callee>, i32> {
     let oom = |_| {
         crate::log::error_static(c"out of memory while listing callees");
         ffi::ENOMEM
     };
-    let found = sites::outgoing(text, base, sites::Mode::NATIVE, ranges, |a| static_call_sites.binary_search(&a).is_ok()).map_err(oom)?;
+    let found = sites::outgoing(text, base, sites::Mode::NATIVE, ranges, marks.kernel()).map_err(oom)?;
     let mut callees = Vec::new();
     callees.try_reserve_exact(found.len()).map_err(oom)?;
     for o in found {
@@ -88,11 +114,11 @@ fn symbol_at(addr: u64) -> (CalleeName, bool) {
 
 /// `callee` lines for the module the request describes.
 pub fn reply(req: &AttachRequest, r: &mut Reply, text: &[u8], ranges: &[FunctionRange]) -> Result<(), i32> {
-    let static_call_sites = sorted_static_call_sites(req).map_err(|_| {
+    let marks = Marks::of(req).map_err(|_| {
         error!("out of memory while listing callees");
         ffi::ENOMEM
     })?;
-    let callees = list(text, req.text_base, ranges, &static_call_sites)?;
+    let callees = list(text, req.text_base, ranges, &marks)?;
     // By name, through indices: sorting the records would take a large frame.
     let mut order: Vec<u32> = Vec::new();
     order.try_reserve_exact(callees.len()).map_err(|_| ffi::ENOMEM)?;

@@ -228,7 +228,9 @@ pub unsafe extern "C" fn hp_reply_sites(r: *mut Reply, s: *const Session) {
 }
 
 /// A `func` line per intercepted function with sites, summed by name over
-/// the target's sessions (core text, and init text while it has one).
+/// the target's sessions (core text, and init text while it has one): every
+/// name of every session, each once, so that a function only init calls is
+/// listed while the target is in its init.
 ///
 /// # Safety
 /// `r` came from `hp_reply_new`; `sessions` holds `n` pointers, each null or
@@ -240,7 +242,12 @@ pub unsafe extern "C" fn hp_reply_stats(r: *mut Reply, sessions: *const *const S
     let sessions = || sessions.iter().filter(|s| !s.is_null()).map(|&s| unsafe { &*s });
     let Some(first) = sessions().next() else { return };
     let module = first.target();
-    for name in first.function_names() {
+    let names = sessions().enumerate().flat_map(move |(k, s)| {
+        // Each name once: skip one an earlier session already listed (no
+        // allocation, so no set; a target has two sessions at most).
+        s.function_names().filter(move |name| !sessions().take(k).any(|earlier| earlier.function_names().any(|n| n == *name)))
+    });
+    for name in names {
         let mut sum = [0u64; 5];
         let mut any = false;
         let sites = sessions().flat_map(|s| s.sites().iter().map(move |site| (s, site)));

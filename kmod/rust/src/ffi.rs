@@ -25,6 +25,8 @@ pub struct AttachRequest {
     pub quiet_if_none: u32,
     pub static_call_sites: *const u64,
     pub num_static_call_sites: u64,
+    pub bug_traps: *const u64,
+    pub num_bug_traps: u64,
     /// Non-null: list the callees into this reply, plan nothing.
     pub callees: *mut crate::control::Reply,
 }

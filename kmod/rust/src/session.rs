@@ -163,8 +163,7 @@ impl Session {
         })?;
         let static_call_sites = callees::sorted_static_call_sites(req).map_err(out_of_memory)?;
 
-        let (functions, targets) =
-            intercepted(target, &choice, addrs, text, req.text_base, &ranges, &static_call_sites)?;
+        let (functions, targets) = intercepted(target, &choice, addrs, text, req, &ranges)?;
         drop(choice);
 
         let options = Options {
@@ -223,10 +222,15 @@ impl Session {
                         None => (jump_through, addrs[func], None, MEMORY[func].arity(config)),
                     }
                 }
-                // Always called through: the trampoline forwards stack
-                // arguments too, and sees the result. (On i386 a raw one
-                // was refused in `intercepted`: its arity is unknown.)
-                FunctionKind::Any(spec) => (false, targets[site.func].addr, None, spec.arity()),
+                // With a SPEC on x86_64, called through: the trampoline
+                // forwards 8 stack words besides the registers, and sees the
+                // result. With none (Raw), nothing says how many arguments
+                // there are, or whether it is variadic; on i386 a SPEC's
+                // letters do not say how many stack words each argument
+                // takes (a u64 takes two). Then the call is jumped into with
+                // its own return address, which is right for every call,
+                // and its result is not recorded.
+                FunctionKind::Any(spec) => (spec == Spec::Raw || I386, targets[site.func].addr, None, spec.arity()),
             };
             let stack_words = if I386 { catalogue::i386_stack_words(arity) as u32 } else { 0 };
             SiteRecord {
@@ -446,9 +450,8 @@ fn intercepted(
     choice: &catalogue::Choice<'_>,
     addrs: &[u64],
     text: &[u8],
-    text_base: u64,
+    req: &AttachRequest,
     ranges: &[sites::FunctionRange],
-    static_call_sites: &[u64],
 ) -> Result<(Vec<Intercepted>, Vec<Target>), i32> {
     let mut functions = Vec::new();
     let mut targets = Vec::new();
@@ -460,15 +463,15 @@ fn intercepted(
         functions.push(Intercepted::new(MEMORY[i].name, FunctionKind::Memory(i)));
     }
     if choice.callees().next().is_some() {
-        let found = callees::list(text, text_base, ranges, static_call_sites)?;
+        let marks = callees::Marks::of(req).map_err(out_of_memory)?;
+        let found = callees::list(text, req.text_base, ranges, &marks)?;
         for wanted in choice.callees() {
-            let callee = pick_callee(target, &found, wanted.name, wanted.spec)?;
-            if I386 && wanted.spec.is_none_or(|s| s == Spec::Raw) {
-                // Arguments past the third are on the stack: the real call
-                // must get exactly as many as the function takes.
-                error!("{target}: {}: on 32-bit x86 a callee needs its SPEC: its arity says how many stack arguments to pass on", wanted.name);
-                return Err(ffi::EINVAL);
+            // A followed target's init text and core text are planned
+            // apart: a callee only the other one calls is no error here.
+            if req.quiet_if_none != 0 && !found.iter().any(|c| c.name.as_str() == wanted.name) {
+                continue;
             }
+            let callee = pick_callee(target, &found, wanted.name, wanted.spec)?;
             targets.push(Target { addr: callee.dest, func: functions.len() });
             functions.push(Intercepted::new(wanted.name, FunctionKind::Any(wanted.spec.unwrap_or(Spec::Raw))));
         }
