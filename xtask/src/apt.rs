@@ -96,8 +96,7 @@ impl Mirrors {
                 text.push_str("\n\n");
             }
         }
-        Mirrors::parse(&text)
-            .context("the host's apt sources name no Debian mirror for bookworm and bookworm-security")
+        Mirrors::parse(&text).context("the host's apt sources name no Debian mirror for bookworm and bookworm-security")
     }
 
     /// The URIs serving `bookworm` and `bookworm-security`, from sources in
@@ -128,7 +127,8 @@ impl Mirrors {
                 }
             }
         }
-        let uri_for = |suite: &str| pairs.iter().find(|(_, s)| s == suite).map(|(u, _)| u.trim_end_matches('/').to_string());
+        let uri_for =
+            |suite: &str| pairs.iter().find(|(_, s)| s == suite).map(|(u, _)| u.trim_end_matches('/').to_string());
         Some(Mirrors { archive: uri_for("bookworm")?, security: uri_for("bookworm-security")? })
     }
 }
@@ -175,7 +175,10 @@ impl Apt {
                 if !apt.dir.join("lists").read_dir()?.any(|e| e.is_ok_and(|e| e.path().is_file())) {
                     return result.map(|()| apt);
                 }
-                eprintln!("apt: warning: some {} index failed to arrive; resolving against those that did", arch.dpkg());
+                eprintln!(
+                    "apt: warning: some {} index failed to arrive; resolving against those that did",
+                    arch.dpkg()
+                );
             }
         }
         Ok(apt)

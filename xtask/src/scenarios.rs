@@ -79,13 +79,7 @@ const BOOTS: &[Boot] = &[
 /// so the control, event and typed-callee scenarios stay on x86_64.
 const I386_BOOTS: &[Boot] = &[
     Boot { name: "cr_target", scripts: &["bad_input", "accounting", "target_unload", "race", "cycles"], ..PLAIN },
-    Boot {
-        name: "ext4",
-        scripts: &["ext4"],
-        in_tree: &["crc32c_generic", "ext4", "brd"],
-        ext4_image: true,
-        ..PLAIN
-    },
+    Boot { name: "ext4", scripts: &["ext4"], in_tree: &["crc32c_generic", "ext4", "brd"], ext4_image: true, ..PLAIN },
 ];
 
 fn boots(kernel: &Kernel) -> &'static [Boot] {
@@ -170,7 +164,16 @@ impl Outcome {
 pub fn test(kernel: &Kernel, only: Option<&str>) -> Result<Outcome> {
     let runs = boots(kernel)
         .iter()
-        .map(|boot| (boot, boot.scripts.iter().copied().filter(|s| only.is_none_or(|o| o.split(',').any(|o| s.contains(o)))).collect()))
+        .map(|boot| {
+            (
+                boot,
+                boot.scripts
+                    .iter()
+                    .copied()
+                    .filter(|s| only.is_none_or(|o| o.split(',').any(|o| s.contains(o))))
+                    .collect(),
+            )
+        })
         .collect();
     run_boots(kernel, runs)
 }
