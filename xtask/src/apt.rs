@@ -22,22 +22,18 @@ use crate::run;
 pub enum Suite {
     /// Debian 12: bookworm, bookworm-updates and bookworm-security.
     Bookworm,
-    /// Debian 13's backports, over trixie itself.
-    TrixieBackports,
 }
 
 impl Suite {
     fn dir_name(self) -> &'static str {
         match self {
             Suite::Bookworm => "bookworm",
-            Suite::TrixieBackports => "trixie-backports",
         }
     }
 
     pub fn describe(self) -> &'static str {
         match self {
             Suite::Bookworm => "bookworm, bookworm-updates, bookworm-security",
-            Suite::TrixieBackports => "trixie, trixie-security, trixie-backports",
         }
     }
 
@@ -50,9 +46,6 @@ impl Suite {
             Suite::Bookworm => format!(
                 "deb {opts} {main} bookworm main\ndeb {opts} {main} bookworm-updates main\ndeb {opts} {security} bookworm-security main\n"
             ),
-            Suite::TrixieBackports => format!(
-                "deb {opts} {main} trixie main\ndeb {opts} {security} trixie-security main\ndeb {opts} {main} trixie-backports main\n"
-            ),
         }
     }
 
@@ -62,14 +55,13 @@ impl Suite {
     }
 
     /// The release a package name identifies, if it is a build's image:
-    /// bookworm's unsigned image (`linux-image-<release>-unsigned`), or
-    /// trixie's image metapackage (`linux-image-<release>`, over the split
-    /// `linux-binary-` and `linux-modules-`).
+    /// bookworm's unsigned image (`linux-image-<release>-unsigned`). (Debian
+    /// 13's 7.x splits it into `linux-binary-` and `linux-modules-` under a
+    /// `linux-image-<release>` metapackage: a suite for it adds its rule here.)
     pub fn release_of_image(self, name: &str) -> Option<&str> {
         let rest = name.strip_prefix("linux-image-")?;
         match self {
             Suite::Bookworm => rest.strip_suffix("-unsigned"),
-            Suite::TrixieBackports => (!rest.ends_with("-dbg") && !rest.ends_with("-unsigned")).then_some(rest),
         }
     }
 
@@ -78,11 +70,6 @@ impl Suite {
     pub fn image_packages(self, release: &str) -> Vec<String> {
         match self {
             Suite::Bookworm => vec![format!("linux-image-{release}-unsigned")],
-            Suite::TrixieBackports => vec![
-                format!("linux-binary-{release}"),
-                format!("linux-modules-{release}"),
-                format!("linux-base-{release}"),
-            ],
         }
     }
 }
@@ -109,8 +96,7 @@ impl Mirrors {
                 text.push_str("\n\n");
             }
         }
-        Mirrors::parse(&text)
-            .context("the host's apt sources name no Debian mirror for bookworm and bookworm-security")
+        Mirrors::parse(&text).context("the host's apt sources name no Debian mirror for bookworm and bookworm-security")
     }
 
     /// The URIs serving `bookworm` and `bookworm-security`, from sources in
@@ -141,7 +127,8 @@ impl Mirrors {
                 }
             }
         }
-        let uri_for = |suite: &str| pairs.iter().find(|(_, s)| s == suite).map(|(u, _)| u.trim_end_matches('/').to_string());
+        let uri_for =
+            |suite: &str| pairs.iter().find(|(_, s)| s == suite).map(|(u, _)| u.trim_end_matches('/').to_string());
         Some(Mirrors { archive: uri_for("bookworm")?, security: uri_for("bookworm-security")? })
     }
 }
@@ -188,7 +175,10 @@ impl Apt {
                 if !apt.dir.join("lists").read_dir()?.any(|e| e.is_ok_and(|e| e.path().is_file())) {
                     return result.map(|()| apt);
                 }
-                eprintln!("apt: warning: some {} index failed to arrive; resolving against those that did", arch.dpkg());
+                eprintln!(
+                    "apt: warning: some {} index failed to arrive; resolving against those that did",
+                    arch.dpkg()
+                );
             }
         }
         Ok(apt)
@@ -268,7 +258,5 @@ mod tests {
     fn images_per_suite() {
         assert_eq!(Suite::Bookworm.release_of_image("linux-image-6.1.0-57-amd64-unsigned"), Some("6.1.0-57-amd64"));
         assert_eq!(Suite::Bookworm.release_of_image("linux-image-6.1.0-57-amd64"), None);
-        assert_eq!(Suite::TrixieBackports.release_of_image("linux-image-7.3.4+deb13-amd64"), Some("7.3.4+deb13-amd64"));
-        assert_eq!(Suite::TrixieBackports.release_of_image("linux-image-7.3.4+deb13-amd64-dbg"), None);
     }
 }

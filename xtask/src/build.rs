@@ -243,7 +243,12 @@ fn build_rust_object(out: &Path, arch: Arch) -> Result<PathBuf> {
     // (.eh_frame: the i386 build of compiler_builtins has one, which the
     // i386 loader would refuse for its R_386_NONE relocations.)
     run(Command::new("objcopy")
-        .args(["--wildcard", "--remove-section=.stack_sizes*", "--remove-section=.eh_frame", "--remove-section=.rel.eh_frame"])
+        .args([
+            "--wildcard",
+            "--remove-section=.stack_sizes*",
+            "--remove-section=.eh_frame",
+            "--remove-section=.rel.eh_frame",
+        ])
         .arg(&merged))?;
     check_rust_object(&merged, &exports, arch)?;
     Ok(merged)

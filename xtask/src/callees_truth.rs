@@ -836,7 +836,8 @@ fn check_by_decoding(
     kernel_addr: &HashMap<String, u64>,
 ) -> Result<Count> {
     let by_addr: BTreeMap<u64, &str> = kernel_addr.iter().map(|(n, &a)| (a, n.as_str())).collect();
-    let found = outgoing(&layout.text, MODULE_BASE, Mode::Bits64, ranges, Default::default()).map_err(|_| anyhow::anyhow!("out of memory"))?;
+    let found = outgoing(&layout.text, MODULE_BASE, Mode::Bits64, ranges, Default::default())
+        .map_err(|_| anyhow::anyhow!("out of memory"))?;
     let mut decoded: BTreeMap<String, Count> = BTreeMap::new();
     for o in &found {
         let name = match by_addr.range(..=o.dest).next_back() {
@@ -870,7 +871,12 @@ fn check_by_decoding(
         .enumerate()
         .filter_map(|(func, f)| kernel_addr.get(f.name).map(|&addr| Target { addr, func }))
         .collect();
-    let opts = Options { mode: Mode::Bits64, call_thunks: true, module_space_start: MODULE_BASE, module_space_end: 0xffff_ffff_ff00_0000 };
+    let opts = Options {
+        mode: Mode::Bits64,
+        call_thunks: true,
+        module_space_start: MODULE_BASE,
+        module_space_end: 0xffff_ffff_ff00_0000,
+    };
     let found =
         discover(&layout.text, MODULE_BASE, ranges, &targets, &opts).map_err(|_| anyhow::anyhow!("out of memory"))?;
     let mut catalogue = Count::default();

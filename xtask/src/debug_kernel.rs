@@ -311,8 +311,11 @@ fn unpack_source(cache: &Path, version: &str, lab_release: &str) -> Result<PathB
         let debs = cache.join("source-debs");
         let _ = fs::remove_dir_all(&debs);
         eprintln!("debug kernel: fetching {SOURCE_PACKAGE} {version}");
-        Apt::for_suite(Suite::Bookworm, crate::kernel::Arch::X86_64)?.download(&[format!("{SOURCE_PACKAGE}={version}")], &debs)?;
-        let deb = fs::read_dir(&debs)?.filter_map(|e| Some(e.ok()?.path())).find(|p| p.extension().is_some_and(|e| e == "deb"));
+        Apt::for_suite(Suite::Bookworm, crate::kernel::Arch::X86_64)?
+            .download(&[format!("{SOURCE_PACKAGE}={version}")], &debs)?;
+        let deb = fs::read_dir(&debs)?
+            .filter_map(|e| Some(e.ok()?.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "deb"));
         let unpacked = debs.join("root");
         run(Command::new("dpkg").arg("-x").arg(deb.context("no source package downloaded")?).arg(&unpacked))?;
         eprintln!("debug kernel: unpacking {SOURCE_TARBALL}");

@@ -160,14 +160,20 @@ impl Kernel {
             let names: Vec<&str> = lines::LINES.iter().map(|l| l.name).collect();
             format!("{spec} is neither a kernel line ({}) nor a release of one", names.join(", "))
         })?;
-        let build = line.choose(&[spec.to_string()], |packages| Apt::for_suite(line.suite, line.arch())?.madison(packages))?;
+        let build =
+            line.choose(&[spec.to_string()], |packages| Apt::for_suite(line.suite, line.arch())?.madison(packages))?;
         Kernel::fetched(*line, &build)
     }
 
     /// A line's newest complete build, resolved once per run and fetched into the cache.
     pub fn line(line: Line) -> Result<Kernel> {
         static RESOLVED: Mutex<Vec<(&str, Build)>> = Mutex::new(Vec::new());
-        let known = RESOLVED.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(n, _)| *n == line.name).map(|(_, b)| b.clone());
+        let known = RESOLVED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(n, _)| *n == line.name)
+            .map(|(_, b)| b.clone());
         let build = match known {
             Some(build) => build,
             None => {
@@ -228,7 +234,8 @@ impl Kernel {
     /// The kernel image: in /boot up to Debian 12, beside the modules on 7.x.
     pub fn image(&self) -> Result<PathBuf> {
         let root = self.root.as_ref().context("only a cached Debian kernel can be booted")?;
-        image_in(root, &self.release).with_context(|| format!("no vmlinuz of {} under {}", self.release, root.display()))
+        image_in(root, &self.release)
+            .with_context(|| format!("no vmlinuz of {} under {}", self.release, root.display()))
     }
 
     /// Directory of the in-tree modules: /lib/modules, or /usr/lib/modules
@@ -341,8 +348,7 @@ fn fetch_debian_kernel(line: Line, build: &Build) -> Result<PathBuf> {
     if arch == Arch::I386 {
         ensure_i386_host()?;
     }
-    let packages: Vec<String> =
-        line.packages(release).iter().map(|p| format!("{p}={}", build.version)).collect();
+    let packages: Vec<String> = line.packages(release).iter().map(|p| format!("{p}={}", build.version)).collect();
     eprintln!("fetching kernel {release} ({})", build.version);
     let debs = dir.join("debs");
     Apt::for_suite(line.suite, arch)?.download(&packages, &debs)?;

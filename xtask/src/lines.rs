@@ -111,7 +111,11 @@ impl Line {
     /// The newest build all of whose packages `versions` holds at the
     /// image's version; `versions` answers `apt-cache madison` for a list of
     /// packages. Candidates are tried newest first.
-    pub fn choose(&self, candidates: &[String], mut versions: impl FnMut(&[String]) -> Result<String>) -> Result<Build> {
+    pub fn choose(
+        &self,
+        candidates: &[String],
+        mut versions: impl FnMut(&[String]) -> Result<String>,
+    ) -> Result<Build> {
         let mut refused = Vec::new();
         for release in candidates {
             let packages = self.packages(release);
@@ -158,11 +162,8 @@ pub fn complete_build(packages: &[String], arch: Arch, madison: &str) -> std::re
     let Some(version) = available(image).into_iter().max_by(|a, b| deb_version_cmp(a, b)) else {
         return Err(format!("{image} is gone"));
     };
-    let missing: Vec<String> = packages[1..]
-        .iter()
-        .filter(|p| !available(p).contains(&version))
-        .map(|p| format!("{p}={version}"))
-        .collect();
+    let missing: Vec<String> =
+        packages[1..].iter().filter(|p| !available(p).contains(&version)).map(|p| format!("{p}={version}")).collect();
     if missing.is_empty() {
         Ok(version.to_string())
     } else {
@@ -180,7 +181,8 @@ pub fn split_flavour(release: &str) -> Option<(&str, &str)> {
 /// Releases by the numbers in them: `6.1.0-57` after `6.1.0-56`,
 /// `6.12.118+deb12` after `6.12.117+deb12`, `7.3.4+deb13` after `7.2.12+deb13`.
 fn newer_first(a: &str, b: &str) -> Ordering {
-    let numbers = |s: &str| -> Vec<u64> { s.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect() };
+    let numbers =
+        |s: &str| -> Vec<u64> { s.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect() };
     numbers(b).cmp(&numbers(a)).then_with(|| b.cmp(a))
 }
 
@@ -267,7 +269,11 @@ linux-kbuild-6.1 | 6.1.176-1 | http://mirror.example/debian bookworm/main amd64 
     #[test]
     fn an_incomplete_newest_build_falls_back_to_the_previous_one() {
         // The archive in sync: -57's image is there, its kbuild not yet.
-        let madison: String = MADISON.lines().filter(|l| !l.contains("6.1.192-3 |") || !l.starts_with("linux-kbuild")).map(|l| format!("{l}\n")).collect();
+        let madison: String = MADISON
+            .lines()
+            .filter(|l| !l.contains("6.1.192-3 |") || !l.starts_with("linux-kbuild"))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let madison = madison.replace("linux-kbuild-6.1 | 6.1.176-1", "linux-kbuild-6.1 | 6.1.192-2");
         let candidates = LINE_6_1.candidates(PKGNAMES_6_1);
         let build = LINE_6_1.choose(&candidates, |_| Ok(madison.clone())).unwrap();

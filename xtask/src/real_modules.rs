@@ -28,8 +28,12 @@ const MODULES: &[&str] = &[
 const MODULE_BASE: u64 = 0xffff_ffff_c000_0000;
 const KERNEL_BASE: u64 = 0xffff_ffff_8100_0000;
 /// As on Debian's 6.12: call thunks possible; module space as on x86_64.
-const OPTIONS: Options =
-    Options { mode: Mode::Bits64, call_thunks: true, module_space_start: 0xffff_ffff_c000_0000, module_space_end: 0xffff_ffff_ff00_0000 };
+const OPTIONS: Options = Options {
+    mode: Mode::Bits64,
+    call_thunks: true,
+    module_space_start: 0xffff_ffff_c000_0000,
+    module_space_end: 0xffff_ffff_ff00_0000,
+};
 const R_X86_64_PC32: u32 = 2;
 const R_X86_64_PLT32: u32 = 4;
 

@@ -59,7 +59,18 @@ const BOOTS: &[Boot] = &[
     Boot {
         name: "control",
         // lockdown last: it cannot be lifted.
-        scripts: &["control", "targets", "follow", "events", "tracecmd", "anycallee", "callee", "typed", "detach_wait", "lockdown"],
+        scripts: &[
+            "control",
+            "targets",
+            "follow",
+            "events",
+            "tracecmd",
+            "anycallee",
+            "callee",
+            "typed",
+            "detach_wait",
+            "lockdown",
+        ],
         host_programs: &["/usr/bin/trace-cmd"],
         ..PLAIN
     },
@@ -79,14 +90,12 @@ const BOOTS: &[Boot] = &[
 /// fresh stack). hpctl is an x86_64 binary and the i386 kernel has no BTF,
 /// so the control, event and typed-callee scenarios stay on x86_64.
 const I386_BOOTS: &[Boot] = &[
-    Boot { name: "cr_target", scripts: &["bad_input", "accounting", "target_unload", "race", "cycles", "callee_verb"], ..PLAIN },
     Boot {
-        name: "ext4",
-        scripts: &["ext4"],
-        in_tree: &["crc32c_generic", "ext4", "brd"],
-        ext4_image: true,
+        name: "cr_target",
+        scripts: &["bad_input", "accounting", "target_unload", "race", "cycles", "callee_verb"],
         ..PLAIN
     },
+    Boot { name: "ext4", scripts: &["ext4"], in_tree: &["crc32c_generic", "ext4", "brd"], ext4_image: true, ..PLAIN },
 ];
 
 /// On PREEMPT_RT (Debian's 6.12 rt-amd64): the cr_target and core boots,
@@ -177,7 +186,16 @@ impl Outcome {
 pub fn test(kernel: &Kernel, only: Option<&str>) -> Result<Outcome> {
     let runs = boots(kernel)
         .iter()
-        .map(|boot| (boot, boot.scripts.iter().copied().filter(|s| only.is_none_or(|o| o.split(',').any(|o| s.contains(o)))).collect()))
+        .map(|boot| {
+            (
+                boot,
+                boot.scripts
+                    .iter()
+                    .copied()
+                    .filter(|s| only.is_none_or(|o| o.split(',').any(|o| s.contains(o))))
+                    .collect(),
+            )
+        })
         .collect();
     run_boots(kernel, runs)
 }
