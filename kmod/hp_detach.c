@@ -9,9 +9,11 @@
  * rmmod on the machine, and deadlock when the callee itself loads a module.
  *
  * Until its callers are out, a detached attachment is a *drain*: listed for
- * `targets` (state detaching), reported every HP_DRAIN_REPORT_SECS, and
- * holding a reference on hp_patcher, so that rmmod says "in use" instead of
- * waiting without end.
+ * `targets` (state detaching) and reported every HP_DRAIN_REPORT_SECS. One
+ * that finds callers inside takes a reference on hp_patcher, so that rmmod
+ * says "in use" instead of waiting without end; one with none inside (the
+ * common case: only the RCU-tasks waits) takes none, so that an rmmod right
+ * after a detach just works, hp_exit waiting the few milliseconds for it.
  */
 #define pr_fmt(fmt) "hp_patcher: " fmt
 
@@ -43,7 +45,7 @@ struct hp_drain {
 	u64 inside;			/* callers still inside, as last counted */
 	unsigned long started, next_report;	/* jiffies */
 	bool counted;			/* every redirected task has been counted */
-	bool holds_module;		/* a reference on hp_patcher */
+	bool holds_module;		/* a reference on hp_patcher, once callers are seen inside */
 	struct delayed_work work;
 };
 
@@ -76,7 +78,7 @@ void hp_drain_free_unused(struct hp_drain *d)
 static void hp_drain_work_fn(struct work_struct *work)
 {
 	struct hp_drain *d = container_of(to_delayed_work(work), struct hp_drain, work);
-	bool holds_module = d->holds_module;
+	bool holds_module;
 	char busy[128];
 	u64 inside;
 
@@ -93,6 +95,9 @@ static void hp_drain_work_fn(struct work_struct *work)
 	inside = hp_session_waiting(d->att.session, busy, sizeof(busy));
 	WRITE_ONCE(d->inside, inside);
 	if (inside) {
+		/* Fails once hp_patcher is going: hp_exit then waits for us. */
+		if (!d->holds_module)
+			d->holds_module = try_module_get(THIS_MODULE);
 		if (time_after_eq(jiffies, d->next_report)) {
 			pr_info("detaching %s: waiting %lu s for %llu call%s still inside %s\n",
 				d->name, (jiffies - d->started) / HZ, inside,
@@ -104,6 +109,7 @@ static void hp_drain_work_fn(struct work_struct *work)
 	}
 	/* A task may still be between its decrement and its `ret`. */
 	synchronize_rcu_tasks();
+	holds_module = d->holds_module;
 	hp_session_report(d->att.session, d->why, d->missed);
 	hp_attachment_free(&d->att);
 	mutex_lock(&hp_drains_mutex);
@@ -170,8 +176,7 @@ u64 hp_attachment_detach(const char *name, struct hp_attachment *att, const char
 	d->missed = missed;
 	d->started = jiffies;
 	d->next_report = jiffies + HP_DRAIN_REPORT_SECS * HZ;
-	/* Not while hp_patcher is going: then hp_exit waits for the drains. */
-	d->holds_module = try_module_get(THIS_MODULE);
+	d->holds_module = false;
 	INIT_DELAYED_WORK(&d->work, hp_drain_work_fn);
 	mutex_lock(&hp_drains_mutex);
 	spin_lock(&hp_drains_lock);

@@ -107,13 +107,40 @@ impl<const N: usize> Write for LineBuf<N> {
 /// -4095..-1: an errno, as the kernel's IS_ERR_VALUE sees it.
 const MAX_ERRNO: u64 = 4095;
 
+/// How wide the kernel's registers are: the module's own width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterWidth {
+    Bits64,
+    Bits32,
+}
+
+impl RegisterWidth {
+    pub const NATIVE: RegisterWidth =
+        if cfg!(target_pointer_width = "32") { RegisterWidth::Bits32 } else { RegisterWidth::Bits64 };
+}
+
 /// A register value: an errno in signed decimal, a value that could be a
-/// kernel address (the kernel half, with 4 or 5 paging levels) through
-/// `ptr` (hashed like `%p` in the kernel log), anything else in hex.
+/// kernel address through `ptr` (hashed like `%p` in the kernel log),
+/// anything else in hex. On x86_64 the kernel half is from 0xff00.. (4 or 5
+/// paging levels). On i386 a 32-bit register arrives zero-extended, and the
+/// kernel may start as low as 0x40000000 (VMSPLIT_1G; Debian's 686-pae has
+/// 0xc0000000): everything from there is hashed, so that no kernel address
+/// is printed whatever the split, at the cost of hashing some large numbers.
 fn write_register(w: &mut impl Write, value: u64, ptr: PointerFormat<'_>) -> fmt::Result {
-    if value >= MAX_ERRNO.wrapping_neg() {
-        write!(w, "{}", value as i64)
-    } else if value >= 0xff00_0000_0000_0000 {
+    write_register_of(RegisterWidth::NATIVE, w, value, ptr)
+}
+
+fn write_register_of(width: RegisterWidth, w: &mut impl Write, value: u64, ptr: PointerFormat<'_>) -> fmt::Result {
+    let (errno_from, kernel_from) = match width {
+        RegisterWidth::Bits64 => (MAX_ERRNO.wrapping_neg(), 0xff00_0000_0000_0000),
+        RegisterWidth::Bits32 => ((MAX_ERRNO as u32).wrapping_neg() as u64, 0x4000_0000),
+    };
+    if value >= errno_from {
+        match width {
+            RegisterWidth::Bits64 => write!(w, "{}", value as i64),
+            RegisterWidth::Bits32 => write!(w, "{}", value as u32 as i32),
+        }
+    } else if value >= kernel_from {
         ptr(w, value)
     } else {
         write!(w, "{value:#x}")
@@ -241,5 +268,23 @@ mod tests {
         let mut buf = LineBuf::<256>::default();
         write_any_call(&mut buf, "f", Spec::Raw, &[1, 2, 3, 4, 5, 6], Some((-22i64 as u64, 7)), &[], &hashed).unwrap();
         assert_eq!(buf.as_str(), "f(0x1, 0x2, 0x3, 0x4, 0x5, 0x6) = -22:0x7");
+    }
+
+    #[test]
+    fn registers_of_a_32_bit_kernel_hide_its_addresses() {
+        let hashed: &dyn Fn(&mut dyn Write, u64) -> fmt::Result = &|w, _| w.write_str("<hashed>");
+        let text = |width, value| {
+            let mut buf = LineBuf::<64>::default();
+            write_register_of(width, &mut buf, value, hashed).unwrap();
+            buf
+        };
+        // A 686-pae kernel address, zero-extended: hashed, not printed.
+        assert_eq!(text(RegisterWidth::Bits32, 0xc12a_3000).as_str(), "<hashed>");
+        assert_eq!(text(RegisterWidth::Bits32, 0xffff_fff2).as_str(), "-14");
+        assert_eq!(text(RegisterWidth::Bits32, 0x1234).as_str(), "0x1234");
+        // The same values from a 64-bit kernel are plain numbers.
+        assert_eq!(text(RegisterWidth::Bits64, 0xc12a_3000).as_str(), "0xc12a3000");
+        assert_eq!(text(RegisterWidth::Bits64, 0xffff_8880_0000_1000).as_str(), "<hashed>");
+        assert_eq!(text(RegisterWidth::Bits64, (-14i64) as u64).as_str(), "-14");
     }
 }
