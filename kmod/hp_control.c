@@ -308,7 +308,8 @@ static int hp_open(struct inode *inode, struct file *file)
 	}
 	mutex_init(&f->lock);
 	file->private_data = f;
-	return 0;
+	/* Replies are read from their start, in order: no pread, no seek. */
+	return nonseekable_open(inode, file);
 }
 
 static int hp_release(struct inode *inode, struct file *file)
@@ -334,7 +335,9 @@ static ssize_t hp_write(struct file *file, const char __user *buf, size_t len,
 				    current->comm, task_pid_nr(current));
 		return -EPERM;
 	}
-	mutex_lock(&f->lock);
+	/* Interruptible: a detach holds it while it waits for callers. */
+	if (mutex_lock_interruptible(&f->lock))
+		return -ERESTARTSYS;
 	hp_reply_clear(f->reply);
 	if (len > HP_MAX_COMMAND) {
 		/* Not even copied: the grammar's limit, said the grammar's way. */
@@ -383,13 +386,15 @@ static ssize_t hp_read(struct file *file, char __user *buf, size_t len, loff_t *
 	u64 size;
 	ssize_t n;
 
-	mutex_lock(&f->lock);
-	if (f->fresh) {
+	if (mutex_lock_interruptible(&f->lock))
+		return -ERESTARTSYS;
+	if (f->fresh)
 		*ppos = 0;
-		f->fresh = false;
-	}
 	data = hp_reply_data(f->reply, &size);
 	n = simple_read_from_buffer(buf, len, ppos, data, size);
+	/* The VFS stores the position back only when the read succeeds. */
+	if (n >= 0)
+		f->fresh = false;
 	mutex_unlock(&f->lock);
 	return n;
 }

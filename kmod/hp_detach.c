@@ -29,6 +29,7 @@
 #include "hp_internal.h"
 
 #define HP_DRAIN_POLL_MS 5
+#define HP_DRAIN_SLOW_POLL_MS 100
 #define HP_DRAIN_REPORT_SECS 5
 
 /* Planning and draining run here: hp_exit destroys it, which waits until
@@ -104,7 +105,10 @@ static void hp_drain_work_fn(struct work_struct *work)
 				inside == 1 ? "" : "s", busy);
 			d->next_report = jiffies + HP_DRAIN_REPORT_SECS * HZ;
 		}
-		queue_delayed_work(hp_wq, &d->work, msecs_to_jiffies(HP_DRAIN_POLL_MS));
+		/* Every 5 ms at first, every 100 ms after a second. */
+		queue_delayed_work(hp_wq, &d->work,
+				   msecs_to_jiffies(time_after(jiffies, d->started + HZ) ?
+						    HP_DRAIN_SLOW_POLL_MS : HP_DRAIN_POLL_MS));
 		return;
 	}
 	/* A task may still be between its decrement and its `ret`. */
@@ -176,7 +180,12 @@ u64 hp_attachment_detach(const char *name, struct hp_attachment *att, const char
 	d->missed = missed;
 	d->started = jiffies;
 	d->next_report = jiffies + HP_DRAIN_REPORT_SECS * HZ;
-	d->holds_module = false;
+	/*
+	 * Callers inside already: take the reference now, so that an rmmod
+	 * right after this is refused rather than left waiting for them in
+	 * hp_exit (the work takes it too, for a caller counted later).
+	 */
+	d->holds_module = hp_session_inflight(d->att.session) && try_module_get(THIS_MODULE);
 	INIT_DELAYED_WORK(&d->work, hp_drain_work_fn);
 	mutex_lock(&hp_drains_mutex);
 	spin_lock(&hp_drains_lock);

@@ -121,14 +121,27 @@ void hp_err(const char *fmt, ...)
 	hp_c_log(HP_ERR, msg);
 }
 
+bool hp_c_is_known_code(unsigned long addr);
+
 void hp_c_log_at(u32 level, const char *msg, unsigned long addr)
 {
-	if (level == HP_ERR)
-		pr_err("%s at %pS\n", msg, (void *)addr);
-	else if (level == HP_WARN)
-		pr_warn("%s at %pS\n", msg, (void *)addr);
+	char where[KSYM_SYMBOL_LEN + 16];
+
+	/*
+	 * %pS prints an address kallsyms no longer knows (a detach report
+	 * after its target was unloaded) as the bare number: hash it like %p
+	 * instead, so that no kernel address reaches the log.
+	 */
+	if (hp_c_is_known_code(addr) || hp_raw_pointers)
+		snprintf(where, sizeof(where), "%pS", (void *)addr);
 	else
-		pr_info("%s at %pS\n", msg, (void *)addr);
+		snprintf(where, sizeof(where), "%p (unloaded)", (void *)addr);
+	if (level == HP_ERR)
+		pr_err("%s at %s\n", msg, where);
+	else if (level == HP_WARN)
+		pr_warn("%s at %s\n", msg, where);
+	else
+		pr_info("%s at %s\n", msg, where);
 }
 
 /*
@@ -1157,7 +1170,7 @@ static int __init hp_init(void)
 	 * otherwise make infallibly, and leak at unload. */
 	err = hp_decoder_setup();
 	if (err)
-		return err;
+		goto out_wq;
 	err = register_module_notifier(&hp_module_nb);
 	if (err)
 		goto out_decoder;
@@ -1181,6 +1194,7 @@ out_notifier:
 	hp_drains_wait_all();
 out_decoder:
 	hp_decoder_teardown();
+out_wq:
 	destroy_workqueue(hp_wq);
 	return err;
 }

@@ -15,7 +15,7 @@ echo "HPINFO callee_verb: $(grep -c 'state=interceptable' /tmp/callees) intercep
 # without (variadic cr_sum): every result stays right, every call counted.
 typed() { awk -v f="$1" -v c="$2" '$1 == f { print $c }' $CR/typed; }
 echo 1 > $CR/pause
-expect_eq callee_verb.attach "$(hpcmd "attach cr_target fn=cr_wide:xxx,cr_sum,cr_mixed:xxxxxx sink=printk burst=0" | field state cr_target)" attached
+expect_eq callee_verb.attach "$(hpcmd "attach cr_target fn=cr_wide:xxx,cr_sum,cr_mixed:xxxxxx sink=printk burst=30" | field state cr_target)" attached
 w0=$(typed cr_wide 2); s0=$(typed cr_sum 2)
 echo 0 > $CR/pause
 sleep 1

@@ -1,10 +1,9 @@
-//! Kernel lines. The lab names a *line* (Debian 12's 6.1, Debian 12's 6.12,
-//! trixie-backports' newest 7.x, ...), never a build: Debian's security and
-//! backports archives keep only the newest build of a package, so any exact
-//! pin breaks within weeks. At setup time each line is resolved to the newest
-//! build whose every package (image, headers, common headers, kbuild, and on
-//! 7.x the split binary and modules packages) the archive holds at that
-//! build's version.
+//! Kernel lines. The lab names a *line* (Debian 12's 6.1, Debian 12's 6.12
+//! and its PREEMPT_RT flavour, the 32-bit 6.1), never a build: Debian's
+//! security and backports archives keep only the newest build of a package,
+//! so any exact pin breaks within weeks. At setup time each line is resolved
+//! to the newest build whose every package (image, headers, common headers,
+//! kbuild) the archive holds at that build's version.
 //!
 //! The parsing and the choice are pure functions of `apt-cache` output, so
 //! that a host test can feed them an archive in which a build has vanished.

@@ -34,7 +34,11 @@ impl Write for Reply {
         let over_limit = self.limit != 0 && self.text.len() + s.len() > self.limit;
         if !self.lost && !over_limit && self.text.try_reserve(s.len() + TRUNCATED.len()).is_ok() {
             self.text.extend_from_slice(s.as_bytes());
-        } else {
+        } else if !self.lost {
+            // A line is written in pieces: drop the part of this one that
+            // made it, so that the reply ends with whole lines.
+            let whole = self.text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            self.text.truncate(whole);
             self.lost = true;
         }
         Ok(())
