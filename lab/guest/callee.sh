@@ -110,12 +110,8 @@ expect_eq callee.wrong_s_level_unread "$(log_since | grep -c 'hp_patcher: cr_mix
 expect_eq callee.wrong_s_right "$(typed cr_mixed 3)" 0
 
 # A caller asleep inside an intercepted call while detach runs.
-expect_eq callee.gate_attach "$(hpcmd "attach cr_target fn=cr_gate_wait:x sink=printk" | field state cr_target)" attached
 expect_eq callee.gate_idle "$(cut -d' ' -f1 $CR/gate)" idle
-echo 21 > $CR/gate
-i=0
-while [ "$(hpcmd stats | field inflight cr_gate_wait)" != 1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-expect_eq callee.gate_inflight "$(hpcmd stats | field inflight cr_gate_wait)" 1
+park_caller callee.gate 21
 /modules/hpctl detach cr_target > /tmp/gate_detach.txt 2>&1 &
 detach=$!
 sleep 2

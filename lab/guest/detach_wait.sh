@@ -12,11 +12,7 @@ grep -q '^hp_patcher ' /proc/modules || insmod $HP
 crc=$(cat $CR/text_crc)
 
 # A caller parks in cr_gate_wait, intercepted.
-expect_eq detach_wait.attach "$(hpcmd "attach cr_target fn=cr_gate_wait:x sink=printk" | field state cr_target)" attached
-echo 21 > $CR/gate
-i=0
-while [ "$(hpcmd stats | field inflight cr_gate_wait)" != 1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-expect_eq detach_wait.inflight "$(hpcmd stats | field inflight cr_gate_wait)" 1
+park_caller detach_wait 21
 
 /modules/hpctl detach cr_target > /tmp/dw_detach.txt 2>&1 &
 detach=$!
@@ -74,10 +70,7 @@ mkdir -p /lib/modules/$(uname -r)
 cp /modules/cr_twin.ko /modules/cr_callee.ko /lib/modules/$(uname -r)/
 depmod
 echo /bin/modprobe > /proc/sys/kernel/modprobe
-expect_eq detach_wait.loader.attach "$(hpcmd "attach cr_target fn=cr_gate_wait:x sink=printk" | field state cr_target)" attached
-echo 22 > $CR/gate
-i=0
-while [ "$(hpcmd stats | field inflight cr_gate_wait)" != 1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+park_caller detach_wait.loader 22
 hpcmd 'detach cr_target' > /tmp/dw_loader.txt 2>&1 &
 detach=$!
 sleep 1

@@ -159,6 +159,19 @@ hpwrite() {
 # The targets, without their hit counts (which move while they run).
 targets_now() { hpcmd targets | sed 's/ hits=[0-9]*//'; }
 
+# park_caller NAME TICKET: attaches to cr_target's calls of cr_gate_wait
+# and has cr_target make one, which sleeps in cr_callee until its gate is
+# written; checks NAME.attach and NAME.inflight (the caller is inside).
+park_caller() {
+	expect_eq $1.attach "$(hpcmd "attach cr_target fn=cr_gate_wait:x sink=printk" | field state cr_target)" attached
+	echo $2 > $CR/gate
+	_park_n=0
+	while [ "$(hpcmd stats | field inflight cr_gate_wait)" != 1 ] && [ $_park_n -lt 50 ]; do
+		sleep 0.1; _park_n=$((_park_n + 1))
+	done
+	expect_eq $1.inflight "$(hpcmd stats | field inflight cr_gate_wait)" 1
+}
+
 # expect_refused NAME ERRNO-TEXT COMMAND: the write fails with that errno,
 # the reply and the log say why, and the targets are as they were.
 expect_refused() {
