@@ -529,7 +529,16 @@ static bool hp_kprobes_would_overread(const struct hp_attachment *att, unsigned 
 	return addr - off + size >= text_end;
 }
 
-static int hp_register_probes(const char *name, struct hp_attachment *att)
+/*
+ * Registers a probe on every planned site of att. A module that began
+ * unloading meanwhile (`rmmod -f` ignores our reference; its GOING notifier
+ * waits for hp_lock, so mod is still there to look at) makes kprobes
+ * refuse its sites one by one: that is no refused site but a target going
+ * away, and the attach stops there, leaving what it armed for the caller
+ * to detach.
+ */
+static int hp_register_probes(const char *name, struct hp_attachment *att,
+			      const struct module *mod)
 {
 	u64 i, count = hp_session_site_count(att->session);
 
@@ -556,6 +565,10 @@ static int hp_register_probes(const char *name, struct hp_attachment *att)
 			continue;
 		}
 		err = register_kprobe(&probe->kp);
+		if (err && READ_ONCE(mod->state) == MODULE_STATE_GOING) {
+			hp_err("module %s began unloading: not attaching", name);
+			return -EINVAL;
+		}
 		if (err) {
 			pr_warn("site %pS refused by kprobes (%d): not intercepted\n",
 				(void *)(unsigned long)addr, err);
@@ -829,14 +842,12 @@ static int hp_attachment_attach(struct hp_target *t, struct module *mod,
 	err = hp_attachment_plan(mod, t->functions, t->sink, t->log_burst, syms, base, size,
 				 quiet_if_none, NULL, att);
 	if (!err)
-		err = hp_register_probes(t->name, att);
-	if (err) {
-		/* hp_register_probes fails only having armed nothing; were
-		 * that to change, this would need the whole detach. */
-		if (att->nr_kprobes)
-			unregister_kprobes(att->kprobes, att->nr_kprobes);
+		err = hp_register_probes(t->name, att, mod);
+	/* Probes armed before a failure may have sent callers our way. */
+	if (err && att->nr_kprobes)
+		hp_attachment_detach(t->name, att, "attach failed");
+	else if (err)
 		hp_attachment_free(att);
-	}
 	return err;
 }
 

@@ -51,7 +51,9 @@ const BOOTS: &[Boot] = &[
     },
     Boot {
         name: "core",
-        scripts: &["pointers", "caller", "disturbed", "force_unload", "leak", "fault", "failslab", "kmemleak"],
+        // force_unload last: `rmmod -f` taints the kernel, and a debug
+        // kernel then turns lockdep off for the rest of the boot.
+        scripts: &["pointers", "caller", "disturbed", "leak", "fault", "failslab", "kmemleak", "force_unload"],
         // Races show up sooner when the kernel preempts anywhere.
         cmdline: "preempt=full",
         ..PLAIN
