@@ -592,6 +592,17 @@ static int hp_register_probes(const char *name, struct hp_attachment *att,
  * which nobody else's text_poke can race) and hands it to Rust with the
  * symbols. On success att owns the session and the copy.
  */
+/* Room for n addresses: NULL when n is 0, ERR_PTR(-ENOMEM) when memory runs out. */
+static u64 *hp_addr_array(unsigned int n)
+{
+	u64 *addrs;
+
+	if (!n)
+		return NULL;
+	addrs = hp_alloc(array_size(n, sizeof(*addrs)));
+	return addrs ? addrs : ERR_PTR(-ENOMEM);
+}
+
 /*
  * The instructions the kernel's static_call rewrites in mod (calls through
  * a static key's trampoline, patched to the current target or a NOP): never
@@ -600,24 +611,18 @@ static int hp_register_probes(const char *name, struct hp_attachment *att,
 static u64 *hp_static_call_sites(const struct module *mod, u64 *n)
 {
 	u64 *addrs = NULL;
-#ifdef CONFIG_HAVE_STATIC_CALL_INLINE
-	unsigned int i;
 
 	*n = 0;
-	if (!mod->num_static_call_sites)
-		return NULL;
-	addrs = hp_alloc(mod->num_static_call_sites * sizeof(*addrs));
-	if (!addrs)
-		return ERR_PTR(-ENOMEM);
-	for (i = 0; i < mod->num_static_call_sites; i++) {
-		const struct static_call_site *site = &mod->static_call_sites[i];
+#ifdef CONFIG_HAVE_STATIC_CALL_INLINE
+	addrs = hp_addr_array(mod->num_static_call_sites);
+	if (IS_ERR_OR_NULL(addrs))
+		return addrs;
+	for (*n = 0; *n < mod->num_static_call_sites; (*n)++) {
+		const struct static_call_site *site = &mod->static_call_sites[*n];
 
 		/* The field holds the site relative to its own address. */
-		addrs[i] = (unsigned long)&site->addr + site->addr;
+		addrs[*n] = (unsigned long)&site->addr + site->addr;
 	}
-	*n = mod->num_static_call_sites;
-#else
-	*n = 0;
 #endif
 	return addrs;
 }
@@ -630,28 +635,22 @@ static u64 *hp_static_call_sites(const struct module *mod, u64 *n)
 static u64 *hp_bug_traps(const struct module *mod, u64 *n)
 {
 	u64 *addrs = NULL;
-#ifdef CONFIG_GENERIC_BUG
-	unsigned int i;
 
 	*n = 0;
-	if (!mod->num_bugs)
-		return NULL;
-	addrs = hp_alloc(mod->num_bugs * sizeof(*addrs));
-	if (!addrs)
-		return ERR_PTR(-ENOMEM);
-	for (i = 0; i < mod->num_bugs; i++) {
-		const struct bug_entry *bug = &mod->bug_table[i];
+#ifdef CONFIG_GENERIC_BUG
+	addrs = hp_addr_array(mod->num_bugs);
+	if (IS_ERR_OR_NULL(addrs))
+		return addrs;
+	for (*n = 0; *n < mod->num_bugs; (*n)++) {
+		const struct bug_entry *bug = &mod->bug_table[*n];
 
 #ifdef CONFIG_GENERIC_BUG_RELATIVE_POINTERS
 		/* Relative to the field's own address, as lib/bug.c reads it. */
-		addrs[i] = (unsigned long)&bug->bug_addr_disp + bug->bug_addr_disp;
+		addrs[*n] = (unsigned long)&bug->bug_addr_disp + bug->bug_addr_disp;
 #else
-		addrs[i] = bug->bug_addr;
+		addrs[*n] = bug->bug_addr;
 #endif
 	}
-	*n = mod->num_bugs;
-#else
-	*n = 0;
 #endif
 	return addrs;
 }
