@@ -243,7 +243,7 @@ static int hp_cmd_info(struct hp_reply *r)
 	hp_reply_printf(r, "info version=1 slab_buckets=%d call_thunks=%d raw_pointers=%d",
 			IS_ENABLED(CONFIG_SLAB_BUCKETS), IS_ENABLED(CONFIG_CALL_THUNKS),
 			hp_raw_pointers);
-	for (i = 0; i < hp_num_gfp_names; i++)
+	for (i = 0; i < hp_gfp_name_count(); i++)
 		hp_reply_printf(r, "gfp mask=%#lx name=%s", hp_gfp_names[i].mask,
 				hp_gfp_names[i].name);
 	hp_reply_functions(r, hp_catalogue_addrs, hp_catalogue_len);

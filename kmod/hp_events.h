@@ -11,15 +11,8 @@
 #define HP_EVENTS_H
 
 #include <linux/tracepoint.h>
-#include <linux/version.h>
 #include "hp_glue.h"
-
-/* The one kernel difference here: __assign_str lost its source in 6.10. */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 10, 0)
-#define hp_assign_str(field, src) __assign_str(field)
-#else
-#define hp_assign_str(field, src) __assign_str(field, src)
-#endif
+#include "hp_compat.h"
 
 TRACE_EVENT(hp_call,
 	TP_PROTO(const struct hp_call_event *e),

@@ -57,7 +57,7 @@ extern struct mutex hp_lock;
 extern struct list_head hp_targets;
 extern bool hp_raw_pointers;
 extern const struct trace_print_flags hp_gfp_names[];
-extern const size_t hp_num_gfp_names;
+size_t hp_gfp_name_count(void);	/* the names before any { 0, NULL } end */
 
 struct hp_target *hp_find_target(const char *name);
 int hp_target_add(const char *name, const char *functions, u32 sink, u64 burst,

@@ -33,6 +33,7 @@
 #include <trace/events/mmflags.h>
 
 #include "hp_internal.h"
+#include "hp_compat.h"
 
 static char *target_name;
 module_param(target_name, charp, 0400);
@@ -67,10 +68,16 @@ MODULE_PARM_DESC(attach_delay_ms, "testing: sleep this long between finding the 
 #define HP_LOG_WINDOW_SECS 5
 #define HP_BRANCH_LEN 5		/* call rel32 and jmp rel32 */
 
-const struct trace_print_flags hp_gfp_names[] = {
-	__def_gfpflag_names __def_gfpflag_names_kasan
-};
-const size_t hp_num_gfp_names = ARRAY_SIZE(hp_gfp_names);
+const struct trace_print_flags hp_gfp_names[] = { HP_GFP_NAMES };
+
+size_t hp_gfp_name_count(void)
+{
+	size_t n = 0;
+
+	while (n < ARRAY_SIZE(hp_gfp_names) && hp_gfp_names[n].name)
+		n++;
+	return n;
+}
 
 DEFINE_MUTEX(hp_lock);
 LIST_HEAD(hp_targets);
@@ -732,7 +739,7 @@ static int hp_attachment_plan(struct module *mod, const char *functions, u32 sin
 		.catalogue_addrs = hp_catalogue_addrs,
 		.catalogue_len = hp_catalogue_len,
 		.gfp_names = hp_gfp_names,
-		.num_gfp_names = hp_num_gfp_names,
+		.num_gfp_names = hp_gfp_name_count(),
 		.functions = functions,
 		.log_burst = burst,
 		.module_space_start = MODULES_VADDR,
@@ -780,27 +787,14 @@ static int hp_attachment_plan(struct module *mod, const char *functions, u32 sin
 	return err;
 }
 
-/* The core text, and the symbols that cover it. */
 static void hp_core_text(const struct module *mod, u64 *base, u64 *size)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
-	*base = (unsigned long)mod->mem[MOD_TEXT].base;
-	*size = mod->mem[MOD_TEXT].size;
-#else
-	*base = (unsigned long)mod->core_layout.base;
-	*size = mod->core_layout.text_size;
-#endif
+	hp_module_text(mod, false, base, size);
 }
 
 static void hp_init_text(const struct module *mod, u64 *base, u64 *size)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
-	*base = (unsigned long)mod->mem[MOD_INIT_TEXT].base;
-	*size = mod->mem[MOD_INIT_TEXT].size;
-#else
-	*base = (unsigned long)mod->init_layout.base;
-	*size = mod->init_layout.text_size;
-#endif
+	hp_module_text(mod, true, base, size);
 }
 
 /* For `plan`: the core text's sites in att->session, nothing registered;

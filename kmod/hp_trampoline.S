@@ -25,7 +25,19 @@
  * nothing of ours is on the stack while it runs.
  */
 #include <linux/linkage.h>
+#include <asm/ibt.h>
 #include <asm/nospec-branch.h>
+
+/*
+ * Both entries are reached through a pointer (the pre-handler's regs->ip),
+ * so under IBT each must begin with ENDBR. SYM_FUNC_START emitted one up to
+ * 6.x and emits none on 7.x: add it wherever the start left none. (ENDBR is
+ * empty where IBT is off, and on i386.) `cargo xtask build` checks the built
+ * object's entries against the kernel's config.
+ */
+#define HP_FUNC_START(name)	\
+	SYM_FUNC_START(name) ASM_NL \
+	.if . - name == 0 ASM_NL ENDBR ASM_NL .endif
 
 #ifdef CONFIG_X86_64
 
@@ -58,7 +70,7 @@
 .endm
 
 	.text
-SYM_FUNC_START(hp_trampoline)
+HP_FUNC_START(hp_trampoline)
 	SAVE_ARGS
 	sub	$(-STACK - 56), %rsp	/* down to STACK: 16-byte aligned */
 
@@ -91,7 +103,7 @@ SYM_FUNC_START(hp_trampoline)
 	RET
 SYM_FUNC_END(hp_trampoline)
 
-SYM_FUNC_START(hp_trampoline_jump)
+HP_FUNC_START(hp_trampoline_jump)
 	SAVE_ARGS
 	sub	$8, %rsp		/* 16-byte alignment */
 
@@ -152,7 +164,7 @@ SYM_FUNC_END(hp_trampoline_jump)
 .endm
 
 	.text
-SYM_FUNC_START(hp_trampoline)
+HP_FUNC_START(hp_trampoline)
 	SAVE_ARGS32
 	mov	%ebx, EBX32(%ebp)
 
@@ -199,7 +211,7 @@ SYM_FUNC_START(hp_trampoline)
 	RET
 SYM_FUNC_END(hp_trampoline)
 
-SYM_FUNC_START(hp_trampoline_jump)
+HP_FUNC_START(hp_trampoline_jump)
 	SAVE_ARGS32
 	mov	SITE32(%ebp), %eax
 	lea	ARGS32(%ebp), %edx

@@ -102,6 +102,19 @@
 #error "cr_target does not know which allocator symbols Linux 6.10 calls"
 #endif
 
+/* The timer API's renames: timer_delete_sync (6.2), hrtimer_setup (6.13). */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
+#define cr_timer_delete_sync(t)	timer_delete_sync(t)
+#else
+#define cr_timer_delete_sync(t)	del_timer_sync(t)
+#endif
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
+#define cr_hrtimer_setup(t, fn, clock, mode)	hrtimer_setup(t, fn, clock, mode)
+#else
+#define cr_hrtimer_setup(t, fn, clock, mode)	\
+	do { hrtimer_init(t, clock, mode); (t)->function = fn; } while (0)
+#endif
+
 /* Counter ids; the order here is the order of the "counters" file. */
 enum cr_fn {
 	CR_KMALLOC,		/* kmalloc(var)                   */
@@ -361,6 +374,8 @@ static noinline void cr_typed_calls(unsigned int seq)
  * "idle", "waiting <ticket>" or "returned <ticket> <result>".
  */
 static DEFINE_MUTEX(cr_gate_lock);
+/* Our own: 7.x warns about queueing on system_unbound_wq. */
+static struct workqueue_struct *cr_gate_wq;
 static unsigned int cr_gate_ticket;
 static long cr_gate_result;
 static int cr_gate_state;	/* 0 idle, 1 waiting, 2 returned */
@@ -528,7 +543,7 @@ static noinline void cr_spinlock_round(unsigned int seq)
 
 /*
  * Softirq (TIMER_SOFTIRQ). Re-arms itself unless paused; cr_pause() then
- * waits for a running callback with del_timer_sync().
+ * waits for a running callback with cr_timer_delete_sync().
  */
 static void cr_softirq_timer(struct timer_list *t)
 {
@@ -609,7 +624,7 @@ static void cr_start_timers(void)
  */
 static void cr_stop_timers(void)
 {
-	del_timer_sync(&cr_timer);
+	cr_timer_delete_sync(&cr_timer);
 	hrtimer_cancel(&cr_hrtimer);
 }
 
@@ -835,7 +850,7 @@ static ssize_t cr_gate_write(struct file *file, const char __user *ubuf, size_t 
 	} else {
 		WRITE_ONCE(cr_gate_ticket, ticket);
 		WRITE_ONCE(cr_gate_state, 1);
-		queue_work(system_unbound_wq, &cr_gate_work);
+		queue_work(cr_gate_wq, &cr_gate_work);
 	}
 	mutex_unlock(&cr_gate_lock);
 	return ret ? ret : count;
@@ -949,14 +964,19 @@ static int __init cr_target_init(void)
 	cr_cache = kmem_cache_create(KBUILD_MODNAME "_obj", CR_OBJ_SIZE, 0, 0, NULL);
 	if (!cr_cache)
 		return -ENOMEM;
+	cr_gate_wq = alloc_workqueue("cr_gate", WQ_UNBOUND, 0);
+	if (!cr_gate_wq) {
+		kmem_cache_destroy(cr_cache);
+		return -ENOMEM;
+	}
 
 	timer_setup(&cr_timer, cr_softirq_timer, 0);
-	hrtimer_init(&cr_hrtimer, CLOCK_MONOTONIC, CR_HRTIMER_MODE);
-	cr_hrtimer.function = cr_hardirq_timer;
+	cr_hrtimer_setup(&cr_hrtimer, cr_hardirq_timer, CLOCK_MONOTONIC, CR_HRTIMER_MODE);
 
 	ret = cr_start_workers();
 	if (ret) {
 		cr_stop_workers();
+		destroy_workqueue(cr_gate_wq);
 		kmem_cache_destroy(cr_cache);
 		return ret;
 	}
@@ -982,7 +1002,7 @@ static void __exit cr_target_exit(void)
 	cr_stop_timers();
 	cr_stop_workers();
 	/* A caller still asleep in cr_gate_wait() holds this until the gate opens. */
-	flush_work(&cr_gate_work);
+	destroy_workqueue(cr_gate_wq);
 	kmem_cache_destroy(cr_cache);
 	pr_info("cr_target: unloaded\n");
 }

@@ -16,24 +16,29 @@ use anyhow::{bail, Context, Result};
 
 use crate::kernel::{cache_dir, Arch};
 use crate::run;
+use crate::toolchain::Toolchain;
 
 /// Where a line's packages come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Suite {
     /// Debian 12: bookworm, bookworm-updates and bookworm-security.
     Bookworm,
+    /// Debian 13 and its backports, where the 7.x kernels are.
+    TrixieBackports,
 }
 
 impl Suite {
     fn dir_name(self) -> &'static str {
         match self {
             Suite::Bookworm => "bookworm",
+            Suite::TrixieBackports => "trixie-backports",
         }
     }
 
     pub fn describe(self) -> &'static str {
         match self {
             Suite::Bookworm => "bookworm, bookworm-updates, bookworm-security",
+            Suite::TrixieBackports => "trixie, trixie-backports",
         }
     }
 
@@ -46,30 +51,49 @@ impl Suite {
             Suite::Bookworm => format!(
                 "deb {opts} {main} bookworm main\ndeb {opts} {main} bookworm-updates main\ndeb {opts} {security} bookworm-security main\n"
             ),
+            Suite::TrixieBackports => format!("deb {opts} {main} trixie main\ndeb {opts} {main} trixie-backports main\n"),
+        }
+    }
+
+    /// The toolchain the suite's kernels were built with, and their modules must be.
+    pub fn toolchain(self) -> Toolchain {
+        match self {
+            Suite::Bookworm => Toolchain::Host,
+            Suite::TrixieBackports => Toolchain::Trixie,
         }
     }
 
     /// The prefix shared by the package names that identify a build.
     pub fn image_prefix(self) -> &'static str {
-        "linux-image-"
-    }
-
-    /// The release a package name identifies, if it is a build's image:
-    /// bookworm's unsigned image (`linux-image-<release>-unsigned`). (Debian
-    /// 13's 7.x splits it into `linux-binary-` and `linux-modules-` under a
-    /// `linux-image-<release>` metapackage: a suite for it adds its rule here.)
-    pub fn release_of_image(self, name: &str) -> Option<&str> {
-        let rest = name.strip_prefix("linux-image-")?;
         match self {
-            Suite::Bookworm => rest.strip_suffix("-unsigned"),
+            Suite::Bookworm => "linux-image-",
+            Suite::TrixieBackports => "linux-binary-",
         }
     }
 
-    /// The packages that hold a build's image and in-tree modules; the
-    /// first one's version is the build's.
+    /// The release a package name identifies, if it is a build's image:
+    /// bookworm's unsigned image (`linux-image-<release>-unsigned`); on
+    /// 7.x, where `linux-image-<release>` is a metapackage over the split
+    /// packages, the kernel's binary (`linux-binary-<release>`).
+    pub fn release_of_image(self, name: &str) -> Option<&str> {
+        match self {
+            Suite::Bookworm => name.strip_prefix("linux-image-")?.strip_suffix("-unsigned"),
+            Suite::TrixieBackports => {
+                name.strip_prefix("linux-binary-").filter(|rest| !rest.starts_with("unsigned-"))
+            }
+        }
+    }
+
+    /// The packages that hold a build's image, in-tree modules and its
+    /// config and System.map; the first one's version is the build's.
     pub fn image_packages(self, release: &str) -> Vec<String> {
         match self {
             Suite::Bookworm => vec![format!("linux-image-{release}-unsigned")],
+            Suite::TrixieBackports => vec![
+                format!("linux-binary-{release}"),
+                format!("linux-modules-{release}"),
+                format!("linux-base-{release}"),
+            ],
         }
     }
 }
@@ -83,7 +107,7 @@ pub struct Mirrors {
 
 impl Mirrors {
     /// Reads the host's sources: one-line `.list` files and deb822 `.sources`.
-    fn of_host() -> Result<Mirrors> {
+    pub fn of_host() -> Result<Mirrors> {
         let mut text = String::new();
         let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
         if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
@@ -258,5 +282,9 @@ mod tests {
     fn images_per_suite() {
         assert_eq!(Suite::Bookworm.release_of_image("linux-image-6.1.0-57-amd64-unsigned"), Some("6.1.0-57-amd64"));
         assert_eq!(Suite::Bookworm.release_of_image("linux-image-6.1.0-57-amd64"), None);
+        let trixie = Suite::TrixieBackports;
+        assert_eq!(trixie.release_of_image("linux-binary-7.3.4+deb13-amd64"), Some("7.3.4+deb13-amd64"));
+        assert_eq!(trixie.release_of_image("linux-binary-unsigned-7.3.4+deb13-amd64"), None);
+        assert_eq!(trixie.release_of_image("linux-image-7.3.4+deb13-amd64"), None);
     }
 }

@@ -10,6 +10,7 @@ use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags};
 
 use crate::kernel::{Arch, Kernel};
 use crate::stack::{self, StackInfo};
+use crate::toolchain::Toolchain;
 use crate::{repo_root, run};
 
 /// What rustc must do on either architecture: no unwinding, frame pointers
@@ -124,14 +125,19 @@ pub fn out_dir(kernel: &Kernel) -> PathBuf {
 
 pub fn build_all(kernel: &Kernel) -> Result<Built> {
     let out = out_dir(kernel);
+    println!("building for {} with {} toolchain", kernel.release, kernel.toolchain.describe());
     ensure_base_btf(kernel)?;
     let rust_object = build_rust_object(&out, kernel.arch())?;
     let hp_dir = stage_sources(&repo_root().join("kmod"), &out.join("build/hp_patcher"))?;
     write_if_changed(&hp_dir.join("hp_catalogue.h"), &catalogue_header(kernel)?)?;
-    copy_if_changed(&rust_object, &hp_dir.join("hp_rust.o_shipped"))?;
-    // Kbuild's _shipped rule leaves no .cmd file, which modpost needs.
-    write_if_changed(&hp_dir.join(".hp_rust.o.cmd"), "savedcmd_hp_rust.o := cp hp_rust.o_shipped hp_rust.o\n")?;
+    // A prebuilt object, which Kbuild links as it finds it (its `%_shipped`
+    // rule no longer applies to external modules since 6.13); modpost wants
+    // a .cmd file for every object.
+    let _ = std::fs::remove_file(hp_dir.join("hp_rust.o_shipped"));
+    copy_if_changed(&rust_object, &hp_dir.join("hp_rust.o"))?;
+    write_if_changed(&hp_dir.join(".hp_rust.o.cmd"), "savedcmd_hp_rust.o := cargo xtask build (kmod/rust)\n")?;
     let hp_patcher = kbuild(kernel, &hp_dir, "hp_patcher.ko", &out)?;
+    check_entries_endbr(kernel, &hp_patcher)?;
     if let Ok(su) = std::fs::read_to_string(hp_dir.join("hp_main.su")) {
         let frames = stack::c_frames(&su);
         for f in stack::HOT_C {
@@ -299,6 +305,34 @@ fn check_rust_object(path: &Path, exports: &[String], arch: Arch) -> Result<()> 
     Ok(())
 }
 
+/// The trampolines, which the kernel enters through a pointer.
+const POINTER_ENTRIES: &[&str] = &["hp_trampoline", "hp_trampoline_jump"];
+
+/// Under IBT every function entered through a pointer must begin with
+/// ENDBR, or the CPU faults on its first call. TCG does not enforce IBT, so
+/// no guest test would notice its absence (7.x's SYM_FUNC_START stopped
+/// emitting it): check the built module instead.
+fn check_entries_endbr(kernel: &Kernel, ko: &Path) -> Result<()> {
+    let config = std::fs::read_to_string(kernel.kdir.join(".config")).unwrap_or_default();
+    if !config.lines().any(|l| l == "CONFIG_X86_KERNEL_IBT=y") {
+        return Ok(());
+    }
+    const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+    let data = std::fs::read(ko)?;
+    let file = object::File::parse(&*data)?;
+    for name in POINTER_ENTRIES {
+        let symbol = file.symbols().find(|s| s.name() == Ok(name)).with_context(|| format!("{}: no {name}", ko.display()))?;
+        let section = file.section_by_index(symbol.section_index().context("undefined")?)?;
+        let offset = (symbol.address() - section.address()) as usize;
+        let first = section.data()?.get(offset..offset + 4);
+        if first != Some(&ENDBR64[..]) {
+            bail!("{}: {name} does not begin with ENDBR, and the kernel has IBT on ({first:02x?})", ko.display());
+        }
+    }
+    println!("IBT: {} begin with ENDBR", POINTER_ENTRIES.join(" and "));
+    Ok(())
+}
+
 /// `HP_CATALOGUE_FN(index, symbol)` for each catalogue function the kernel
 /// exports, so that the module never references a missing symbol.
 fn catalogue_header(kernel: &Kernel) -> Result<String> {
@@ -366,11 +400,16 @@ fn kbuild(kernel: &Kernel, dir: &Path, ko: &str, out: &Path) -> Result<PathBuf> 
     for stale in ["Module.symvers", &ko.replace(".ko", ".mod.c")] {
         let _ = std::fs::remove_file(dir.join(stale));
     }
-    run(Command::new("make")
-        .arg("-C")
-        .arg(&kernel.kdir)
-        .arg("-f")
-        .arg(kernel.makefile()?)
+    let mut make = kernel.toolchain.make(kernel.root.as_deref())?;
+    match kernel.toolchain {
+        // An unpacked copy of Debian 12's headers, outside /usr/src: the
+        // common Makefile, found by our root (Kernel::makefile).
+        Toolchain::Host => make.arg("-C").arg(&kernel.kdir).arg("-f").arg(kernel.makefile()?),
+        // Debian 13's headers at their own path: their Makefile sets the
+        // output directory that external modules need since 6.13.
+        Toolchain::Trixie => make.arg("-C").arg(kernel.toolchain.kdir(&kernel.kdir, &kernel.release)),
+    };
+    run(make
         .arg(format!("M={}", dir.display()))
         // 6.1's kbuild package has no resolve_btfids; our modules declare
         // no BTF ids for it to resolve.

@@ -264,7 +264,7 @@ pub fn kernel() -> Result<Kernel> {
             std::os::unix::fs::symlink(&target, &link)?;
         }
     }
-    Ok(Kernel { release, kdir: build, root: Some(root), version: None })
+    Ok(Kernel { release, kdir: build, root: Some(root), version: None, toolchain: crate::toolchain::Toolchain::Host })
 }
 
 /// What the `done` marker records of the recipe: a change to it invalidates the cache.

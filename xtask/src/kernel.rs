@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::apt::{Apt, Suite};
 use crate::lines::{self, Build, Line};
+use crate::toolchain::Toolchain;
 use crate::{repo_root, run};
 use std::sync::Mutex;
 
@@ -31,6 +32,8 @@ const HOST_PACKAGES: &[&str] = &[
     "binutils",
     "kmod",
     "pahole",
+    // The Debian 13 root that 7.x modules are built in (toolchain.rs).
+    "debootstrap",
     "libelf1",
     // For the sweep: file system images, and a static helper for the guest.
     "xfsprogs",
@@ -76,6 +79,8 @@ pub struct Kernel {
     pub root: Option<PathBuf>,
     /// The Debian version of its packages, when it came from the archive.
     pub version: Option<String>,
+    /// What its external modules are built with.
+    pub toolchain: Toolchain,
 }
 
 /// The instruction set a kernel runs: where the build, the trampoline and
@@ -154,7 +159,7 @@ impl Kernel {
         }
         let installed = PathBuf::from(format!("/lib/modules/{spec}/build"));
         if installed.join("Makefile").exists() {
-            return Ok(Kernel { release: spec.into(), kdir: installed, root: None, version: None });
+            return Ok(Kernel { release: spec.into(), kdir: installed, root: None, version: None, toolchain: Toolchain::Host });
         }
         let line = lines::LINES.iter().find(|l| l.owns(spec)).with_context(|| {
             let names: Vec<&str> = lines::LINES.iter().map(|l| l.name).collect();
@@ -194,13 +199,19 @@ impl Kernel {
     fn fetched(line: Line, build: &Build) -> Result<Kernel> {
         let root = fetch_debian_kernel(line, build)?;
         let kdir = root.join(format!("usr/src/linux-headers-{}", build.release));
-        Ok(Kernel { release: build.release.clone(), kdir, root: Some(root), version: Some(build.version.clone()) })
+        Ok(Kernel {
+            release: build.release.clone(),
+            kdir,
+            root: Some(root),
+            version: Some(build.version.clone()),
+            toolchain: line.suite.toolchain(),
+        })
     }
 
     pub fn from_kdir(kdir: &Path) -> Result<Kernel> {
         let release = std::fs::read_to_string(kdir.join("include/config/kernel.release"))
             .with_context(|| format!("{} has no include/config/kernel.release", kdir.display()))?;
-        Ok(Kernel { release: release.trim().into(), kdir: kdir.into(), root: None, version: None })
+        Ok(Kernel { release: release.trim().into(), kdir: kdir.into(), root: None, version: None, toolchain: Toolchain::Host })
     }
 
     /// The Makefile to run. Debian's flavour Makefile includes the common

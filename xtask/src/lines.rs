@@ -38,11 +38,14 @@ pub const LINE_I386: Line = Line { name: "i386", suite: Suite::Bookworm, flavour
 /// Debian 12's 6.12 built with PREEMPT_RT.
 pub const LINE_RT: Line = Line { name: "rt", suite: Suite::Bookworm, flavour: "rt-amd64", upstream: "6.12." };
 
+/// trixie-backports' newest 7.x, built with Debian 13's toolchain.
+pub const LINE_7: Line = Line { name: "7.x", suite: Suite::TrixieBackports, flavour: "amd64", upstream: "7." };
+
 /// Every line the lab knows, the default first.
-pub const LINES: &[Line] = &[LINE_6_12, LINE_6_1, LINE_I386, LINE_RT];
+pub const LINES: &[Line] = &[LINE_6_12, LINE_6_1, LINE_I386, LINE_RT, LINE_7];
 
 /// The lines `cargo xtask test` runs the guest suite on, in order.
-pub const TEST_LINES: &[Line] = &[LINE_6_12, LINE_6_1, LINE_I386, LINE_RT];
+pub const TEST_LINES: &[Line] = &[LINE_6_12, LINE_6_1, LINE_I386, LINE_RT, LINE_7];
 
 pub fn by_name(name: &str) -> Option<Line> {
     LINES.iter().copied().find(|l| l.name == name)

@@ -13,6 +13,7 @@ mod real_modules;
 mod scenarios;
 mod stack;
 mod sweep;
+mod toolchain;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
