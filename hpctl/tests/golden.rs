@@ -95,7 +95,7 @@ fn json_stream_objects() {
     let void = Call {
         callee: "kfree".into(),
         func: 11,
-        args: vec![Arg::new("objp", "ptr", 0xffff_8880_04a1_c000, "0xffff888004a1c000".into())],
+        args: vec![Arg::new("object", "ptr", 0xffff_8880_04a1_c000, "0xffff888004a1c000".into())],
         regs: [0xffff_8880_04a1_c000, 0, 0, 0, 0, 0],
         returned: false,
         ret: None,

@@ -6,7 +6,7 @@
 . /scripts/lib.sh
 . /scripts/callees_lib.sh
 mark callees_ext4
-for m in $(cat /modules/crc32c_generic.order /modules/ext4.order); do
+for m in $(cat /modules/ext4.order); do
 	grep -q "^$(echo $m | tr - _) " /proc/modules || insmod /modules/$m.ko || fail callees_ext4.load_$m "insmod $m"
 done
 grep -q '^hp_patcher ' /proc/modules || insmod $HP

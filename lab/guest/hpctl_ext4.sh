@@ -3,7 +3,7 @@
 . /scripts/lib.sh
 mark hpctl_ext4
 HPCTL=/modules/hpctl
-for m in $(cat /modules/crc32c_generic.order /modules/ext4.order /modules/brd.order); do
+for m in $(cat /modules/ext4.order /modules/brd.order); do
 	grep -q "^$(echo $m | tr - _) " /proc/modules || insmod /modules/$m.ko || fail hpctl_ext4.load_$m "insmod $m"
 done
 dd if=/ext4.img of=/dev/ram0 bs=1M 2>/dev/null

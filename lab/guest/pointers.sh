@@ -18,10 +18,10 @@ if grep -qE 'ff[0-9a-f]{14}' /tmp/lines; then
 else
 	pass pointers.no_raw_address
 fi
-expect_log pointers.hashed "hp_patcher: kfree\(objp=00000000[0-9a-f]{8}\) from"
+expect_log pointers.hashed "hp_patcher: kfree\(object=00000000[0-9a-f]{8}\) from"
 matched=""
 for hash in $(grep -o "$KMALLOC(.*) = 00000000[0-9a-f]*" /tmp/lines | sed 's/.* = //'); do
-	grep -q "kfree(objp=$hash)" /tmp/lines && { matched=$hash; break; }
+	grep -q "kfree(object=$hash)" /tmp/lines && { matched=$hash; break; }
 done
 if [ -n "$matched" ]; then pass pointers.alloc_matches_free
 else

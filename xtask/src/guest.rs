@@ -121,18 +121,68 @@ pub fn find_module(dir: &Path, name: &str) -> Result<PathBuf> {
     bail!("in-tree module {name} not found under {}", dir.display())
 }
 
+/// A module's hard dependencies (`depends`) and the modules its soft
+/// ones (`softdep pre:`) name by alias, in load order: ext4 on 6.x asks the
+/// crypto API for `crypto-crc32c` at mount time, which nobody in the guest
+/// would modprobe; 7.x's ext4 calls the crc32c library and names none.
 fn collect_dependencies(dir: &Path, name: &str, order: &mut Vec<(String, PathBuf)>) -> Result<()> {
     if order.iter().any(|(m, _)| m == name) {
         return Ok(());
     }
     let path = find_module(dir, name)?;
-    let out = Command::new("/sbin/modinfo").args(["-F", "depends"]).arg(&path).output()?;
-    let depends = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    for dep in depends.split(',').filter(|d| !d.is_empty()) {
+    let field = |field: &str| -> Result<String> {
+        let out = Command::new("/sbin/modinfo").args(["-F", field]).arg(&path).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    for dep in field("depends")?.split(',').filter(|d| !d.is_empty()) {
         collect_dependencies(dir, dep, order)?;
+    }
+    for alias in soft_pre_dependencies(&field("softdep")?) {
+        let module = module_of_alias(dir, &alias)?;
+        collect_dependencies(dir, &module, order)?;
     }
     order.push((name.to_string(), path));
     Ok(())
+}
+
+/// The `pre:` names of a `softdep` field (`pre: crypto-crc32c post: x`).
+fn soft_pre_dependencies(softdep: &str) -> Vec<String> {
+    let mut pre = false;
+    let mut names = Vec::new();
+    for word in softdep.split_whitespace() {
+        match word {
+            "pre:" => pre = true,
+            "post:" => pre = false,
+            name if pre => names.push(name.to_string()),
+            _ => {}
+        }
+    }
+    names
+}
+
+/// The in-tree module that provides `alias`, from the modules.alias that
+/// the host's depmod makes once for the unpacked kernel (Debian ships none:
+/// its postinst runs depmod). The generic implementation is preferred over
+/// a CPU-specific one, which TCG's CPU may not run.
+fn module_of_alias(dir: &Path, alias: &str) -> Result<String> {
+    let aliases = dir.join("modules.alias");
+    if !aliases.exists() {
+        let release = dir.file_name().context("modules directory")?;
+        // depmod reads <base>/lib/modules/<release>; dir is .../lib/modules/<release>.
+        let base = dir.parent().and_then(Path::parent).and_then(Path::parent).context("modules directory")?;
+        run(Command::new("/sbin/depmod").arg("-b").arg(base).arg(release))?;
+    }
+    let text = std::fs::read_to_string(&aliases)?;
+    let providers: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("alias ")?.split_once(' ').filter(|(a, _)| *a == alias).map(|(_, m)| m.trim()))
+        .collect();
+    providers
+        .iter()
+        .find(|m| m.ends_with("_generic"))
+        .or(providers.first())
+        .map(|m| m.to_string())
+        .with_context(|| format!("no in-tree module provides {alias}"))
 }
 
 pub struct GuestOutput {

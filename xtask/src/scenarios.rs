@@ -79,7 +79,7 @@ const BOOTS: &[Boot] = &[
     Boot {
         name: "ext4",
         scripts: &["ext4", "hpctl_ext4", "callees_ext4"],
-        in_tree: &["crc32c_generic", "ext4", "brd"],
+        in_tree: &["ext4", "brd"],
         ext4_image: true,
         callees_truth: &["ext4"],
         ..PLAIN
@@ -97,7 +97,7 @@ const I386_BOOTS: &[Boot] = &[
         scripts: &["bad_input", "accounting", "target_unload", "race", "cycles", "callee_verb"],
         ..PLAIN
     },
-    Boot { name: "ext4", scripts: &["ext4"], in_tree: &["crc32c_generic", "ext4", "brd"], ext4_image: true, ..PLAIN },
+    Boot { name: "ext4", scripts: &["ext4"], in_tree: &["ext4", "brd"], ext4_image: true, ..PLAIN },
 ];
 
 /// On PREEMPT_RT (Debian's 6.12 rt-amd64): the cr_target and core boots,

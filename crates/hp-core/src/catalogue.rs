@@ -60,6 +60,13 @@ impl Function {
         self.args.iter().filter(move |a| config.slab_buckets || !a.only_with_slab_buckets)
     }
 
+    /// Whether its arguments on a kernel with `config` are, in order, the
+    /// parameters the kernel's BTF names (`params`): what the build uses to
+    /// pick, among entries of one symbol, the layout of the kernel at hand.
+    pub fn matches_params(&self, config: KernelConfig, params: &[&str]) -> bool {
+        self.args_for(config).map(|a| a.name).eq(params.iter().copied())
+    }
+
     /// How many arguments it takes on this kernel; each fits one register
     /// on both x86_64 and i386.
     pub fn arity(&self, config: KernelConfig) -> usize {
@@ -85,54 +92,64 @@ const SIZE: Arg = arg("size", Kind::Size);
 const FLAGS: Arg = arg("flags", Kind::Gfp);
 const NODE: Arg = arg("node", Kind::Node);
 const CACHE: Arg = arg("s", Kind::Ptr);
-const OBJ: Arg = arg("objp", Kind::Ptr);
+/// kmem_cache_*'s gfp argument, named as mm/slub.c names it.
+const CACHE_FLAGS: Arg = arg("gfpflags", Kind::Gfp);
+const REALLOC_OBJ: Arg = arg("p", Kind::Ptr);
+const ALIGN: Arg = arg("align", Kind::Size);
 
 const fn f(name: &'static str, args: &'static [Arg], ret: Kind) -> Function {
     Function { name, args, ret }
 }
 
 /// The memory catalogue. Order is the index used everywhere else; at most 64
-/// entries so that a selection fits in a `u64`.
+/// entries so that a selection fits in a `u64`. A symbol whose arguments
+/// changed between kernels has one entry per layout; the build arms, of
+/// those, the one whose arguments the kernel's BTF names (xtask build.rs).
 pub const MEMORY: &[Function] = &[
     f("__kmalloc_noprof", &[SIZE, FLAGS], Kind::Ptr),
     f("__kmalloc_node_noprof", &[SIZE, BUCKETS, FLAGS, NODE], Kind::Ptr),
-    f("__kmalloc_cache_noprof", &[CACHE, FLAGS, SIZE], Kind::Ptr),
-    f("__kmalloc_cache_node_noprof", &[CACHE, FLAGS, NODE, SIZE], Kind::Ptr),
+    f("__kmalloc_cache_noprof", &[CACHE, CACHE_FLAGS, SIZE], Kind::Ptr),
+    f("__kmalloc_cache_node_noprof", &[CACHE, CACHE_FLAGS, NODE, SIZE], Kind::Ptr),
     f("__kmalloc_large_noprof", &[SIZE, FLAGS], Kind::Ptr),
     f("__kmalloc_large_node_noprof", &[SIZE, FLAGS, NODE], Kind::Ptr),
     f("__kmalloc_node_track_caller_noprof", &[SIZE, BUCKETS, FLAGS, NODE, arg("caller", Kind::CodePtr)], Kind::Ptr),
-    f("kmem_cache_alloc_noprof", &[CACHE, FLAGS], Kind::Ptr),
-    f("kmem_cache_alloc_lru_noprof", &[CACHE, arg("lru", Kind::Ptr), FLAGS], Kind::Ptr),
-    f("kmem_cache_alloc_node_noprof", &[CACHE, FLAGS, NODE], Kind::Ptr),
-    f("kmem_cache_free", &[CACHE, OBJ], Kind::Void),
-    f("kfree", &[OBJ], Kind::Void),
+    f("kmem_cache_alloc_noprof", &[CACHE, CACHE_FLAGS], Kind::Ptr),
+    f("kmem_cache_alloc_lru_noprof", &[CACHE, arg("lru", Kind::Ptr), CACHE_FLAGS], Kind::Ptr),
+    f("kmem_cache_alloc_node_noprof", &[CACHE, CACHE_FLAGS, NODE], Kind::Ptr),
+    f("kmem_cache_free", &[CACHE, arg("x", Kind::Ptr)], Kind::Void),
+    f("kfree", &[arg("object", Kind::Ptr)], Kind::Void),
     f("kvfree", &[arg("addr", Kind::Ptr)], Kind::Void),
-    f("kfree_sensitive", &[OBJ], Kind::Void),
-    f("krealloc_noprof", &[OBJ, arg("new_size", Kind::Size), FLAGS], Kind::Ptr),
+    f("kfree_sensitive", &[arg("p", Kind::Ptr)], Kind::Void),
+    f("krealloc_noprof", &[REALLOC_OBJ, arg("new_size", Kind::Size), FLAGS], Kind::Ptr),
     f("vmalloc_noprof", &[SIZE], Kind::Ptr),
     f("vzalloc_noprof", &[SIZE], Kind::Ptr),
     f("__vmalloc_noprof", &[SIZE, arg("gfp_mask", Kind::Gfp)], Kind::Ptr),
     f("vfree", &[arg("addr", Kind::Ptr)], Kind::Void),
     f("__kvmalloc_node_noprof", &[SIZE, BUCKETS, FLAGS, NODE], Kind::Ptr),
-    f("kmemdup_noprof", &[arg("src", Kind::Ptr), arg("len", Kind::Size), arg("gfp", Kind::Gfp)], Kind::Ptr),
+    f("kmemdup_noprof", &[arg("p", Kind::Ptr), SIZE, arg("gfp", Kind::Gfp)], Kind::Ptr),
     f("kstrdup", &[arg("s", Kind::Ptr), arg("gfp", Kind::Gfp)], Kind::Ptr),
     // Linux 6.1 (Debian 12's first kernel): same roles, older names.
     f("__kmalloc", &[SIZE, FLAGS], Kind::Ptr),
     f("__kmalloc_node", &[SIZE, FLAGS, NODE], Kind::Ptr),
-    f("kmalloc_trace", &[CACHE, FLAGS, SIZE], Kind::Ptr),
-    f("kmalloc_node_trace", &[CACHE, FLAGS, NODE, SIZE], Kind::Ptr),
+    f("kmalloc_trace", &[CACHE, CACHE_FLAGS, SIZE], Kind::Ptr),
+    f("kmalloc_node_trace", &[CACHE, CACHE_FLAGS, NODE, SIZE], Kind::Ptr),
     f("kmalloc_large", &[SIZE, FLAGS], Kind::Ptr),
     f("kmalloc_large_node", &[SIZE, FLAGS, NODE], Kind::Ptr),
     f("__kmalloc_node_track_caller", &[SIZE, FLAGS, NODE, arg("caller", Kind::CodePtr)], Kind::Ptr),
-    f("kmem_cache_alloc", &[CACHE, FLAGS], Kind::Ptr),
-    f("kmem_cache_alloc_lru", &[CACHE, arg("lru", Kind::Ptr), FLAGS], Kind::Ptr),
-    f("kmem_cache_alloc_node", &[CACHE, FLAGS, NODE], Kind::Ptr),
-    f("krealloc", &[OBJ, arg("new_size", Kind::Size), FLAGS], Kind::Ptr),
+    f("kmem_cache_alloc", &[CACHE, CACHE_FLAGS], Kind::Ptr),
+    f("kmem_cache_alloc_lru", &[CACHE, arg("lru", Kind::Ptr), CACHE_FLAGS], Kind::Ptr),
+    f("kmem_cache_alloc_node", &[CACHE, CACHE_FLAGS, NODE], Kind::Ptr),
+    f("krealloc", &[REALLOC_OBJ, arg("new_size", Kind::Size), FLAGS], Kind::Ptr),
     f("vmalloc", &[SIZE], Kind::Ptr),
     f("vzalloc", &[SIZE], Kind::Ptr),
     f("__vmalloc", &[SIZE, arg("gfp_mask", Kind::Gfp)], Kind::Ptr),
     f("kvmalloc_node", &[SIZE, FLAGS, NODE], Kind::Ptr),
-    f("kmemdup", &[arg("src", Kind::Ptr), arg("len", Kind::Size), arg("gfp", Kind::Gfp)], Kind::Ptr),
+    f("kmemdup", &[arg("p", Kind::Ptr), SIZE, arg("gfp", Kind::Gfp)], Kind::Ptr),
+    // Linux 7.x: krealloc and kvrealloc take an alignment and a node, and
+    // __kvmalloc_node an alignment before the flags.
+    f("krealloc_node_align_noprof", &[REALLOC_OBJ, arg("new_size", Kind::Size), ALIGN, FLAGS, arg("nid", Kind::Node)], Kind::Ptr),
+    f("kvrealloc_node_align_noprof", &[arg("p", Kind::Ptr), SIZE, ALIGN, FLAGS, arg("nid", Kind::Node)], Kind::Ptr),
+    f("__kvmalloc_node_noprof", &[SIZE, BUCKETS, ALIGN, FLAGS, NODE], Kind::Ptr),
 ];
 
 /// Where one argument of a `_track_caller` call comes from.
@@ -321,9 +338,11 @@ pub fn select(list: &str, available: impl Fn(usize) -> bool) -> Result<Choice<'_
         if !is_symbol_name(wanted.name) {
             return Err(SelectError::BadName(item));
         }
-        match index_of(wanted.name).filter(|_| wanted.spec.is_none()) {
-            Some(index) if !available(index) => return Err(SelectError::Unavailable(wanted.name)),
-            Some(index) => choice.memory.insert(index),
+        // A symbol with one entry per layout: the kernel has one of them.
+        let entries = || MEMORY.iter().enumerate().filter(|(_, f)| f.name == wanted.name).map(|(i, _)| i);
+        match entries().next().filter(|_| wanted.spec.is_none()) {
+            Some(_) if !entries().any(&available) => return Err(SelectError::Unavailable(wanted.name)),
+            Some(_) => entries().filter(|&i| available(i)).for_each(|i| choice.memory.insert(i)),
             None => {
                 if choice.callees().any(|w| w.name == wanted.name) {
                     continue;
@@ -364,12 +383,29 @@ mod tests {
     use std::string::ToString;
 
     #[test]
-    fn catalogue_fits_a_selection_and_has_unique_names() {
+    fn catalogue_fits_a_selection_and_layouts_of_a_name_differ() {
         assert!(MEMORY.len() <= 64);
         for (i, f) in MEMORY.iter().enumerate() {
-            assert_eq!(index_of(f.name), Some(i), "duplicate {}", f.name);
             assert!(f.args.len() <= 6, "{} has more than 6 register args", f.name);
+            for g in &MEMORY[..i] {
+                let names = |f: &Function| f.args.iter().map(|a| a.name).collect::<std::vec::Vec<_>>();
+                assert!(g.name != f.name || names(g) != names(f), "{} twice with one layout", f.name);
+            }
         }
+    }
+
+    #[test]
+    fn a_symbol_with_two_layouts_selects_the_kernels() {
+        let layouts: std::vec::Vec<usize> =
+            MEMORY.iter().enumerate().filter(|(_, f)| f.name == "__kvmalloc_node_noprof").map(|(i, _)| i).collect();
+        assert_eq!(layouts.len(), 2);
+        let seven = layouts[1];
+        let config = KernelConfig { slab_buckets: true };
+        assert!(MEMORY[seven].matches_params(config, &["size", "b", "align", "flags", "node"]));
+        assert!(!MEMORY[layouts[0]].matches_params(config, &["size", "b", "align", "flags", "node"]));
+        let choice = select("__kvmalloc_node_noprof", |i| i == seven).unwrap();
+        assert!(choice.memory.contains(seven) && !choice.memory.contains(layouts[0]));
+        assert_eq!(select("__kvmalloc_node_noprof", |_| false).unwrap_err(), SelectError::Unavailable("__kvmalloc_node_noprof"));
     }
 
     #[test]

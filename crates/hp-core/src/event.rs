@@ -233,7 +233,7 @@ mod tests {
     #[test]
     fn void_functions_have_no_result() {
         let b = line("kfree", [0xffff_8880_0000_1000, 7, 7, 7, 7, 7], 0xdead, false);
-        assert_eq!(b.as_str(), "kfree(objp=0xffff888000001000)");
+        assert_eq!(b.as_str(), "kfree(object=0xffff888000001000)");
     }
 
     #[test]
@@ -251,7 +251,7 @@ mod tests {
         let hashed = |w: &mut dyn Write, v: u64| write!(w, "h{:08x}", v as u32 ^ 0x5a5a_5a5a);
         write_call(&mut buf, func, KernelConfig::default(), &[0x10, 0xcc0, 64, 0, 0, 0], 0x20, GFP_6_12, &hashed)
             .unwrap();
-        assert_eq!(buf.as_str(), "__kmalloc_cache_noprof(s=h5a5a5a4a, flags=GFP_KERNEL, size=64) = h5a5a5a7a");
+        assert_eq!(buf.as_str(), "__kmalloc_cache_noprof(s=h5a5a5a4a, gfpflags=GFP_KERNEL, size=64) = h5a5a5a7a");
     }
 
     #[test]
