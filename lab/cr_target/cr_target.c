@@ -102,6 +102,16 @@
 #error "cr_target does not know which allocator symbols Linux 6.10 calls"
 #endif
 
+/*
+ * 7.x's krealloc takes an alignment and a node: krealloc_noprof became a
+ * macro over krealloc_node_align_noprof.
+ */
+#ifdef krealloc_noprof
+#define CR_KREALLOC_SYM	"krealloc_node_align_noprof"
+#else
+#define CR_KREALLOC_SYM	CR_SYM("krealloc_noprof", "krealloc")
+#endif
+
 /* The timer API's renames: timer_delete_sync (6.2), hrtimer_setup (6.13). */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
 #define cr_timer_delete_sync(t)	timer_delete_sync(t)
@@ -165,7 +175,7 @@ static const struct cr_fn_desc cr_fns[CR_NR_FN] = {
 	[CR_CACHE_FREE]		= { "kmem_cache_free", "kmem_cache_free" },
 	[CR_KSTRDUP]		= { "kstrdup", "kstrdup" },
 	[CR_KMEMDUP]		= { "kmemdup", CR_SYM("kmemdup_noprof", "kmemdup") },
-	[CR_KREALLOC]		= { "krealloc", CR_SYM("krealloc_noprof", "krealloc") },
+	[CR_KREALLOC]		= { "krealloc", CR_KREALLOC_SYM },
 	[CR_VMALLOC]		= { "vmalloc", CR_SYM("vmalloc_noprof", "vmalloc") },
 	[CR_VFREE]		= { "vfree", "vfree" },
 	/* kvmalloc() is inline; this is the exported function it calls. */

@@ -82,7 +82,7 @@ if [ "$(cr_count 'kfree@kprobes.text')" -gt 0 ]; then pass accounting.unprobeabl
 # Pointers are hashed as %p does: 16 hex digits (8 on i386), NULL all zeros.
 case $(sym kmalloc_node) in *_noprof) buckets='b=0000000000000000, ' ;; *) buckets= ;; esac
 expect_log accounting.line.kmalloc "hp_patcher: $(sym kmalloc)\\(size=[0-9]+, flags=GFP_KERNEL\\) = $PTR from cr_round\\+0x[0-9a-f]+/0x[0-9a-f]+ \\[cr_target\\] cpu=[0-9]+ pid=[0-9]+ comm=cr_worker/[0-9]+"
-expect_log accounting.line.kzalloc "$(sym kzalloc)\\(s=$PTR, flags=GFP_KERNEL\\|__GFP_ZERO, size=64\\) = $PTR "
+expect_log accounting.line.kzalloc "$(sym kzalloc)\\(s=$PTR, gfpflags=GFP_KERNEL\\|__GFP_ZERO, size=64\\) = $PTR "
 expect_log accounting.line.node "$(sym kmalloc_node)\\(size=[0-9]+, ${buckets}flags=GFP_KERNEL, node=-1\\)"
 expect_log accounting.line.kfree "kfree\\(object=$PTR\\) from cr_"
 if [ $CR_TAIL_CALLS = 1 ]; then
