@@ -85,6 +85,8 @@ callees_compare() {
 	# a function name, NULL (a NOP; a tail site becomes a return) or RET0
 	# (__static_call_return0: xor %eax,%eax; a tail site jumps to it).
 	function sched_target(key) {
+		# 7.x's WARN with arguments calls its trap through a static call.
+		if (key == "WARN_trap") return "__WARN_trap"
 		if (mode == "voluntary") {
 			if (key == "cond_resched" || key == "might_resched") return "__cond_resched"
 			if (key ~ /^preempt_schedule/) return "NULL"
@@ -107,7 +109,7 @@ callees_compare() {
 	BEGIN {
 		# What the scheduler keys may point at (sched_target).
 		want("__cond_resched"); want("preempt_schedule_thunk"); want("preempt_schedule_notrace_thunk")
-		want("__static_call_return0")
+		want("__static_call_return0"); want("__WARN_trap")
 	}
 	FILENAME == cpuinfo && /^flags[ \t]*:/ && !nflags++ { sub(/^[^:]*:/, ""); for (i = 1; i <= NF; i++) flag[$i] = 1 }
 	FILENAME == cpuinfo && /^bugs[ \t]*:/ && !nbugs++ { sub(/^[^:]*:/, ""); for (i = 1; i <= NF; i++) bug[$i] = 1 }

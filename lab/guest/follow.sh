@@ -74,14 +74,16 @@ expect_eq follow.init_only.stats "$(hpcmd 'stats cr_target' | field hits get_ran
 wait $loading
 hpcmd 'detach cr_target' > /dev/null
 
-# A site in the last function of the init text (hrtimer_init's, in
-# cr_target_init): x86 kprobes decodes that function up to the end of the
+# A site in the last function of the init text (hrtimer_init's, or
+# hrtimer_setup's since 6.13, in cr_target_init): x86 kprobes decodes that function up to the end of the
 # text and may read past it. Where the text ends within 15 bytes of its
 # page's end that read faulted in the kernel; hp_patcher then leaves the
 # site alone and says so. Either way the load goes on, and nothing oopses.
 rmmod cr_target
 mark follow_last_function
-expect_eq follow.last_function.awaited "$(hpcmd 'attach cr_target follow fn=hrtimer_init sink=none' | field state cr_target)" awaited
+hrtimer=hrtimer_init
+grep -q ' hrtimer_setup$' /proc/kallsyms && hrtimer=hrtimer_setup
+expect_eq follow.last_function.awaited "$(hpcmd "attach cr_target follow fn=$hrtimer sink=none" | field state cr_target)" awaited
 check follow.last_function.load insmod /modules/cr_target.ko
 state=$(target_field cr_target state)
 if log_since | grep -q 'not probed: kprobes would decode past the end of cr_target'; then
