@@ -4,6 +4,7 @@
 
 pub mod btf;
 pub mod callees;
+pub mod catalogue;
 pub mod capture;
 pub mod device;
 pub mod event;

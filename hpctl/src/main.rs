@@ -185,6 +185,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The memory functions this kernel lets hp_patcher intercept, their
+    /// arguments checked against the running kernel's BTF.
+    #[command(
+        long_about = "List the catalogue functions the loaded hp_patcher can intercept on this \
+        kernel, with the argument names it prints them with, each checked against the running \
+        kernel's BTF (/sys/kernel/btf/vmlinux). Exits with 1 if any differs or has no prototype.",
+        after_help = "Examples:\n  hpctl catalogue"
+    )]
+    Catalogue,
     /// Sites of all targets or one, with their hits.
     #[command(after_help = "Examples:\n  hpctl sites\n  hpctl sites cr_target --json")]
     Sites {
@@ -412,6 +421,18 @@ fn run(command: Cmd) -> Result<()> {
                 funcs.iter().for_each(|f| println!("{}", json::func(f)));
             } else {
                 print!("{}", table::stats(&funcs));
+            }
+        }
+        Cmd::Catalogue => {
+            kmod::ensure_device()?;
+            let info = Info::from_records(&send(&Command::Info)?)?;
+            let mut btfs = Btfs::load()?;
+            let rows = hpctl::catalogue::rows(&info, |name| {
+                btfs.prototype(name).map(|p| p.params.into_iter().map(|p| p.name).collect())
+            });
+            print!("{}", hpctl::catalogue::table(&rows));
+            if !rows.iter().all(|r| r.matches()) {
+                std::process::exit(1);
             }
         }
         Cmd::Sites { module, json } => {

@@ -1,4 +1,5 @@
 # hpctl types any callee from BTF (vmlinux, and cr_callee's module BTF):
+#  - `hpctl catalogue`: the catalogue's argument names are the kernel's BTF's;
 #  - `hpctl callees` joins the module's verdicts with BTF's, on real calls
 #    cr_target makes (seven arguments, a struct by value, variadic _printk);
 #  - attach --fn refuses what BTF refuses, --raw never lets a variadic in;
@@ -11,6 +12,13 @@ HPCTL=/modules/hpctl
 grep -q '^cr_target ' /proc/modules || insmod /modules/cr_target.ko
 crc=$(cat $CR/text_crc)
 typed() { awk -v f="$1" -v c="$2" '$1 == f { print $c }' $CR/typed; }
+
+# The catalogue's argument names are the running kernel's own (BTF).
+$HPCTL catalogue > /tmp/catalogue.txt 2>&1
+expect_eq typed.catalogue_btf "$?" 0
+grep -v '  ok$' /tmp/catalogue.txt | sed 's/^/HPINFO typed: /'
+matched=$(grep -c '  ok$' /tmp/catalogue.txt)
+[ "$matched" -ge 10 ] && pass typed.catalogue_count || fail typed.catalogue_count "$matched functions checked"
 
 # The joined list.
 $HPCTL callees cr_target > /tmp/callees.txt 2>&1
