@@ -60,9 +60,14 @@ static uint plan_epilogue_delay_ms;
 module_param(plan_epilogue_delay_ms, uint, 0400);
 MODULE_PARM_DESC(plan_epilogue_delay_ms, "testing: sleep this long in the plan worker after handing back its result");
 
-static uint attach_delay_ms;
-module_param(attach_delay_ms, uint, 0400);
-MODULE_PARM_DESC(attach_delay_ms, "testing: sleep this long between finding the target and attaching");
+/*
+ * A gate, not a delay: a test opens it when what it needs has happened (a
+ * forced unload of the target has begun), however slow the kernel.
+ */
+static bool attach_gate;
+module_param(attach_gate, bool, 0600);
+MODULE_PARM_DESC(attach_gate, "testing: hold the load-time attach between finding the target and attaching until this is written 0 (at most 300 s)");
+#define HP_GATE_MAX_MS (300 * 1000)
 
 
 #define HP_LOG_WINDOW_SECS 5
@@ -1055,10 +1060,14 @@ static int hp_attach_at_load(void)
 			pr_err("module %s is not loaded\n", target_name);
 		goto out;
 	}
-	if (attach_delay_ms) {
-		pr_info("attach_delay_ms: waiting %u ms before attaching to %s\n",
-			attach_delay_ms, target_name);
-		msleep(attach_delay_ms);
+	if (READ_ONCE(attach_gate)) {
+		unsigned int waited = 0;
+
+		pr_info("attach_gate: holding the attach to %s\n", target_name);
+		while (READ_ONCE(attach_gate) && waited < HP_GATE_MAX_MS) {
+			msleep(10);
+			waited += 10;
+		}
 	}
 	err = hp_target_add(target_name, functions ? functions : "", HP_SINK_PRINTK,
 			    U64_MAX, false, mod, &t);

@@ -928,16 +928,35 @@ static int cr_start_workers(void)
 }
 
 /*
- * Delays that hold the module in MODULE_STATE_COMING or _GOING, so that the
- * tests can try to attach to a module that is still loading or unloading.
+ * Gates that hold the module in MODULE_STATE_COMING (at the end of init) or
+ * _GOING (at the start of exit) until the test writes 0 to the parameter,
+ * so that it can try to attach to a module that is still loading or
+ * unloading, on a kernel however slow. A gate left shut opens by itself
+ * after CR_GATE_MAX_MS: a test that died must not hang insmod or rmmod.
  */
-static uint init_delay_ms;
-module_param(init_delay_ms, uint, 0600);
-MODULE_PARM_DESC(init_delay_ms, "sleep this long at the end of init");
+static bool init_gate;
+module_param(init_gate, bool, 0600);
+MODULE_PARM_DESC(init_gate, "hold init at its end until this is written 0");
 
-static uint exit_delay_ms;
-module_param(exit_delay_ms, uint, 0600);
-MODULE_PARM_DESC(exit_delay_ms, "sleep this long at the start of exit");
+static bool exit_gate;
+module_param(exit_gate, bool, 0600);
+MODULE_PARM_DESC(exit_gate, "hold exit at its start until this is written 0");
+
+#define CR_GATE_MAX_MS (300 * 1000)
+
+static void cr_hold_at_gate(const bool *gate, const char *which)
+{
+	unsigned int waited = 0;
+
+	if (!READ_ONCE(*gate))
+		return;
+	pr_info("cr_target: %s gate shut\n", which);
+	while (READ_ONCE(*gate) && waited < CR_GATE_MAX_MS) {
+		msleep(10);
+		waited += 10;
+	}
+	pr_info("cr_target: %s gate open after %u ms\n", which, waited);
+}
 
 /*
  * Calls made from init text only: a tracer that attaches at COMING, before
@@ -996,15 +1015,13 @@ static int __init cr_target_init(void)
 	cr_debugfs_init();
 
 	pr_info("cr_target: loaded, %d workers\n", (int)cr_nr_workers);
-	if (init_delay_ms)
-		msleep(init_delay_ms);
+	cr_hold_at_gate(&init_gate, "init");
 	return 0;
 }
 
 static void __exit cr_target_exit(void)
 {
-	if (exit_delay_ms)
-		msleep(exit_delay_ms);
+	cr_hold_at_gate(&exit_gate, "exit");
 	/* Waits for in-flight debugfs ops (e.g. a blocked pause writer). */
 	debugfs_remove_recursive(cr_dir);
 	/* No pause writer can run now; keeps the callbacks from re-arming. */

@@ -28,16 +28,20 @@ expect_insmod_fails bad.no_sites "$ENOENT_TEXT" 'no call or tail call to the sel
 
 # A module still in its init function.
 rmmod cr_target
-insmod /modules/cr_target.ko init_delay_ms=4000 &
-sleep 1
+mark bad_target_loading
+insmod /modules/cr_target.ko init_gate=1 &
+wait_gate init
 expect_insmod_fails bad.target_loading "$EINVAL_TEXT" 'module cr_target is still loading' target_name=cr_target
+echo 0 > /sys/module/cr_target/parameters/init_gate
 wait
 
 # A module in its exit function.
-echo 4000 > /sys/module/cr_target/parameters/exit_delay_ms
+mark bad_target_unloading
+echo 1 > /sys/module/cr_target/parameters/exit_gate
 rmmod cr_target &
-sleep 1
+wait_gate exit
 expect_insmod_fails bad.target_unloading "$EINVAL_TEXT" 'module cr_target is (being unloaded|not live)' target_name=cr_target
+echo 0 > /sys/module/cr_target/parameters/exit_gate
 wait
 
 # The target kept running through all of the above.

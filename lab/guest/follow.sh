@@ -65,12 +65,13 @@ rmmod cr_target
 # init calls (before: only functions with sites in core text were listed).
 insmod $HP
 expect_eq follow.init_only.awaited "$(hpcmd 'attach cr_target follow fn=get_random_u32 sink=none' | field state cr_target)" awaited
-insmod /modules/cr_target.ko init_delay_ms=3000 &
+mark follow_init_only
+insmod /modules/cr_target.ko init_gate=1 &
 loading=$!
-i=0
-while [ "$(target_field cr_target state)" != attached ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
-sleep 0.5
+wait_gate init
+expect_eq follow.init_only.attached "$(target_field cr_target state)" attached
 expect_eq follow.init_only.stats "$(hpcmd 'stats cr_target' | field hits get_random_u32)" 1
+echo 0 > /sys/module/cr_target/parameters/init_gate
 wait $loading
 hpcmd 'detach cr_target' > /dev/null
 

@@ -1,5 +1,5 @@
 # `rmmod -f` of the target while insmod hp_patcher is between finding it and
-# attaching to it (attach_delay_ms holds it there). The forced unload ignores
+# attaching to it (attach_gate holds it there until the unload has begun). The forced unload ignores
 # our reference and runs the target's exit; its GOING notifier must wait for
 # the attach to finish before the module is freed, and the attach must see
 # that the target is going and refuse, without touching freed memory.
@@ -9,13 +9,17 @@ i=0; clean=0
 while [ $i -lt 6 ]; do
 	i=$((i + 1))
 	insmod /modules/cr_target.ko
-	insmod $HP target_name=cr_target log_burst=1 attach_delay_ms=600 2>/dev/null &
+	insmod $HP target_name=cr_target log_burst=1 attach_gate=1 2>/dev/null &
 	n=0
-	while ! log_since | grep -q "attach_delay_ms: waiting" && [ $n -lt 100 ]; do usleep 50000; n=$((n + 1)); done
+	while ! log_since | grep -q "attach_gate: holding" && [ $n -lt 600 ]; do usleep 200000; n=$((n + 1)); done
 	mark force_unload_$i
+	# From the other CPU, until it is gone: the first forced unload makes
+	# it GOING, and its notifier then waits for the held attach.
+	taskset 0x2 sh -c 'n=0; while grep -q "^cr_target " /proc/modules && [ $n -lt 200 ]; do rmmod -f cr_target 2>/dev/null; usleep 20000; n=$((n + 1)); done' &
+	n=0
+	while ! grep -q "^cr_target .* Unloading" /proc/modules && [ $n -lt 600 ]; do usleep 200000; n=$((n + 1)); done
 	usleep $((i * 40000))
-	# From the other CPU, until it is gone.
-	taskset 0x2 sh -c 'n=0; while grep -q "^cr_target " /proc/modules && [ $n -lt 200 ]; do rmmod -f cr_target 2>/dev/null; usleep 20000; n=$((n + 1)); done'
+	echo 0 > /sys/module/hp_patcher/parameters/attach_gate
 	wait
 	expect_log force_unload.refused.$i 'hp_patcher: module cr_target began unloading: not attaching'
 	if unload_all; then clean=$((clean + 1)); else fail force_unload.unload.$i "left loaded: $(cat /proc/modules)"; fi

@@ -13,17 +13,19 @@ grep -q '^cr_target ' /proc/modules || insmod /modules/cr_target.ko
 crc=$(cat $CR/text_crc)
 typed() { awk -v f="$1" -v c="$2" '$1 == f { print $c }' $CR/typed; }
 
-# The catalogue's argument names are the running kernel's own (BTF).
+# The joined list.
+$HPCTL callees cr_target > /tmp/callees.txt 2>&1
+expect_eq typed.callees_exit "$?" 0
+tail -n 1 /tmp/callees.txt | sed 's/^/HPINFO typed: /'
+
+# The catalogue's argument names are the running kernel's own (BTF);
+# `callees` above loaded hp_patcher.
 $HPCTL catalogue > /tmp/catalogue.txt 2>&1
 expect_eq typed.catalogue_btf "$?" 0
 grep -v '  ok$' /tmp/catalogue.txt | sed 's/^/HPINFO typed: /'
 matched=$(grep -c '  ok$' /tmp/catalogue.txt)
 [ "$matched" -ge 10 ] && pass typed.catalogue_count || fail typed.catalogue_count "$matched functions checked"
 
-# The joined list.
-$HPCTL callees cr_target > /tmp/callees.txt 2>&1
-expect_eq typed.callees_exit "$?" 0
-tail -n 1 /tmp/callees.txt | sed 's/^/HPINFO typed: /'
 $HPCTL callees cr_target --json > /tmp/callees.jsonl
 # callee_json NAME KEY: one key of one callee's record.
 callee_json() {

@@ -137,9 +137,12 @@ fn collect_dependencies(dir: &Path, name: &str, order: &mut Vec<(String, PathBuf
     for dep in field("depends")?.split(',').filter(|d| !d.is_empty()) {
         collect_dependencies(dir, dep, order)?;
     }
+    // As modprobe does, a soft dependency no module provides (built in,
+    // or gone) is passed over.
     for alias in soft_pre_dependencies(&field("softdep")?) {
-        let module = module_of_alias(dir, &alias)?;
-        collect_dependencies(dir, &module, order)?;
+        if let Some(module) = module_of_alias(dir, &alias)? {
+            collect_dependencies(dir, &module, order)?;
+        }
     }
     order.push((name.to_string(), path));
     Ok(())
@@ -164,7 +167,7 @@ fn soft_pre_dependencies(softdep: &str) -> Vec<String> {
 /// the host's depmod makes once for the unpacked kernel (Debian ships none:
 /// its postinst runs depmod). The generic implementation is preferred over
 /// a CPU-specific one, which TCG's CPU may not run.
-fn module_of_alias(dir: &Path, alias: &str) -> Result<String> {
+fn module_of_alias(dir: &Path, alias: &str) -> Result<Option<String>> {
     let aliases = dir.join("modules.alias");
     if !aliases.exists() {
         let release = dir.file_name().context("modules directory")?;
@@ -177,12 +180,7 @@ fn module_of_alias(dir: &Path, alias: &str) -> Result<String> {
         .lines()
         .filter_map(|l| l.strip_prefix("alias ")?.split_once(' ').filter(|(a, _)| *a == alias).map(|(_, m)| m.trim()))
         .collect();
-    providers
-        .iter()
-        .find(|m| m.ends_with("_generic"))
-        .or(providers.first())
-        .map(|m| m.to_string())
-        .with_context(|| format!("no in-tree module provides {alias}"))
+    Ok(providers.iter().find(|m| m.ends_with("_generic")).or(providers.first()).map(|m| m.to_string()))
 }
 
 pub struct GuestOutput {

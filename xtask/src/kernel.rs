@@ -71,6 +71,7 @@ pub fn ensure_host_packages() -> Result<()> {
 
 /// One kernel: headers to build against and, when it is a Debian package
 /// we unpacked, an image and in-tree modules to boot.
+#[derive(Clone)]
 pub struct Kernel {
     pub release: String,
     /// The build directory (what `/lib/modules/<release>/build` points to).

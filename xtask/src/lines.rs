@@ -47,6 +47,9 @@ pub const LINES: &[Line] = &[LINE_6_12, LINE_6_1, LINE_I386, LINE_RT, LINE_7];
 /// The lines `cargo xtask test` runs the guest suite on, in order.
 pub const TEST_LINES: &[Line] = &[LINE_6_12, LINE_6_1, LINE_I386, LINE_RT, LINE_7];
 
+/// The lines it also sweeps Debian's in-tree modules on (sweep.rs).
+pub const SWEEP_LINES: &[Line] = &[LINE_6_12, LINE_7];
+
 pub fn by_name(name: &str) -> Option<Line> {
     LINES.iter().copied().find(|l| l.name == name)
 }

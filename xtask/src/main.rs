@@ -163,9 +163,20 @@ fn run_command(command: Cmd) -> Result<()> {
                 let table = if only.is_some() { scratch_table } else { repo_root().join("lab/SWEEP.md") };
                 return sweep::sweep(&Kernel::default_release()?, only.as_deref(), &table).map(drop);
             }
-            let kernels = match kernel {
-                Some(spec) => vec![Kernel::release(&spec)?],
-                None => lines::TEST_LINES.iter().map(|l| Kernel::line(*l)).collect::<Result<Vec<_>>>()?,
+            let (kernels, swept) = match kernel {
+                Some(spec) => {
+                    let kernel = Kernel::release(&spec)?;
+                    let swept = if kernel.arch() == Arch::X86_64 && !kernel.is_rt() {
+                        vec![kernel.clone()]
+                    } else {
+                        Vec::new()
+                    };
+                    (vec![kernel], swept)
+                }
+                None => (
+                    lines::TEST_LINES.iter().map(|l| Kernel::line(*l)).collect::<Result<Vec<_>>>()?,
+                    lines::SWEEP_LINES.iter().map(|l| Kernel::line(*l)).collect::<Result<Vec<_>>>()?,
+                ),
             };
             if !guest_only {
                 run(Command::new(env!("CARGO")).args(["test", "--workspace"]).current_dir(repo_root()))?;
@@ -199,10 +210,12 @@ fn run_command(command: Cmd) -> Result<()> {
                 println!("guest: {checks_passed} passed, {checks_failed} failed");
                 bail!("guest tests failed on {}", failed.join(", "));
             }
-            // About 2 minutes: cheap enough to sweep every time, on the
-            // lab's default kernel.
+            // About 3 minutes a kernel: cheap enough to sweep every time.
             if only.is_none() {
-                checks_passed += sweep::sweep(&Kernel::default_release()?, None, &scratch_table)?;
+                for kernel in &swept {
+                    let table = scratch_table.with_file_name(format!("SWEEP-{}.md", kernel.release));
+                    checks_passed += sweep::sweep(kernel, None, &table)?;
+                }
             }
             // The closing line, in the plain form CI reads.
             println!("guest: {checks_passed} passed, 0 failed");

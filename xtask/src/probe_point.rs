@@ -52,3 +52,34 @@ pub fn in_cr_round(cr_target_ko: &Path) -> Result<String> {
     }
     Ok(found.iter().map(|(_, offset)| format!("cr_round+{offset:#x}\n")).collect())
 }
+
+/// How many call sites (`call rel32`) and tail calls (`jmp rel32`) of
+/// catalogue functions the built cr_target.ko has in the text that stays
+/// after init, from its relocations: what an attach to the live module
+/// finds. Counted here, because the number follows the compiler (gcc-14
+/// for 7.x lays out more of them than gcc-12 does).
+pub fn cr_target_sites(cr_target_ko: &Path) -> Result<(usize, usize)> {
+    let data = std::fs::read(cr_target_ko)?;
+    let file = object::File::parse(&*data)?;
+    let (mut calls, mut tails) = (0, 0);
+    for section in file.sections() {
+        let name = section.name()?;
+        if section.kind() != object::SectionKind::Text || name.starts_with(".init") {
+            continue;
+        }
+        let bytes = section.data()?;
+        for (offset, reloc) in section.relocations() {
+            let RelocationTarget::Symbol(i) = reloc.target() else { continue };
+            let callee = file.symbol_by_index(i)?;
+            if !callee.is_undefined() || index_of(callee.name()?).is_none() {
+                continue;
+            }
+            match offset.checked_sub(1).and_then(|at| bytes.get(at as usize)) {
+                Some(0xe8) => calls += 1,
+                Some(0xe9) => tails += 1,
+                _ => {}
+            }
+        }
+    }
+    Ok((calls + tails, tails))
+}

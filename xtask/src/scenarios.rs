@@ -128,6 +128,8 @@ fn initramfs(
     // Beside hp_patcher.ko, where `hpctl attach` finds the module to load.
     fs.add_file(&built.hpctl, "modules/hpctl")?;
     fs.add_bytes("modules/probe_point", probe_point::in_cr_round(&built.cr_target)?.as_bytes())?;
+    let (sites, tails) = probe_point::cr_target_sites(&built.cr_target)?;
+    fs.add_bytes("modules/cr_target.sites", format!("{sites} {tails}\n").as_bytes())?;
     if let Some(boot) = boot {
         for module in boot.in_tree {
             fs.add_in_tree_module(kernel, module)?;

@@ -38,7 +38,6 @@ const BOOTS: &[SweepBoot] = &[
         script: "sweep_storage",
         in_tree: &[
             "loop",
-            "crc32c_generic",
             "xfs",
             "btrfs",
             "nls_cp437",
@@ -60,7 +59,6 @@ const BOOTS: &[SweepBoot] = &[
             "8021q",
             "macvlan",
             "tun",
-            "crc32c_generic",
             "nf_tables",
             "snd-dummy",
             "snd-aloop",
