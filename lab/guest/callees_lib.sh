@@ -85,7 +85,7 @@ callees_compare() {
 	# a function name, NULL (a NOP; a tail site becomes a return) or RET0
 	# (__static_call_return0: xor %eax,%eax; a tail site jumps to it).
 	function sched_target(key) {
-		# 7.x's WARN with arguments calls its trap through a static call.
+		# On 7.x a WARN with arguments calls its trap through a static call.
 		if (key == "WARN_trap") return "__WARN_trap"
 		if (mode == "voluntary") {
 			if (key == "cond_resched" || key == "might_resched") return "__cond_resched"
