@@ -12,6 +12,7 @@ pub mod arena;
 pub mod catalogue;
 pub mod control;
 pub mod event;
+pub mod fault;
 pub mod gfp;
 pub mod proto;
 pub mod ratelimit;

@@ -1,0 +1,539 @@
+//! Fault rules: which calls of a watched module fail, and when.
+//!
+//! A rule is the words after `fail <module>` on the control device:
+//!
+//! ```text
+//! fn=<name> [site=<function>+0x<off>] [every=N] [percent=P] [after=K]
+//!           [times=T] [min_size=S] [gfp=0x<mask>] [pid=N] [comm=<name>]
+//!           [init] [errno=E] [err_ptr]
+//! ```
+//!
+//! Every condition given must hold (they combine with `and`). `every`,
+//! `after` and `times` count the calls that pass the other filters. This
+//! file holds the grammar and the decision, both pure; whether the kernel
+//! can return a failure from `fn` (its return type) is judged by
+//! [`failure_value`], from what BTF or the catalogue say of it.
+//!
+//! The decision on the hot path ([`Rule::decide`]) takes no lock and
+//! allocates nothing: its counters are atomics, and its random number comes
+//! from the caller (a per-CPU generator in the module).
+
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::proto::is_symbol_name;
+
+/// `__GFP_NOFAIL`: the kernel promises such an allocation cannot fail, so
+/// no rule fails it (its value has been 0x8000 since 6.0 on every arch).
+pub const GFP_NOFAIL: u64 = 0x8000;
+
+/// The longest `comm` (TASK_COMM_LEN less its NUL).
+pub const MAX_COMM: usize = 15;
+
+/// The errno a rule returns when it names none.
+pub const DEFAULT_ERRNO: u16 = 12; // ENOMEM
+
+/// The largest errno the kernel's error pointers can carry (MAX_ERRNO).
+pub const MAX_ERRNO: u16 = 4095;
+
+/// One parsed rule. Borrowed from the command line; the module copies what
+/// it keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rule<'a> {
+    pub function: &'a str,
+    /// `function+offset` of one call site, or every site of `function`.
+    pub site: Option<(&'a str, u32)>,
+    /// Fail one call in every N (counted after `after`).
+    pub every: Option<u32>,
+    /// Fail with this probability, in percent (1..=100).
+    pub percent: Option<u8>,
+    /// Let this many matching calls through first.
+    pub after: u32,
+    /// Fail at most this many calls.
+    pub times: Option<u32>,
+    /// Only calls whose size argument is at least this.
+    pub min_size: Option<u64>,
+    /// Only calls whose gfp argument has one of these bits.
+    pub gfp_mask: Option<u64>,
+    pub pid: Option<u32>,
+    pub comm: Option<&'a str>,
+    /// Only while the module runs its init.
+    pub in_init: bool,
+    /// The errno returned: as `-errno` from an `int` function, as
+    /// `ERR_PTR(-errno)` with `err_ptr`.
+    pub errno: Option<u16>,
+    /// The function fails with `ERR_PTR(-errno)`, not NULL.
+    pub err_ptr: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleError<'a> {
+    MissingFunction,
+    BadFunction(&'a str),
+    BadSite(&'a str),
+    BadNumber(&'a str),
+    BadPercent(&'a str),
+    BadComm(&'a str),
+    BadErrno(&'a str),
+    /// An argument no rule takes, or one given twice.
+    Unexpected(&'a str),
+    /// `every=0` or `times=0`: a rule that could never fire.
+    NeverFires(&'a str),
+}
+
+impl fmt::Display for RuleError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleError::MissingFunction => write!(f, "a rule needs fn=<name>"),
+            RuleError::BadFunction(n) => write!(f, "'{n}' is not a function name"),
+            RuleError::BadSite(s) => write!(f, "'{s}' is not a site (function+0xoffset)"),
+            RuleError::BadNumber(n) => write!(f, "'{n}' is not a decimal number, or is too large"),
+            RuleError::BadPercent(p) => write!(f, "'{p}' is not a percentage from 1 to 100"),
+            RuleError::BadComm(c) => write!(f, "'{c}' is not a task name (1 to {MAX_COMM} printable bytes)"),
+            RuleError::BadErrno(e) => write!(f, "'{e}' is not an errno from 1 to {MAX_ERRNO}"),
+            RuleError::Unexpected(a) => write!(f, "unexpected or repeated argument '{a}'"),
+            RuleError::NeverFires(a) => write!(f, "'{a}': this rule would never fail a call"),
+        }
+    }
+}
+
+impl<'a> Rule<'a> {
+    /// Parses a rule from its words (already split on spaces).
+    pub fn parse(words: impl IntoIterator<Item = &'a str>) -> Result<Rule<'a>, RuleError<'a>> {
+        let mut rule = Rule::default();
+        let mut seen: u32 = 0;
+        for word in words {
+            let (key, value) = word.split_once('=').unwrap_or((word, ""));
+            let bit = 1 << KEYS.iter().position(|k| *k == key).ok_or(RuleError::Unexpected(word))?;
+            if seen & bit != 0 {
+                return Err(RuleError::Unexpected(word));
+            }
+            seen |= bit;
+            let flag = matches!(key, "init" | "err_ptr");
+            if flag != value.is_empty() || (flag && word.contains('=')) {
+                return Err(RuleError::Unexpected(word));
+            }
+            match key {
+                "fn" if is_symbol_name(value) => rule.function = value,
+                "fn" => return Err(RuleError::BadFunction(value)),
+                "site" => rule.site = Some(site(value)?),
+                "every" => rule.every = Some(positive(value, word)?),
+                "percent" => rule.percent = Some(percent(value)?),
+                "after" => rule.after = decimal(value)? as u32,
+                "times" => rule.times = Some(positive(value, word)?),
+                "min_size" => rule.min_size = Some(decimal(value)?),
+                "gfp" => rule.gfp_mask = Some(hex(value).filter(|&m| m != 0).ok_or(RuleError::BadNumber(value))?),
+                "pid" => rule.pid = Some(decimal(value)? as u32),
+                "comm" => rule.comm = Some(comm(value)?),
+                "init" => rule.in_init = true,
+                "errno" => rule.errno = Some(errno(value)?),
+                "err_ptr" => rule.err_ptr = true,
+                _ => unreachable!("every key of KEYS has an arm"),
+            }
+        }
+        if rule.function.is_empty() {
+            return Err(RuleError::MissingFunction);
+        }
+        Ok(rule)
+    }
+
+    /// The errno this rule returns.
+    pub fn errno(&self) -> u16 {
+        self.errno.unwrap_or(DEFAULT_ERRNO)
+    }
+
+    /// Whether a call with these facts fails, and counts it when it matches
+    /// the filters. `random` is a fresh 32-bit random number.
+    pub fn decide(&self, counts: &RuleCounts, call: &CallFacts<'_>, random: u32) -> Decision {
+        if !self.matches(call) {
+            return Decision::Run;
+        }
+        let n = counts.matched.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= u64::from(self.after) {
+            return Decision::Run;
+        }
+        if let Some(every) = self.every {
+            if !(n - u64::from(self.after)).is_multiple_of(u64::from(every)) {
+                return Decision::Run;
+            }
+        }
+        if let Some(percent) = self.percent {
+            // Uniform enough: 2^32 / 100 leaves a bias below 1e-7.
+            if random % 100 >= u32::from(percent) {
+                return Decision::Run;
+            }
+        }
+        if call.gfp.is_some_and(|g| g & GFP_NOFAIL != 0) {
+            counts.spared.fetch_add(1, Ordering::Relaxed);
+            return Decision::Spared;
+        }
+        let limit = self.times.map_or(u64::MAX, u64::from);
+        let granted = counts
+            .failed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| (f < limit).then_some(f + 1))
+            .is_ok();
+        if granted {
+            Decision::Fail
+        } else {
+            Decision::Run
+        }
+    }
+
+    fn matches(&self, call: &CallFacts<'_>) -> bool {
+        let site_ok = self.site.is_none_or(|(f, off)| call.site == Some((f, off)));
+        let size_ok = self.min_size.is_none_or(|min| call.size.is_some_and(|s| s >= min));
+        let gfp_ok = self.gfp_mask.is_none_or(|m| call.gfp.is_some_and(|g| g & m != 0));
+        let pid_ok = self.pid.is_none_or(|p| call.pid == p);
+        let comm_ok = self.comm.is_none_or(|c| call.comm == c);
+        site_ok && size_ok && gfp_ok && pid_ok && comm_ok && (!self.in_init || call.in_init)
+    }
+}
+
+/// The words a rule takes, in the order Display writes them.
+const KEYS: &[&str] = &[
+    "fn", "site", "every", "percent", "after", "times", "min_size", "gfp", "pid", "comm", "init", "errno", "err_ptr",
+];
+
+impl fmt::Display for Rule<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "fn={}", self.function)?;
+        if let Some((func, off)) = self.site {
+            write!(f, " site={func}+{off:#x}")?;
+        }
+        if let Some(n) = self.every {
+            write!(f, " every={n}")?;
+        }
+        if let Some(p) = self.percent {
+            write!(f, " percent={p}")?;
+        }
+        if self.after != 0 {
+            write!(f, " after={}", self.after)?;
+        }
+        if let Some(t) = self.times {
+            write!(f, " times={t}")?;
+        }
+        if let Some(s) = self.min_size {
+            write!(f, " min_size={s}")?;
+        }
+        if let Some(m) = self.gfp_mask {
+            write!(f, " gfp={m:#x}")?;
+        }
+        if let Some(p) = self.pid {
+            write!(f, " pid={p}")?;
+        }
+        if let Some(c) = self.comm {
+            write!(f, " comm={c}")?;
+        }
+        if self.in_init {
+            write!(f, " init")?;
+        }
+        if let Some(e) = self.errno {
+            write!(f, " errno={e}")?;
+        }
+        if self.err_ptr {
+            write!(f, " err_ptr")?;
+        }
+        Ok(())
+    }
+}
+
+/// What one call offers the filters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallFacts<'a> {
+    /// `function+offset` of the call site.
+    pub site: Option<(&'a str, u32)>,
+    /// The size argument, when the function has one.
+    pub size: Option<u64>,
+    /// The gfp argument, when the function has one.
+    pub gfp: Option<u64>,
+    pub pid: u32,
+    pub comm: &'a str,
+    pub in_init: bool,
+}
+
+/// A rule's counters, shared by every CPU: atomics, no lock.
+#[derive(Debug, Default)]
+pub struct RuleCounts {
+    /// Calls that passed the filters.
+    pub matched: AtomicU64,
+    /// Calls failed.
+    pub failed: AtomicU64,
+    /// Calls the rule chose that carried __GFP_NOFAIL, and ran.
+    pub spared: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Make the real call.
+    Run,
+    /// Return the failure value instead.
+    Fail,
+    /// Chosen, but __GFP_NOFAIL: make the real call.
+    Spared,
+}
+
+/// What a function returns, as far as failing it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Returns {
+    /// A pointer that is NULL on failure (the allocators, kstrdup, kmemdup).
+    NullablePointer,
+    /// Some other pointer: fails only as an error pointer, if the user says so.
+    Pointer,
+    /// An integer that is a negative errno on failure.
+    Int,
+    Void,
+    /// A struct or union by value.
+    Aggregate,
+    /// No prototype known.
+    Unknown,
+}
+
+/// Why a rule's failure cannot be returned from its function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CannotFail {
+    Void,
+    Free,
+    Aggregate,
+    UnknownPrototype,
+    /// A pointer not known to fail with NULL: `err_ptr` must say how.
+    PointerNeedsErrPtr,
+    /// `err_ptr` on a function that does not return a pointer.
+    ErrPtrOnInt,
+}
+
+impl fmt::Display for CannotFail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CannotFail::Void => "it returns nothing, so a caller cannot see a failure",
+            CannotFail::Free => "it frees memory, and a free cannot fail",
+            CannotFail::Aggregate => "it returns a struct by value",
+            CannotFail::UnknownPrototype => "its prototype is unknown",
+            CannotFail::PointerNeedsErrPtr => "it returns a pointer that is not known to fail with NULL: add err_ptr if it fails with ERR_PTR",
+            CannotFail::ErrPtrOnInt => "err_ptr given, but it does not return a pointer",
+        })
+    }
+}
+
+/// The value a failed call returns, or why there is none. `is_free`: the
+/// function releases memory (kfree, vfree, kmem_cache_free...).
+pub fn failure_value(rule: &Rule<'_>, returns: Returns, is_free: bool) -> Result<u64, CannotFail> {
+    let minus_errno = (-i64::from(rule.errno())) as u64;
+    match returns {
+        _ if is_free => Err(CannotFail::Free),
+        Returns::Void => Err(CannotFail::Void),
+        Returns::Aggregate => Err(CannotFail::Aggregate),
+        Returns::Unknown => Err(CannotFail::UnknownPrototype),
+        Returns::NullablePointer | Returns::Pointer if rule.err_ptr => Ok(minus_errno),
+        Returns::NullablePointer => Ok(0),
+        Returns::Pointer => Err(CannotFail::PointerNeedsErrPtr),
+        Returns::Int if rule.err_ptr => Err(CannotFail::ErrPtrOnInt),
+        Returns::Int => Ok(minus_errno),
+    }
+}
+
+fn decimal(text: &str) -> Result<u64, RuleError<'_>> {
+    let digits = !text.is_empty() && text.len() <= 19 && text.bytes().all(|b| b.is_ascii_digit());
+    text.parse::<u64>().ok().filter(|_| digits).ok_or(RuleError::BadNumber(text))
+}
+
+fn positive<'a>(text: &'a str, word: &'a str) -> Result<u32, RuleError<'a>> {
+    match u32::try_from(decimal(text)?) {
+        Ok(0) => Err(RuleError::NeverFires(word)),
+        Ok(n) => Ok(n),
+        Err(_) => Err(RuleError::BadNumber(text)),
+    }
+}
+
+fn hex(text: &str) -> Option<u64> {
+    let digits = text.strip_prefix("0x")?;
+    let ok = !digits.is_empty() && digits.len() <= 16 && digits.bytes().all(|b| b.is_ascii_hexdigit());
+    u64::from_str_radix(digits, 16).ok().filter(|_| ok)
+}
+
+fn percent(text: &str) -> Result<u8, RuleError<'_>> {
+    decimal(text).ok().filter(|p| (1..=100).contains(p)).map(|p| p as u8).ok_or(RuleError::BadPercent(text))
+}
+
+fn errno(text: &str) -> Result<u16, RuleError<'_>> {
+    decimal(text).ok().filter(|e| (1..=u64::from(MAX_ERRNO)).contains(e)).map(|e| e as u16).ok_or(RuleError::BadErrno(text))
+}
+
+fn comm(text: &str) -> Result<&str, RuleError<'_>> {
+    let ok = (1..=MAX_COMM).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(text)
+    } else {
+        Err(RuleError::BadComm(text))
+    }
+}
+
+fn site(text: &str) -> Result<(&str, u32), RuleError<'_>> {
+    let (func, off) = text.split_once('+').ok_or(RuleError::BadSite(text))?;
+    let off = hex(off).and_then(|o| u32::try_from(o).ok()).ok_or(RuleError::BadSite(text))?;
+    if is_symbol_name(func) {
+        Ok((func, off))
+    } else {
+        Err(RuleError::BadSite(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::format;
+    use std::string::String;
+    use std::vec::Vec;
+
+    fn parse(line: &str) -> Result<Rule<'_>, RuleError<'_>> {
+        Rule::parse(line.split(' ').filter(|w| !w.is_empty()))
+    }
+
+    #[test]
+    fn a_full_rule_round_trips() {
+        let line = "fn=__kmalloc_noprof site=cr_round+0x9d every=10 percent=50 after=3 times=5 min_size=64 \
+                    gfp=0x400 pid=7 comm=cr_worker/0 init errno=28 err_ptr";
+        let rule = parse(line).unwrap();
+        assert_eq!(rule.site, Some(("cr_round", 0x9d)));
+        assert_eq!((rule.every, rule.percent, rule.after, rule.times), (Some(10), Some(50), 3, Some(5)));
+        assert_eq!(format!("{rule}"), line.split_whitespace().collect::<Vec<_>>().join(" "));
+        assert_eq!(parse(&format!("{rule}")), Ok(rule));
+    }
+
+    #[test]
+    fn malformed_rules_are_refused() {
+        for (line, why) in [
+            ("", RuleError::MissingFunction),
+            ("every=3", RuleError::MissingFunction),
+            ("fn=kfree fn=kfree", RuleError::Unexpected("fn=kfree")),
+            ("fn=a-b", RuleError::BadFunction("a-b")),
+            ("fn=kfree every=0", RuleError::NeverFires("every=0")),
+            ("fn=kfree times=0", RuleError::NeverFires("times=0")),
+            ("fn=kfree every=-1", RuleError::BadNumber("-1")),
+            ("fn=kfree every=4294967296", RuleError::BadNumber("4294967296")),
+            ("fn=kfree percent=0", RuleError::BadPercent("0")),
+            ("fn=kfree percent=101", RuleError::BadPercent("101")),
+            ("fn=kfree site=cr_round", RuleError::BadSite("cr_round")),
+            ("fn=kfree site=cr_round+9d", RuleError::BadSite("cr_round+9d")),
+            ("fn=kfree gfp=0", RuleError::BadNumber("0")),
+            ("fn=kfree gfp=0x0", RuleError::BadNumber("0x0")),
+            ("fn=kfree errno=0", RuleError::BadErrno("0")),
+            ("fn=kfree errno=4096", RuleError::BadErrno("4096")),
+            ("fn=kfree comm=a_name_far_too_long", RuleError::BadComm("a_name_far_too_long")),
+            ("fn=kfree init=1", RuleError::Unexpected("init=1")),
+            ("fn=kfree every", RuleError::Unexpected("every")),
+            ("fn=kfree bogus=1", RuleError::Unexpected("bogus=1")),
+        ] {
+            assert_eq!(parse(line), Err(why), "{line}");
+        }
+    }
+
+    fn call() -> CallFacts<'static> {
+        CallFacts { site: Some(("cr_round", 0x9d)), size: Some(64), gfp: Some(0xcc0), pid: 7, comm: "cr", in_init: false }
+    }
+
+    fn run(rule: &Rule<'_>, calls: usize, facts: CallFacts<'_>) -> (Vec<usize>, RuleCounts) {
+        let counts = RuleCounts::default();
+        let failed = (1..=calls).filter(|_| rule.decide(&counts, &facts, 0) == Decision::Fail).collect::<Vec<_>>();
+        (failed, counts)
+    }
+
+    #[test]
+    fn every_after_and_times_count_matching_calls() {
+        let rule = parse("fn=f every=10 after=5 times=3").unwrap();
+        let counts = RuleCounts::default();
+        let failed: Vec<usize> = (1..=100).filter(|_| rule.decide(&counts, &call(), 0) == Decision::Fail).collect();
+        // The 5 first pass; then every 10th of the rest, 3 times.
+        assert_eq!(failed, [15, 25, 35]);
+        assert_eq!(counts.matched.load(Ordering::Relaxed), 100);
+        assert_eq!(counts.failed.load(Ordering::Relaxed), 3);
+        assert_eq!(run(&parse("fn=f").unwrap(), 4, call()).0.len(), 4);
+    }
+
+    #[test]
+    fn filters_combine_with_and() {
+        let rule = parse("fn=f min_size=128 gfp=0x20 comm=cr").unwrap();
+        assert_eq!(run(&rule, 5, call()).0.len(), 0, "size 64 is below 128");
+        let big = CallFacts { size: Some(4096), ..call() };
+        assert_eq!(run(&rule, 5, big).0.len(), 0, "gfp 0xcc0 lacks 0x20");
+        let atomic = CallFacts { gfp: Some(0x820), ..big };
+        assert_eq!(run(&rule, 5, atomic).0.len(), 5);
+        let other = CallFacts { comm: "sh", ..atomic };
+        let (failed, counts) = run(&rule, 5, other);
+        assert_eq!((failed.len(), counts.matched.load(Ordering::Relaxed)), (0, 0), "unmatched calls are not counted");
+        let init_only = parse("fn=f init site=cr_round+0x9d").unwrap();
+        assert_eq!(run(&init_only, 3, call()).0.len(), 0);
+        assert_eq!(run(&init_only, 3, CallFacts { in_init: true, ..call() }).0.len(), 3);
+        let elsewhere = CallFacts { site: Some(("cr_round", 0xa0)), in_init: true, ..call() };
+        assert_eq!(run(&init_only, 3, elsewhere).0.len(), 0);
+    }
+
+    #[test]
+    fn nofail_allocations_are_spared_and_counted() {
+        let rule = parse("fn=f times=2").unwrap();
+        let nofail = CallFacts { gfp: Some(0xcc0 | GFP_NOFAIL), ..call() };
+        let (failed, counts) = run(&rule, 4, nofail);
+        assert!(failed.is_empty());
+        assert_eq!(counts.spared.load(Ordering::Relaxed), 4);
+        assert_eq!(counts.failed.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn percent_uses_the_random_number() {
+        let rule = parse("fn=f percent=25").unwrap();
+        let counts = RuleCounts::default();
+        let failed = (0..400u32).filter(|r| rule.decide(&counts, &call(), *r) == Decision::Fail).count();
+        assert_eq!(failed, 100);
+    }
+
+    #[test]
+    fn failure_values_and_refusals() {
+        let plain = parse("fn=f").unwrap();
+        let errno = parse("fn=f errno=28").unwrap();
+        let err_ptr = parse("fn=f err_ptr errno=5").unwrap();
+        assert_eq!(failure_value(&plain, Returns::NullablePointer, false), Ok(0));
+        assert_eq!(failure_value(&plain, Returns::Int, false), Ok((-12i64) as u64));
+        assert_eq!(failure_value(&errno, Returns::Int, false), Ok((-28i64) as u64));
+        assert_eq!(failure_value(&err_ptr, Returns::Pointer, false), Ok((-5i64) as u64));
+        assert_eq!(failure_value(&plain, Returns::Pointer, false), Err(CannotFail::PointerNeedsErrPtr));
+        assert_eq!(failure_value(&err_ptr, Returns::Int, false), Err(CannotFail::ErrPtrOnInt));
+        assert_eq!(failure_value(&plain, Returns::Void, false), Err(CannotFail::Void));
+        assert_eq!(failure_value(&plain, Returns::Void, true), Err(CannotFail::Free));
+        assert_eq!(failure_value(&plain, Returns::Aggregate, false), Err(CannotFail::Aggregate));
+        assert_eq!(failure_value(&plain, Returns::Unknown, false), Err(CannotFail::UnknownPrototype));
+    }
+
+    /// Random and mutated lines: the parser never panics, and whatever it
+    /// accepts prints back to a line that parses to the same rule.
+    #[test]
+    fn fuzzed_lines_never_panic_and_round_trip() {
+        let alphabet: &[u8] = b"fn=kmalloc site+0x9d every=10 percent after times min_size gfp pid comm init errno err_ptr 0123456789abcdefx_-";
+        let seeds = ["fn=kfree every=3 times=2", "fn=__kmalloc_noprof site=cr_round+0x1c percent=5 gfp=0x20 init"];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..100_000 {
+            let mut line: Vec<u8> = seeds[i % 2].as_bytes().to_vec();
+            for _ in 0..(next() % 6) {
+                let at = (next() as usize) % (line.len() + 1);
+                match next() % 3 {
+                    0 if at < line.len() => {
+                        line.remove(at);
+                    }
+                    1 => line.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                    _ if at < line.len() => line[at] = alphabet[(next() as usize) % alphabet.len()],
+                    _ => {}
+                }
+            }
+            let text = String::from_utf8(line).unwrap();
+            if let Ok(rule) = parse(&text) {
+                let printed = format!("{rule}");
+                assert_eq!(parse(&printed), Ok(rule), "{text} -> {printed}");
+            }
+        }
+    }
+}
