@@ -82,11 +82,14 @@ callees_compare() {
 	# The scheduler static calls per preempt mode (kernel/sched/core.c,
 	# sched_dynamic_update; x86 enables preempt_schedule through its thunks,
 	# arch/x86/include/asm/preempt.h preempt_schedule_dynamic_enabled):
-	# a function name, NULL (a NOP; a tail site becomes a return) or RET0
+	# a function name, NULL (a NOP; a tail site becomes a return), TRAP (the
+	# call becomes a trap instruction) or RET0
 	# (__static_call_return0: xor %eax,%eax; a tail site jumps to it).
 	function sched_target(key) {
-		# On 7.x a WARN with arguments calls its trap through a static call.
-		if (key == "WARN_trap") return "__WARN_trap"
+		# On 7.x a WARN with arguments calls its trap through a static call,
+		# and the kernel writes each such call as the trap itself (a 5-byte
+		# ud1, arch/x86/kernel/static_call.c): no call is left to list.
+		if (key == "WARN_trap") return "TRAP"
 		if (mode == "voluntary") {
 			if (key == "cond_resched" || key == "might_resched") return "__cond_resched"
 			if (key ~ /^preempt_schedule/) return "NULL"
@@ -109,7 +112,7 @@ callees_compare() {
 	BEGIN {
 		# What the scheduler keys may point at (sched_target).
 		want("__cond_resched"); want("preempt_schedule_thunk"); want("preempt_schedule_notrace_thunk")
-		want("__static_call_return0"); want("__WARN_trap")
+		want("__static_call_return0")
 	}
 	FILENAME == cpuinfo && /^flags[ \t]*:/ && !nflags++ { sub(/^[^:]*:/, ""); for (i = 1; i <= NF; i++) flag[$i] = 1 }
 	FILENAME == cpuinfo && /^bugs[ \t]*:/ && !nbugs++ { sub(/^[^:]*:/, ""); for (i = 1; i <= NF; i++) bug[$i] = 1 }
@@ -145,6 +148,7 @@ callees_compare() {
 				key = n; sub(/^__SCT__/, "", key); tg = sched_target(key)
 				if (tg == "") { unknown_static += tcalls[i] + ttails[i]; print "HPINFO callees: no rule for " n " in mode " mode; continue }
 				if (tg == "NULL") { rt += ttails[i]; rtstatic += ttails[i]; continue }
+				if (tg == "TRAP") continue
 				if (tg == "RET0") {
 					if (ttails[i] == 0) continue
 					tg = "__static_call_return0"; tcalls[i] = 0

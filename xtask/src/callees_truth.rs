@@ -1004,7 +1004,7 @@ fn sanity(truth: &Truth) -> Result<()> {
 /// The static-call keys whose function the preempt mode sets
 /// (kernel/sched/core.c `sched_dynamic_update`); the guest check has the table.
 /// The static calls callees_lib.sh knows the target of: the scheduler's,
-/// per preempt mode, and 7.x's WARN with arguments (always __WARN_trap).
+/// per preempt mode, and 7.x's WARN with arguments (each site becomes a ud1).
 const KNOWN_STATIC_CALLS: &[&str] =
     &["cond_resched", "might_resched", "preempt_schedule", "preempt_schedule_notrace", "WARN_trap"];
 

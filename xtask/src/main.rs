@@ -97,8 +97,9 @@ enum Cmd {
         /// exact Debian release (default: each of lines::TEST_LINES).
         #[arg(long)]
         kernel: Option<String>,
-        /// Only the sweep over Debian's in-tree modules (on the default
-        /// kernel); rewrites lab/SWEEP.md (with --only, target/lab/SWEEP.md).
+        /// Only the sweep over Debian's in-tree modules: on the default
+        /// kernel it rewrites lab/SWEEP.md (with --only, target/lab/SWEEP.md);
+        /// with --kernel, target/lab/SWEEP-<release>.md.
         #[arg(long)]
         sweep: bool,
     },
@@ -160,8 +161,17 @@ fn run_command(command: Cmd) -> Result<()> {
             // a filtered one or the one inside the full test run writes under target/.
             let scratch_table = repo_root().join("target/lab/SWEEP.md");
             if sweep {
-                let table = if only.is_some() { scratch_table } else { repo_root().join("lab/SWEEP.md") };
-                return sweep::sweep(&Kernel::default_release()?, only.as_deref(), &table).map(drop);
+                // The committed table is the default kernel's, swept whole.
+                let (kernel, table) = match &kernel {
+                    Some(spec) => {
+                        let kernel = Kernel::release(spec)?;
+                        let table = scratch_table.with_file_name(format!("SWEEP-{}.md", kernel.release));
+                        (kernel, table)
+                    }
+                    None if only.is_some() => (Kernel::default_release()?, scratch_table),
+                    None => (Kernel::default_release()?, repo_root().join("lab/SWEEP.md")),
+                };
+                return sweep::sweep(&kernel, only.as_deref(), &table).map(drop);
             }
             let (kernels, swept) = match kernel {
                 Some(spec) => {
