@@ -176,7 +176,8 @@ fn run_command(command: Cmd) -> Result<()> {
             let (kernels, swept) = match kernel {
                 Some(spec) => {
                     let kernel = Kernel::release(&spec)?;
-                    let swept = if kernel.arch() == Arch::X86_64 && !kernel.is_rt() {
+                    // The debug kernel is trimmed to the lab's own modules: no sweep.
+                    let swept = if kernel.arch() == Arch::X86_64 && !kernel.is_rt() && kernel.slowdown() == 1 {
                         vec![kernel.clone()]
                     } else {
                         Vec::new()
