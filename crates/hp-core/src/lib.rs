@@ -14,6 +14,7 @@ pub mod control;
 pub mod event;
 pub mod fault;
 pub mod gfp;
+pub mod leaks;
 pub mod proto;
 pub mod ratelimit;
 pub mod sites;
