@@ -304,6 +304,34 @@ linux-kbuild-6.1 | 6.1.176-1 | http://mirror.example/debian bookworm/main amd64 
         assert_eq!(rt.packages("6.1.0-57-rt-amd64")[3], "linux-kbuild-6.1");
     }
 
+    /// trixie-backports after a move: 7.3.4's packages are gone, 7.3.5 is
+    /// whole, and 7.4.1's binary arrived before its kbuild.
+    #[test]
+    fn the_7_line_resolves_to_what_the_archive_holds_today() {
+        let pkgnames = "linux-binary-7.3.4+deb13-amd64\nlinux-binary-7.3.5+deb13-amd64\n\
+            linux-binary-7.4.1+deb13-amd64\nlinux-binary-unsigned-7.4.1+deb13-amd64\nlinux-binary-7.4.1+deb13-rt-amd64\n";
+        let candidates = LINE_7.candidates(pkgnames);
+        assert_eq!(candidates, ["7.4.1+deb13-amd64", "7.3.5+deb13-amd64", "7.3.4+deb13-amd64"]);
+        let at = |package: &str, version: &str| {
+            format!("{package} | {version} | http://mirror.example/debian trixie-backports/main amd64 Packages\n")
+        };
+        let mut madison: String = LINE_7.packages("7.3.5+deb13-amd64").iter().map(|p| at(p, "7.3.5-1~bpo13+1")).collect();
+        madison += &at("linux-binary-7.4.1+deb13-amd64", "7.4.1-1~bpo13+1");
+        let build = LINE_7.choose(&candidates, |_| Ok(madison.clone())).unwrap();
+        assert_eq!(build, Build { release: "7.3.5+deb13-amd64".into(), version: "7.3.5-1~bpo13+1".into() });
+        assert_eq!(
+            LINE_7.packages("7.3.5+deb13-amd64"),
+            [
+                "linux-binary-7.3.5+deb13-amd64",
+                "linux-modules-7.3.5+deb13-amd64",
+                "linux-base-7.3.5+deb13-amd64",
+                "linux-headers-7.3.5+deb13-amd64",
+                "linux-headers-7.3.5+deb13-common",
+                "linux-kbuild-7.3.5+deb13"
+            ]
+        );
+    }
+
     #[test]
     fn debian_version_order() {
         assert_eq!(deb_version_cmp("6.1.192-3", "6.1.192-2"), Ordering::Greater);
