@@ -223,6 +223,8 @@ static int hp_cmd_list(const struct hp_command *cmd, struct hp_reply *r)
 			hp_reply_target(r, t);
 		} else if (cmd->verb == HP_CMD_STATS) {
 			hp_reply_stats(r, sessions, ARRAY_SIZE(sessions));
+		} else if (cmd->verb == HP_CMD_FAULTS) {
+			hp_reply_faults(r, t->faults, t->name, sessions, ARRAY_SIZE(sessions));
 		} else {
 			if (t->core.session)
 				hp_reply_sites(r, t->core.session);
@@ -233,6 +235,38 @@ static int hp_cmd_list(const struct hp_command *cmd, struct hp_reply *r)
 	/* Detached targets whose callers are still inside an intercepted call. */
 	if (cmd->verb == HP_CMD_TARGETS && !only)
 		hp_drains_reply(r);
+	return 0;
+}
+
+/*
+ * fail <module> <rule> | fail <module> clear: on a target, attached or
+ * awaited. A rule the module cannot honour is refused here, with its reason.
+ */
+static int hp_cmd_fail(const struct hp_command *cmd, struct hp_reply *r)
+{
+	struct hp_target *t = hp_find_target(cmd->module);
+	const struct hp_session *sessions[2];
+	u32 cleared;
+	int err;
+
+	if (!t) {
+		hp_err("%s is not a target: attach it first", cmd->module);
+		return -EINVAL;
+	}
+	sessions[0] = t->core.session;
+	sessions[1] = t->init.session;
+	if (cmd->verb == HP_CMD_FAIL) {
+		err = hp_faults_add(t->faults, t->name, cmd->functions, strlen(cmd->functions),
+				    sessions, ARRAY_SIZE(sessions));
+		if (!err)
+			hp_reply_faults(r, t->faults, t->name, sessions, 0);
+		return err;
+	}
+	cleared = hp_faults_clear(t->faults, sessions, ARRAY_SIZE(sessions));
+	/* A caller that read a rule before the clear is out of it after this. */
+	synchronize_rcu();
+	hp_faults_reap(t->faults);
+	hp_reply_printf(r, "cleared module=%s rules=%u", t->name, cleared);
 	return 0;
 }
 
@@ -268,6 +302,11 @@ static int hp_execute(const struct hp_command *cmd, struct hp_reply *r,
 		return hp_cmd_list(cmd, r);
 	case HP_CMD_INFO:
 		return hp_cmd_info(r);
+	case HP_CMD_FAIL:
+	case HP_CMD_FAIL_CLEAR:
+		return hp_cmd_fail(cmd, r);
+	case HP_CMD_FAULTS:
+		return hp_cmd_list(cmd, r);
 	}
 	return -EINVAL;
 }

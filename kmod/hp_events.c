@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The hp_patcher:hp_call tracepoint, and the two calls Rust makes on it.
+ * The hp_patcher:hp_call and hp_fault tracepoints, and the calls Rust makes on them.
  * Both run in the target's context: nothing here sleeps or allocates.
  */
 #include <linux/module.h>
@@ -25,4 +25,10 @@ bool hp_c_trace_enabled(void)
 void hp_c_trace_call(const struct hp_call_event *event)
 {
 	trace_hp_call(event);
+}
+
+void hp_c_trace_fault(const char *target, const char *callee, unsigned long site,
+		      u32 rule, long value)
+{
+	trace_hp_fault(target, callee, site, rule, value);
 }

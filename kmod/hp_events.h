@@ -50,6 +50,29 @@ TRACE_EVENT(hp_call,
 		  __entry->ret, __entry->ret2, __entry->returned, __entry->duration_ns)
 );
 
+/* One call failed by a fault rule instead of running (docs/control.md). */
+TRACE_EVENT(hp_fault,
+	TP_PROTO(const char *target, const char *callee, unsigned long site, u32 rule, long value),
+	TP_ARGS(target, callee, site, rule, value),
+	TP_STRUCT__entry(
+		__string(target, target)
+		__field(unsigned long, site)
+		__string(callee, callee)
+		__field(u32, rule)
+		__field(long, value)
+	),
+	TP_fast_assign(
+		hp_assign_str(target, target);
+		__entry->site = site;
+		hp_assign_str(callee, callee);
+		__entry->rule = rule;
+		__entry->value = value;
+	),
+	TP_printk("%s %pS %s rule=%u returned=%ld",
+		  __get_str(target), (void *)__entry->site, __get_str(callee),
+		  __entry->rule, __entry->value)
+);
+
 #endif
 
 #undef TRACE_INCLUDE_PATH

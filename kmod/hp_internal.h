@@ -50,6 +50,7 @@ struct hp_target {
 	enum hp_target_state state;
 	struct module *mod;	/* while attached; compared, only dereferenced under hp_lock */
 	struct hp_attachment core, init;
+	struct hp_faults *faults;	/* its fault rules (Rust), shared with its sessions */
 };
 
 /* Everything below is protected by hp_lock. */

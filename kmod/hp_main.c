@@ -418,7 +418,10 @@ static struct hp_target *hp_target_new(const char *name, const char *functions,
 		goto oom;
 	memset(t, 0, sizeof(*t));
 	t->functions = hp_alloc(len);
-	if (!t->functions) {
+	t->faults = hp_faults_new();
+	if (!t->functions || !t->faults) {
+		kvfree(t->functions);
+		hp_faults_put(t->faults);
 		kvfree(t);
 		goto oom;
 	}
@@ -441,6 +444,8 @@ void hp_target_free(struct hp_target *t)
 	if (!t)
 		return;
 	kvfree(t->functions);
+	/* Its sessions, still draining, may hold the table a while longer. */
+	hp_faults_put(t->faults);
 	kvfree(t);
 }
 
@@ -735,7 +740,7 @@ static int hp_plan_on_fresh_stack(const struct hp_attach_request *req,
 static int hp_attachment_plan(struct module *mod, const char *functions, u32 sink,
 			      u64 burst, const struct mod_kallsyms *syms, u64 base, u64 size,
 			      bool quiet_if_none, struct hp_reply *callees,
-			      struct hp_attachment *att)
+			      struct hp_faults *faults, struct hp_attachment *att)
 {
 	struct hp_attach_request req = {
 		.target_name = mod->name,
@@ -756,9 +761,14 @@ static int hp_attachment_plan(struct module *mod, const char *functions, u32 sin
 		.text_base = base,
 		.text_size = size,
 		.callees = callees,
+		.faults = faults,
+		.module = mod,
 	};
-	u64 *static_sites, *bug_traps;
+	u64 *static_sites, *bug_traps, init_base, init_size;
 	int err;
+
+	hp_module_text(mod, true, &init_base, &init_size);
+	req.init_text = init_size && base == init_base;
 
 	att->text_base = base;
 	att->text_size = size;
@@ -811,7 +821,7 @@ int hp_plan_module(struct module *mod, const char *functions,
 
 	hp_core_text(mod, &base, &size);
 	return hp_attachment_plan(mod, functions, HP_SINK_NONE, 0, &mod->core_kallsyms,
-				  base, size, false, NULL, att);
+				  base, size, false, NULL, NULL, att);
 }
 
 /* For `callees`: every function outside mod's core text it calls, into r. */
@@ -822,7 +832,7 @@ int hp_list_callees(struct module *mod, struct hp_reply *r)
 
 	hp_core_text(mod, &base, &size);
 	return hp_attachment_plan(mod, "", HP_SINK_NONE, 0, &mod->core_kallsyms,
-				  base, size, false, r, &att);
+				  base, size, false, r, NULL, &att);
 }
 
 static int hp_attachment_attach(struct hp_target *t, struct module *mod,
@@ -838,7 +848,7 @@ static int hp_attachment_attach(struct hp_target *t, struct module *mod,
 		return -ENOMEM;
 	}
 	err = hp_attachment_plan(mod, t->functions, t->sink, t->log_burst, syms, base, size,
-				 quiet_if_none, NULL, att);
+				 quiet_if_none, NULL, t->faults, att);
 	if (!err)
 		err = hp_register_probes(t->name, att, mod);
 	/* Probes armed before a failure may have sent callers our way. */

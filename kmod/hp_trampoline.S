@@ -19,6 +19,9 @@
  * the frames above it, which every module function has (entry code and
  * pt_regs sit at the top of every kernel stack).
  *
+ * hp_fail_return: what hp_trampoline calls in place of the real function
+ * when a fault rule fails the call.
+ *
  * hp_trampoline_jump: for a function that returns nothing. Rust logs the
  * call up front, and we jump into the real function with the original
  * return address in place, so that its _RET_IP_ is the target's site and
@@ -116,6 +119,12 @@ HP_FUNC_START(hp_trampoline_jump)
 	leave
 	JMP_NOSPEC r11
 SYM_FUNC_END(hp_trampoline_jump)
+
+/* A call a fault rule fails: hp_on_entry put the failure value in args[0]. */
+HP_FUNC_START(hp_fail_return)
+	mov	%rdi, %rax
+	RET
+SYM_FUNC_END(hp_fail_return)
 
 #else /* i386 */
 
@@ -228,5 +237,10 @@ HP_FUNC_START(hp_trampoline_jump)
 	leave
 	ret
 SYM_FUNC_END(hp_trampoline_jump)
+
+/* A call a fault rule fails: its value is args[0], already in %eax. */
+HP_FUNC_START(hp_fail_return)
+	RET
+SYM_FUNC_END(hp_fail_return)
 
 #endif

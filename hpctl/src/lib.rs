@@ -8,6 +8,7 @@ pub mod catalogue;
 pub mod capture;
 pub mod device;
 pub mod event;
+pub mod faults;
 pub mod format;
 pub mod json;
 pub mod kmod;

@@ -157,6 +157,37 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         ko: Option<PathBuf>,
     },
+    /// Make a target's calls fail by rule, or clear its rules.
+    #[command(
+        long_about = "Add a fault rule to a target (attached, or awaited with follow): the calls it \
+        selects return their failure value instead of running (NULL for an allocator, -errno for an \
+        int, ERR_PTR(-errno) with --err-ptr). Conditions combine with and; --every, --after and \
+        --times count the calls that pass the other conditions. A call with __GFP_NOFAIL is never \
+        failed: it is counted as spared. A function that returns nothing, frees, or is not in the \
+        memory catalogue is refused with the reason. Each failed call is an hp_patcher:hp_fault \
+        event. At most 8 rules per target; --clear removes them all.",
+        after_help = "Examples:\n  hpctl fail cr_target --fn kstrdup --every 10 --times 5\n  \
+        hpctl fail ext4 --fn __kmalloc_noprof --percent 5 --min-size 256\n  hpctl fail cr_target --clear",
+        group(clap::ArgGroup::new("what").required(true).args(["function", "clear"]))
+    )]
+    Fail {
+        /// The target.
+        module: String,
+        #[command(flatten)]
+        rule: hpctl::faults::RuleArgs,
+        /// Remove every rule of the target.
+        #[arg(long, conflicts_with = "function")]
+        clear: bool,
+        /// hp_patcher.ko to load if hp_patcher is not loaded.
+        #[arg(long, value_name = "PATH")]
+        ko: Option<PathBuf>,
+    },
+    /// Fault rules with their counts, and the sites where calls failed.
+    #[command(after_help = "Examples:\n  hpctl faults\n  hpctl faults cr_target")]
+    Faults {
+        /// Only this target (default: all).
+        module: Option<String>,
+    },
     /// Detach from one target, or from all.
     #[command(
         after_help = "Examples:\n  hpctl detach cr_target\n  hpctl detach --all",
@@ -412,6 +443,33 @@ fn run(command: Cmd) -> Result<()> {
             for d in detached {
                 println!("detached from {} after {} calls", d.name, d.calls);
             }
+        }
+        Cmd::Fail { module, rule, clear, ko } => {
+            let module = module_arg(&module)?;
+            kmod::ensure_loaded(ko.as_deref())?;
+            if clear {
+                send(&Command::FailClear { module: &module })?;
+                println!("{module}: fault rules cleared");
+            } else {
+                let text = rule.to_rule_text()?;
+                let rules = hpctl::faults::rules(&send(&Command::Fail { module: &module, rule: &text })?)?;
+                match rules.iter().rev().find(|r| r.text == text) {
+                    Some(r) => println!(
+                        "{module}: rule {}: {} (a failed call returns {})",
+                        r.slot,
+                        r.text,
+                        hpctl::faults::value_name(r.value, rule.err_ptr)
+                    ),
+                    None => println!("{module}: rule added: {text}"),
+                }
+            }
+        }
+        Cmd::Faults { module } => {
+            let module = module.as_deref().map(module_arg).transpose()?;
+            kmod::ensure_device()?;
+            let records = send(&Command::Faults { module: module.as_deref() })?;
+            let (rules, sites) = (hpctl::faults::rules(&records)?, hpctl::faults::sites(&records)?);
+            print!("{}", hpctl::faults::table(&rules, &sites));
         }
         Cmd::Stats { module, json } => {
             let module = module.as_deref().map(module_arg).transpose()?;

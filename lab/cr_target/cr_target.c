@@ -215,6 +215,14 @@ static atomic64_t cr_ctx_wrong[CR_NR_CTX];
 #define CR_COUNT(ctx, id)	atomic64_inc(&cr_calls[ctx][id])
 
 /*
+ * Allocations that came back NULL, per context and function: what a fault
+ * rule made fail, as the target itself saw it. Every path below survives
+ * a NULL (kfree, vfree and kvfree take one; the rest is checked).
+ */
+static atomic64_t cr_nulls[CR_NR_CTX][CR_NR_FN];
+#define CR_NULL(ctx, id, p)	do { if (!(p)) atomic64_inc(&cr_nulls[ctx][id]); } while (0)
+
+/*
  * Called at the start of each context's calls: proves to the tests that
  * the context is the one claimed (a timer could, e.g., be run from a
  * thread on PREEMPT_RT), rather than trusting the code's structure.
@@ -412,33 +420,42 @@ static noinline void cr_round(unsigned int seq)
 
 	CR_COUNT(ctx, CR_KMALLOC);
 	a = kmalloc(n, GFP_KERNEL);
+	CR_NULL(ctx, CR_KMALLOC, a);
 
 	CR_COUNT(ctx, CR_KMALLOC_CACHE);
 	z = kzalloc(64, GFP_KERNEL);
+	CR_NULL(ctx, CR_KMALLOC_CACHE, z);
 
 	CR_COUNT(ctx, CR_KMALLOC_NODE);
 	nd = kmalloc_node(nn, GFP_KERNEL, NUMA_NO_NODE);
+	CR_NULL(ctx, CR_KMALLOC_NODE, nd);
 
 	CR_COUNT(ctx, CR_CACHE_ALLOC);
 	obj = kmem_cache_alloc(cr_cache, GFP_KERNEL);
+	CR_NULL(ctx, CR_CACHE_ALLOC, obj);
 
 	CR_COUNT(ctx, CR_KSTRDUP);
 	s = kstrdup("cr_target", GFP_KERNEL);
+	CR_NULL(ctx, CR_KSTRDUP, s);
 
 	CR_COUNT(ctx, CR_KMEMDUP);
 	d = kmemdup(cr_pattern, CR_DUP_SIZE, GFP_KERNEL);
+	CR_NULL(ctx, CR_KMEMDUP, d);
 
 	/* On failure krealloc leaves d valid; on success d was freed. */
 	CR_COUNT(ctx, CR_KREALLOC);
 	r = krealloc(d, CR_DUP_SIZE + n, GFP_KERNEL);
+	CR_NULL(ctx, CR_KREALLOC, r);
 	if (r)
 		d = r;
 
 	CR_COUNT(ctx, CR_VMALLOC);
 	v = vmalloc(CR_VMALLOC_SIZE);
+	CR_NULL(ctx, CR_VMALLOC, v);
 
 	CR_COUNT(ctx, CR_KVMALLOC);
 	kv = kvmalloc(kvn, GFP_KERNEL);
+	CR_NULL(ctx, CR_KVMALLOC, kv);
 
 	cr_touch(a, seq);
 	cr_touch(z, seq);
@@ -502,9 +519,11 @@ static noinline void cr_irqoff_round(unsigned int seq)
 
 	CR_COUNT(ctx, CR_KMALLOC_TRACK);
 	a = kmalloc_track_caller(n, GFP_ATOMIC);
+	CR_NULL(ctx, CR_KMALLOC_TRACK, a);
 
 	CR_COUNT(ctx, CR_KSTRDUP);
 	s = kstrdup("cr_irqoff", GFP_ATOMIC);
+	CR_NULL(ctx, CR_KSTRDUP, s);
 
 	cr_touch(a, seq);
 
@@ -529,13 +548,16 @@ static noinline void cr_spinlock_round(unsigned int seq)
 
 	CR_COUNT(ctx, CR_KMALLOC_LARGE);
 	big = kmalloc(CR_LARGE_SIZE, GFP_ATOMIC);
+	CR_NULL(ctx, CR_KMALLOC_LARGE, big);
 
 	CR_COUNT(ctx, CR_KMALLOC_CACHE);
 	p = kzalloc(64, GFP_ATOMIC);
+	CR_NULL(ctx, CR_KMALLOC_CACHE, p);
 
 	/* On failure krealloc leaves p valid; on success p was freed. */
 	CR_COUNT(ctx, CR_KREALLOC);
 	r = krealloc(p, n, GFP_ATOMIC);
+	CR_NULL(ctx, CR_KREALLOC, r);
 	if (r)
 		p = r;
 
@@ -567,9 +589,11 @@ static void cr_softirq_timer(struct timer_list *t)
 
 	CR_COUNT(ctx, CR_CACHE_ALLOC_NODE);
 	obj = kmem_cache_alloc_node(cr_cache, GFP_ATOMIC, NUMA_NO_NODE);
+	CR_NULL(ctx, CR_CACHE_ALLOC_NODE, obj);
 
 	CR_COUNT(ctx, CR_KMEMDUP);
 	d = kmemdup(cr_pattern, CR_DUP_SIZE, GFP_ATOMIC);
+	CR_NULL(ctx, CR_KMEMDUP, d);
 
 	cr_touch(obj, seq);
 	cr_touch(d, seq);
@@ -603,9 +627,11 @@ static enum hrtimer_restart cr_hardirq_timer(struct hrtimer *t)
 
 	CR_COUNT(ctx, CR_KMALLOC_CACHE_NODE);
 	z = kzalloc_node(64, GFP_ATOMIC, NUMA_NO_NODE);
+	CR_NULL(ctx, CR_KMALLOC_CACHE_NODE, z);
 
 	CR_COUNT(ctx, CR_KMALLOC);
 	a = kmalloc(n, GFP_ATOMIC);
+	CR_NULL(ctx, CR_KMALLOC, a);
 
 	cr_touch(z, seq);
 	cr_touch(a, seq);
@@ -775,6 +801,10 @@ static int cr_counters_show(struct seq_file *m, void *v)
 			n = atomic64_read(&cr_calls[c][i]);
 			if (n)
 				seq_printf(m, "call %s %s %lld\n",
+					   cr_ctx_name[c], cr_fns[i].sym, n);
+			n = atomic64_read(&cr_nulls[c][i]);
+			if (n)
+				seq_printf(m, "null %s %s %lld\n",
 					   cr_ctx_name[c], cr_fns[i].sym, n);
 		}
 	}

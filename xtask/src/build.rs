@@ -306,7 +306,7 @@ fn check_rust_object(path: &Path, exports: &[String], arch: Arch) -> Result<()> 
 }
 
 /// The trampolines, which the kernel enters through a pointer.
-const POINTER_ENTRIES: &[&str] = &["hp_trampoline", "hp_trampoline_jump"];
+const POINTER_ENTRIES: &[&str] = &["hp_trampoline", "hp_trampoline_jump", "hp_fail_return"];
 
 /// Under IBT every function entered through a pointer must begin with
 /// ENDBR, or the CPU faults on its first call. TCG does not enforce IBT, so
@@ -329,7 +329,7 @@ fn check_entries_endbr(kernel: &Kernel, ko: &Path) -> Result<()> {
             bail!("{}: {name} does not begin with ENDBR, and the kernel has IBT on ({first:02x?})", ko.display());
         }
     }
-    println!("IBT: {} begin with ENDBR", POINTER_ENTRIES.join(" and "));
+    println!("IBT: {} begin with ENDBR", POINTER_ENTRIES.join(", "));
     Ok(())
 }
 

@@ -67,6 +67,12 @@ impl Function {
         self.args_for(config).map(|a| a.name).eq(params.iter().copied())
     }
 
+    /// The register index of its first argument of `kind` on this kernel:
+    /// where a fault rule finds a call's size or gfp flags.
+    pub fn first_of(&self, config: KernelConfig, kind: Kind) -> Option<usize> {
+        self.args_for(config).position(|a| a.kind == kind)
+    }
+
     /// How many arguments it takes on this kernel; each fits one register
     /// on both x86_64 and i386.
     pub fn arity(&self, config: KernelConfig) -> usize {

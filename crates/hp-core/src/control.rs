@@ -7,6 +7,8 @@
 
 use core::fmt;
 
+use crate::fault::{Rule, RuleError};
+
 /// Longest command accepted, newline included. Module names are at most 55
 /// bytes and the catalogue's names fit many times over.
 pub const MAX_COMMAND: usize = 1024;
@@ -61,6 +63,13 @@ pub enum Command<'a> {
     Info,
     /// Every function outside the module that it calls, with the verdict.
     Callees { module: &'a str },
+    /// Adds a fault rule to an attached or awaited target: `rule` is its
+    /// words as given, which `fault::Rule::parse` accepts.
+    Fail { module: &'a str, rule: &'a str },
+    /// Removes every fault rule of a target.
+    FailClear { module: &'a str },
+    /// The fault rules, with their counts.
+    Faults { module: Option<&'a str> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +87,7 @@ pub enum ParseError<'a> {
     BadSink(&'a str),
     BadFunctionList(&'a str),
     BadNumber(&'a str),
+    BadRule(RuleError<'a>),
 }
 
 impl fmt::Display for ParseError<'_> {
@@ -88,7 +98,7 @@ impl fmt::Display for ParseError<'_> {
             ParseError::NotText => write!(f, "command has a NUL, control or non-ASCII byte"),
             ParseError::UnknownVerb(v) => write!(
                 f,
-                "unknown command '{v}' (attach, detach, detach-all, plan, callees, targets, sites, stats, info)"
+                "unknown command '{v}' (attach, detach, detach-all, plan, callees, fail, faults, targets, sites, stats, info)"
             ),
             ParseError::MissingModule => write!(f, "a module name is required"),
             ParseError::BadModuleName(m) => {
@@ -99,6 +109,7 @@ impl fmt::Display for ParseError<'_> {
             ParseError::BadSink(s) => write!(f, "unknown sink '{s}' (trace, printk, none)"),
             ParseError::BadFunctionList(l) => write!(f, "'{l}' is not a comma list of names or name:SPEC (SPEC: x value, s string, S struct, final . variadic)"),
             ParseError::BadNumber(n) => write!(f, "'{n}' is not a decimal number up to {MAX_BURST}"),
+            ParseError::BadRule(e) => write!(f, "fault rule: {e}"),
         }
     }
 }
@@ -154,6 +165,20 @@ pub fn parse(bytes: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
         "stats" => Command::Stats { module: words.next().map(|w| module(Some(w))).transpose()? },
         "info" => Command::Info,
         "callees" => Command::Callees { module: target_module(words.next())? },
+        "fail" => {
+            let module = target_module(words.next())?;
+            // The rest of the line, from the word after the module.
+            let after = module.as_ptr() as usize - line.as_ptr() as usize + module.len();
+            let rule = line[after..].trim_matches(' ');
+            words.by_ref().for_each(drop);
+            if rule == "clear" {
+                Command::FailClear { module }
+            } else {
+                Rule::parse(rule.split(' ').filter(|w| !w.is_empty())).map_err(ParseError::BadRule)?;
+                Command::Fail { module, rule }
+            }
+        }
+        "faults" => Command::Faults { module: words.next().map(|w| module(Some(w))).transpose()? },
         other => return Err(ParseError::UnknownVerb(other)),
     };
     match words.next() {
@@ -242,6 +267,12 @@ impl fmt::Display for Command<'_> {
                 optional(f, module)
             }
             Command::Info => write!(f, "info"),
+            Command::Fail { module, rule } => write!(f, "fail {module} {rule}"),
+            Command::FailClear { module } => write!(f, "fail {module} clear"),
+            Command::Faults { module } => {
+                write!(f, "faults")?;
+                optional(f, module)
+            }
         }
     }
 }
@@ -281,6 +312,15 @@ mod tests {
         assert_eq!(parse(b"sites").unwrap(), Command::Sites { module: None });
         assert_eq!(parse(b"stats ext4").unwrap(), Command::Stats { module: Some("ext4") });
         assert_eq!(parse(b"info").unwrap(), Command::Info);
+        assert_eq!(
+            parse(b"fail cr_target  fn=kstrdup every=3 times=2 \n").unwrap(),
+            Command::Fail { module: "cr_target", rule: "fn=kstrdup every=3 times=2" }
+        );
+        assert_eq!(parse(b"fail cr_target clear").unwrap(), Command::FailClear { module: "cr_target" });
+        assert_eq!(parse(b"faults").unwrap(), Command::Faults { module: None });
+        for line in ["fail cr_target fn=kstrdup every=3", "fail cr_target clear", "faults ext4"] {
+            assert_eq!(parse(line.as_bytes()).unwrap().to_string(), line);
+        }
     }
 
     #[test]
@@ -316,6 +356,11 @@ mod tests {
             (b"attach ext4 burst=1000001", ParseError::BadNumber("1000001")),
             (b"attach ext4 burst=99999999999999999999", ParseError::BadNumber("99999999999999999999")),
             (b"attach ext4 burst=1 burst=2", ParseError::UnexpectedArgument("burst=2")),
+            (b"fail ext4", ParseError::BadRule(RuleError::MissingFunction)),
+            (b"fail ext4 fn=kfree every=0", ParseError::BadRule(RuleError::NeverFires("every=0"))),
+            (b"fail ext4 clear fn=kfree", ParseError::BadRule(RuleError::Unexpected("clear"))),
+            (b"fail hp_patcher fn=kfree", ParseError::Ourselves),
+            (b"faults ext4 xfs", ParseError::UnexpectedArgument("xfs")),
         ];
         for (input, want) in cases {
             assert_eq!(parse(input), Err(*want), "{:?}", std::string::String::from_utf8_lossy(input));

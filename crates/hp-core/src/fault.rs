@@ -21,6 +21,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::catalogue::{Function, Kind};
 use crate::proto::is_symbol_name;
 
 /// `__GFP_NOFAIL`: the kernel promises such an allocation cannot fail, so
@@ -179,13 +180,25 @@ impl<'a> Rule<'a> {
         }
     }
 
+    /// Whether the rule applies to a call of `function` at `site`
+    /// (`function+offset` of the call, when known): fixed for a site, so
+    /// the module works it out once per site, not per call.
+    pub fn selects(&self, function: &str, site: Option<(&str, u32)>) -> bool {
+        self.function == function && self.site.is_none_or(|s| site == Some(s))
+    }
+
+    /// Whether the rule needs the calling task's pid or name.
+    pub fn needs_task(&self) -> bool {
+        self.pid.is_some() || self.comm.is_some()
+    }
+
+    /// The call-time filters; [`Rule::selects`] has already chosen the site.
     fn matches(&self, call: &CallFacts<'_>) -> bool {
-        let site_ok = self.site.is_none_or(|(f, off)| call.site == Some((f, off)));
         let size_ok = self.min_size.is_none_or(|min| call.size.is_some_and(|s| s >= min));
         let gfp_ok = self.gfp_mask.is_none_or(|m| call.gfp.is_some_and(|g| g & m != 0));
         let pid_ok = self.pid.is_none_or(|p| call.pid == p);
         let comm_ok = self.comm.is_none_or(|c| call.comm == c);
-        site_ok && size_ok && gfp_ok && pid_ok && comm_ok && (!self.in_init || call.in_init)
+        size_ok && gfp_ok && pid_ok && comm_ok && (!self.in_init || call.in_init)
     }
 }
 
@@ -240,8 +253,6 @@ impl fmt::Display for Rule<'_> {
 /// What one call offers the filters.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallFacts<'a> {
-    /// `function+offset` of the call site.
-    pub site: Option<(&'a str, u32)>,
     /// The size argument, when the function has one.
     pub size: Option<u64>,
     /// The gfp argument, when the function has one.
@@ -299,6 +310,8 @@ pub enum CannotFail {
     PointerNeedsErrPtr,
     /// `err_ptr` on a function that does not return a pointer.
     ErrPtrOnInt,
+    /// `err_ptr` on a function known to fail with NULL.
+    FailsWithNull,
 }
 
 impl fmt::Display for CannotFail {
@@ -310,7 +323,18 @@ impl fmt::Display for CannotFail {
             CannotFail::UnknownPrototype => "its prototype is unknown",
             CannotFail::PointerNeedsErrPtr => "it returns a pointer that is not known to fail with NULL: add err_ptr if it fails with ERR_PTR",
             CannotFail::ErrPtrOnInt => "err_ptr given, but it does not return a pointer",
+            CannotFail::FailsWithNull => "err_ptr given, but it fails with NULL, never with an error pointer",
         })
+    }
+}
+
+/// How a catalogue function fails: every one that returns a pointer is an
+/// allocator, NULL on failure; the void ones that free cannot fail.
+pub fn catalogue_returns(function: &Function) -> (Returns, bool) {
+    match function.ret {
+        Kind::Ptr => (Returns::NullablePointer, false),
+        Kind::Void => (Returns::Void, function.name.contains("free")),
+        _ => (Returns::Unknown, false),
     }
 }
 
@@ -323,7 +347,8 @@ pub fn failure_value(rule: &Rule<'_>, returns: Returns, is_free: bool) -> Result
         Returns::Void => Err(CannotFail::Void),
         Returns::Aggregate => Err(CannotFail::Aggregate),
         Returns::Unknown => Err(CannotFail::UnknownPrototype),
-        Returns::NullablePointer | Returns::Pointer if rule.err_ptr => Ok(minus_errno),
+        Returns::NullablePointer if rule.err_ptr => Err(CannotFail::FailsWithNull),
+        Returns::Pointer if rule.err_ptr => Ok(minus_errno),
         Returns::NullablePointer => Ok(0),
         Returns::Pointer => Err(CannotFail::PointerNeedsErrPtr),
         Returns::Int if rule.err_ptr => Err(CannotFail::ErrPtrOnInt),
@@ -429,7 +454,7 @@ mod tests {
     }
 
     fn call() -> CallFacts<'static> {
-        CallFacts { site: Some(("cr_round", 0x9d)), size: Some(64), gfp: Some(0xcc0), pid: 7, comm: "cr", in_init: false }
+        CallFacts { size: Some(64), gfp: Some(0xcc0), pid: 7, comm: "cr", in_init: false }
     }
 
     fn run(rule: &Rule<'_>, calls: usize, facts: CallFacts<'_>) -> (Vec<usize>, RuleCounts) {
@@ -464,8 +489,11 @@ mod tests {
         let init_only = parse("fn=f init site=cr_round+0x9d").unwrap();
         assert_eq!(run(&init_only, 3, call()).0.len(), 0);
         assert_eq!(run(&init_only, 3, CallFacts { in_init: true, ..call() }).0.len(), 3);
-        let elsewhere = CallFacts { site: Some(("cr_round", 0xa0)), in_init: true, ..call() };
-        assert_eq!(run(&init_only, 3, elsewhere).0.len(), 0);
+        assert!(init_only.selects("f", Some(("cr_round", 0x9d))));
+        assert!(!init_only.selects("f", Some(("cr_round", 0xa0))));
+        assert!(!init_only.selects("f", None));
+        assert!(!init_only.selects("g", Some(("cr_round", 0x9d))));
+        assert!(parse("fn=f").unwrap().selects("f", None));
     }
 
     #[test]
@@ -495,12 +523,29 @@ mod tests {
         assert_eq!(failure_value(&plain, Returns::Int, false), Ok((-12i64) as u64));
         assert_eq!(failure_value(&errno, Returns::Int, false), Ok((-28i64) as u64));
         assert_eq!(failure_value(&err_ptr, Returns::Pointer, false), Ok((-5i64) as u64));
+        assert_eq!(failure_value(&err_ptr, Returns::NullablePointer, false), Err(CannotFail::FailsWithNull));
         assert_eq!(failure_value(&plain, Returns::Pointer, false), Err(CannotFail::PointerNeedsErrPtr));
         assert_eq!(failure_value(&err_ptr, Returns::Int, false), Err(CannotFail::ErrPtrOnInt));
         assert_eq!(failure_value(&plain, Returns::Void, false), Err(CannotFail::Void));
         assert_eq!(failure_value(&plain, Returns::Void, true), Err(CannotFail::Free));
         assert_eq!(failure_value(&plain, Returns::Aggregate, false), Err(CannotFail::Aggregate));
         assert_eq!(failure_value(&plain, Returns::Unknown, false), Err(CannotFail::UnknownPrototype));
+    }
+
+    #[test]
+    fn the_catalogue_allocators_fail_with_null_and_its_frees_cannot_fail() {
+        use crate::catalogue::MEMORY;
+        let plain = parse("fn=f").unwrap();
+        for function in MEMORY {
+            let (returns, is_free) = catalogue_returns(function);
+            let value = failure_value(&plain, returns, is_free);
+            match function.ret {
+                Kind::Ptr => assert_eq!(value, Ok(0), "{}", function.name),
+                _ => assert!(value.is_err() && (is_free || function.name.contains("free")), "{}", function.name),
+            }
+        }
+        let kfree = MEMORY.iter().find(|f| f.name == "kfree").unwrap();
+        assert_eq!(failure_value(&plain, catalogue_returns(kfree).0, catalogue_returns(kfree).1), Err(CannotFail::Free));
     }
 
     /// Random and mutated lines: the parser never panics, and whatever it

@@ -115,6 +115,9 @@ pub const HP_CMD_SITES: u32 = 6;
 pub const HP_CMD_STATS: u32 = 7;
 pub const HP_CMD_INFO: u32 = 8;
 pub const HP_CMD_CALLEES: u32 = 9;
+pub const HP_CMD_FAIL: u32 = 10;
+pub const HP_CMD_FAIL_CLEAR: u32 = 11;
+pub const HP_CMD_FAULTS: u32 = 12;
 
 /// A parsed command for C (struct hp_command): strings NUL-terminated.
 #[repr(C)]
@@ -168,6 +171,9 @@ pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: usize, out: *mu
         Command::Stats { module } => (HP_CMD_STATS, module, "", Sink::Trace, false),
         Command::Info => (HP_CMD_INFO, None, "", Sink::Trace, false),
         Command::Callees { module } => (HP_CMD_CALLEES, Some(module), "", Sink::Trace, false),
+        Command::Fail { module, rule } => (HP_CMD_FAIL, Some(module), rule, Sink::Trace, false),
+        Command::FailClear { module } => (HP_CMD_FAIL_CLEAR, Some(module), "", Sink::Trace, false),
+        Command::Faults { module } => (HP_CMD_FAULTS, module, "", Sink::Trace, false),
     };
     out.verb = verb;
     out.sink = match sink {

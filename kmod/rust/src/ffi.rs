@@ -29,6 +29,12 @@ pub struct AttachRequest {
     pub num_bug_traps: u64,
     /// Non-null: list the callees into this reply, plan nothing.
     pub callees: *mut crate::control::Reply,
+    /// The target's fault rules; null for plan and callees.
+    pub faults: *const crate::faults::FaultTable,
+    /// The target's `struct module`, to ask whether it is in its init.
+    pub module: *const core::ffi::c_void,
+    /// Planning the init text.
+    pub init_text: u32,
 }
 
 pub const HP_SINK_TRACE: u32 = 0;
@@ -103,6 +109,7 @@ pub const HP_INFO: u32 = 2;
 pub const EINVAL: i32 = 22;
 pub const ENOENT: i32 = 2;
 pub const ENOMEM: i32 = 12;
+pub const ENOSPC: i32 = 28;
 
 extern "C" {
     pub fn hp_c_abi_mix(a: *const u8, b: usize, c: *const u64, d: *const u8, e: usize) -> u64;
@@ -121,4 +128,13 @@ extern "C" {
     pub fn hp_c_is_traceable(addr: usize) -> bool;
     pub fn hp_c_read_string(addr: usize, buf: *mut u8, len: u32) -> i32;
     pub fn hp_c_panic(msg: *const u8, len: usize) -> !;
+    pub fn hp_c_rcu_read_lock();
+    pub fn hp_c_rcu_read_unlock();
+    pub fn hp_c_random_u32() -> u32;
+    pub fn hp_c_current_task(pid: *mut u32, comm: *mut u8);
+    pub fn hp_c_module_coming(module: *const core::ffi::c_void) -> bool;
+    pub fn hp_c_trace_fault(target: *const c_char, callee: *const c_char, site: usize, rule: u32, value: isize);
+    /// Not a function to call from Rust: its address is what hp_trampoline
+    /// calls in place of a failed call.
+    pub fn hp_fail_return();
 }

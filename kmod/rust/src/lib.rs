@@ -10,6 +10,7 @@ extern crate alloc;
 
 mod callees;
 mod control;
+mod faults;
 mod ffi;
 mod log;
 mod runtime;

@@ -16,6 +16,7 @@ use hp_core::ratelimit::RateLimit;
 use hp_core::sites::{self, Discovery, DisturbanceKind, Options, Site, SiteKind, Symbol, Target};
 
 use crate::callees::{self, Callee};
+use crate::faults::FaultTable;
 use crate::ffi::{self, AttachRequest, CallEvent, CallFrame};
 use crate::log::{error, info, log_at};
 
@@ -45,6 +46,11 @@ pub struct SiteRecord {
     dropped: AtomicU64,
     /// Probe hits kprobes did not hand to us, as C last read them.
     missed: AtomicU64,
+    /// Bit i: the target's fault rule in slot i selects this site
+    /// (faults.rs); set and cleared under hp_lock.
+    pub(crate) fault_mask: AtomicU8,
+    /// Calls a fault rule failed here.
+    pub(crate) failed: AtomicU64,
     /// The owning session, which outlives every site (both are freed together).
     session: *const Session,
 }
@@ -89,6 +95,18 @@ impl Intercepted {
         self.name.as_str()
     }
 
+    /// Its index in the memory catalogue, if it is from there.
+    pub fn memory_index(&self) -> Option<usize> {
+        match self.kind {
+            FunctionKind::Memory(i) => Some(i),
+            FunctionKind::Any(_) => None,
+        }
+    }
+
+    pub fn c_name(&self) -> *const c_char {
+        self.name.as_c_ptr().cast()
+    }
+
     /// The event's `func`: the catalogue index, or u32::MAX.
     fn catalogue_index(&self) -> u32 {
         match self.kind {
@@ -99,15 +117,30 @@ impl Intercepted {
 }
 
 pub struct Session {
-    target: TargetName,
+    pub(crate) target: TargetName,
     sink: Sink,
-    config: KernelConfig,
+    pub(crate) config: KernelConfig,
     gfp: Vec<GfpName<'static>>,
     sites: Vec<SiteRecord>,
     /// Found but not redirected, with the reason shown in site lists.
     skipped: Vec<(Site, &'static str)>,
     functions: Vec<Intercepted>,
     ratelimit: RateLimit,
+    /// The target's fault rules (a reference of ours), or null.
+    pub(crate) faults: *const FaultTable,
+    /// The target's `struct module`, and whether this is its init text.
+    pub(crate) module: *const core::ffi::c_void,
+    pub(crate) init_text: bool,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.faults.is_null() {
+            // SAFETY: plan took this reference; the session is dropped once
+            // no caller is inside it (the detach sequence).
+            unsafe { FaultTable::put(self.faults) }
+        }
+    }
 }
 
 /// # Safety
@@ -245,6 +278,8 @@ impl Session {
                 events: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
                 missed: AtomicU64::new(0),
+                fault_mask: AtomicU8::new(0),
+                failed: AtomicU64::new(0),
                 session: core::ptr::null(),
             }
         }));
@@ -276,9 +311,20 @@ impl Session {
             skipped,
             functions,
             ratelimit: RateLimit::new(req.log_burst),
+            faults: req.faults,
+            module: req.module,
+            init_text: req.init_text != 0,
         };
+        if let Some(table) = unsafe { req.faults.as_ref() } {
+            table.get();
+        }
         // SAFETY: raw is a fresh allocation with Session's layout.
         unsafe { raw.write(session) };
+        // SAFETY: just written; under hp_lock, as every attach.
+        let session = unsafe { &*raw };
+        if let Some(table) = unsafe { session.faults.as_ref() } {
+            session.arm_faults(table);
+        }
         Ok(raw)
     }
 
@@ -512,7 +558,7 @@ impl SiteRecord {
         self.site.kind == SiteKind::TailJump
     }
 
-    fn session(&self) -> &Session {
+    pub(crate) fn session(&self) -> &Session {
         // SAFETY: the session owns this site and is freed after it.
         unsafe { &*self.session }
     }
@@ -569,6 +615,13 @@ impl SiteRecord {
             None => *args,
         };
         frame.stack_words = u64::from(self.stack_words);
+        if self.fault_mask.load(Ordering::Relaxed) != 0 {
+            if let Some(value) = self.injected_failure(args) {
+                // hp_fail_return hands args[0] back as the result.
+                frame.args[0] = value;
+                return ffi::hp_fail_return as unsafe extern "C" fn() as usize as u64;
+            }
+        }
         self.real
     }
 
@@ -589,7 +642,7 @@ impl SiteRecord {
         self.real
     }
 
-    fn function(&self) -> &Intercepted {
+    pub(crate) fn function(&self) -> &Intercepted {
         &self.session().functions[self.site.func]
     }
 

@@ -1,0 +1,418 @@
+//! A target's fault rules (`fail <module> <rule>`), and the decision on the
+//! hot path.
+//!
+//! A target owns one `FaultTable` (created with it, in C), which its
+//! sessions share: a rule's counts run across the core and init text and
+//! across the reloads of a followed target. The table is reference-counted
+//! because a detached target's sessions may outlive it while their callers
+//! drain; the last of them frees it.
+//!
+//! Rules live in fixed slots. Under `hp_lock`, adding one publishes it in a
+//! free slot and then sets its bit in the `fault_mask` of every site it
+//! selects (the function, and the site if the rule names one); a site with
+//! a mask of 0 pays one relaxed load per call. The hot path reads the mask
+//! and the slots inside an RCU read-side section, and `clear` unpublishes
+//! the rules, then C waits for a grace period before `hp_faults_reap` frees
+//! them, so no reader can still hold one. Nothing on the hot path locks or
+//! allocates.
+
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::ffi::{c_char, CStr};
+use core::fmt::Write;
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use hp_core::catalogue::{self, Kind, MEMORY};
+use hp_core::event::RegisterArgs;
+use hp_core::fault::{catalogue_returns, failure_value, CallFacts, CannotFail, Decision, Returns, Rule, RuleCounts};
+
+use crate::control::Reply;
+use crate::ffi;
+use crate::log::error;
+use crate::runtime::try_box;
+use crate::session::{Session, SiteRecord};
+
+/// Rules a target may hold at once: one bit each in a site's mask.
+pub const MAX_RULES: usize = 8;
+
+/// The longest rule kept: every key with a long value fits in half of it.
+const MAX_RULE_TEXT: usize = 256;
+
+pub struct FaultRule {
+    /// The rule's words as given; `rule` borrows from it.
+    text: [u8; MAX_RULE_TEXT],
+    len: usize,
+    rule: Rule<'static>,
+    /// What a failed call returns (NULL, -errno or ERR_PTR(-errno)).
+    value: u64,
+    counts: RuleCounts,
+}
+
+impl FaultRule {
+    pub fn rule(&self) -> &Rule<'static> {
+        &self.rule
+    }
+
+    pub fn value(&self) -> u64 {
+        self.value
+    }
+
+    fn text(&self) -> &str {
+        core::str::from_utf8(&self.text[..self.len]).unwrap_or("?")
+    }
+}
+
+pub struct FaultTable {
+    refs: AtomicUsize,
+    slots: [AtomicPtr<FaultRule>; MAX_RULES],
+    /// Unpublished by `clear`, freed by `reap` after a grace period. Only
+    /// touched under hp_lock.
+    retired: UnsafeCell<[*mut FaultRule; MAX_RULES]>,
+}
+
+// SAFETY: `retired` is used under hp_lock only (see its comment); the
+// rest is atomics, and a rule is read-only once published.
+unsafe impl Sync for FaultTable {}
+
+impl FaultTable {
+    /// The rule in `slot`, for a reader inside an RCU read-side section
+    /// (or under hp_lock).
+    pub fn rule(&self, slot: usize) -> Option<&FaultRule> {
+        // SAFETY: a published rule stays allocated until a grace period
+        // after it is unpublished, longer than the caller's section.
+        unsafe { self.slots[slot].load(Ordering::Acquire).as_ref() }
+    }
+
+    fn rules(&self) -> impl Iterator<Item = (usize, &FaultRule)> {
+        (0..MAX_RULES).filter_map(|slot| Some((slot, self.rule(slot)?)))
+    }
+
+    /// Takes one more reference, for a session.
+    pub fn get(&self) {
+        self.refs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops a reference; the last frees the table and its rules.
+    ///
+    /// # Safety
+    /// `t` came from `hp_faults_new`, and the caller's reference is not used
+    /// afterwards. With the last one gone no session uses the table, so no
+    /// reader is inside it.
+    pub unsafe fn put(t: *const FaultTable) {
+        if unsafe { &*t }.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let table = unsafe { alloc::boxed::Box::from_raw(t as *mut FaultTable) };
+        for slot in &table.slots {
+            free_rule(slot.swap(null_mut(), Ordering::Relaxed));
+        }
+        for &rule in unsafe { &*table.retired.get() } {
+            free_rule(rule);
+        }
+    }
+
+    /// The slots (as a mask) of the rules that select a call of `function`
+    /// at `site` (`function+offset`).
+    pub fn mask_for(&self, function: &str, site: Option<(&str, u32)>) -> u8 {
+        self.rules()
+            .filter(|(_, r)| r.rule.selects(function, site))
+            .fold(0, |mask, (slot, _)| mask | 1 << slot)
+    }
+
+    /// The failure value of the first rule of `mask` that fails this call,
+    /// with its slot; counts every rule consulted. `facts` is filled in by
+    /// `task` only for a rule that filters by task.
+    pub fn decide(&self, mask: u8, facts: CallFacts<'_>, task: impl Fn() -> (u32, [u8; 16])) -> Option<(u64, usize)> {
+        let mut known_task: Option<(u32, [u8; 16])> = None;
+        for slot in (0..MAX_RULES).filter(|s| mask & 1 << s != 0) {
+            let Some(rule) = self.rule(slot) else { continue };
+            if rule.rule.needs_task() && known_task.is_none() {
+                known_task = Some(task());
+            }
+            let (pid, comm) = known_task.as_ref().map_or((0, &[][..]), |(p, c)| (*p, &c[..]));
+            let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+            let facts = CallFacts { pid, comm: core::str::from_utf8(&comm[..len]).unwrap_or(""), ..facts };
+            // SAFETY: a per-CPU generator, any context; only for percent=.
+            let random = if rule.rule.percent.is_some() { unsafe { ffi::hp_c_random_u32() } } else { 0 };
+            if rule.rule.decide(&rule.counts, &facts, random) == Decision::Fail {
+                return Some((rule.value, slot));
+            }
+        }
+        None
+    }
+}
+
+fn free_rule(rule: *mut FaultRule) {
+    if !rule.is_null() {
+        // SAFETY: every rule pointer came from try_box and is freed once:
+        // it is in a slot or in `retired`, never both.
+        drop(unsafe { alloc::boxed::Box::from_raw(rule) });
+    }
+}
+
+/// A target's empty table, with one reference (the target's).
+#[no_mangle]
+pub extern "C" fn hp_faults_new() -> *mut FaultTable {
+    let table = FaultTable {
+        refs: AtomicUsize::new(1),
+        slots: Default::default(),
+        retired: UnsafeCell::new([null_mut(); MAX_RULES]),
+    };
+    try_box(table).unwrap_or(null_mut())
+}
+
+/// # Safety
+/// As for `FaultTable::put`; `t` may be null.
+#[no_mangle]
+pub unsafe extern "C" fn hp_faults_put(t: *const FaultTable) {
+    if !t.is_null() {
+        unsafe { FaultTable::put(t) }
+    }
+}
+
+/// How a function of the catalogue fails, or why it cannot. Other callees
+/// are refused for now: their return type would have to come from BTF.
+fn how_it_fails(rule: &Rule<'_>) -> Result<u64, CannotFail> {
+    let entry = MEMORY.iter().find(|f| f.name == rule.function);
+    let (returns, is_free) = entry.map_or((Returns::Unknown, false), catalogue_returns);
+    failure_value(rule, returns, is_free)
+}
+
+/// Adds the rule in `text` to the table and arms it on every site it
+/// selects in `sessions`. Returns 0, or -EINVAL (the reason is logged, and
+/// so reaches the reply) with nothing changed, or -ENOSPC, -ENOMEM.
+///
+/// # Safety
+/// Under hp_lock. `t` came from `hp_faults_new`; `text` is valid for `len`
+/// bytes; `sessions` holds `n` pointers, each null or a live session of
+/// the target.
+#[no_mangle]
+pub unsafe extern "C" fn hp_faults_add(
+    t: *const FaultTable,
+    target: *const c_char,
+    text: *const u8,
+    len: usize,
+    sessions: *const *const Session,
+    n: usize,
+) -> i32 {
+    let table = unsafe { &*t };
+    let target = unsafe { CStr::from_ptr(target) }.to_str().unwrap_or("?");
+    let given = unsafe { core::slice::from_raw_parts(text, len) };
+    let sessions = unsafe { core::slice::from_raw_parts(sessions, n) };
+    let sessions = || sessions.iter().filter(|s| !s.is_null()).map(|&s| unsafe { &*s });
+
+    let Some(slot) = (0..MAX_RULES).find(|&s| table.rule(s).is_none()) else {
+        error!("{target}: already {MAX_RULES} fault rules: clear them first");
+        return -ffi::ENOSPC;
+    };
+    if given.len() >= MAX_RULE_TEXT {
+        error!("{target}: a fault rule is at most {} bytes", MAX_RULE_TEXT - 1);
+        return -ffi::EINVAL;
+    }
+    let Ok(words) = core::str::from_utf8(given) else { return -ffi::EINVAL };
+    let rule = match Rule::parse(words.split(' ').filter(|w| !w.is_empty())) {
+        Ok(rule) => rule,
+        Err(e) => {
+            error!("{target}: fault rule: {e}");
+            return -ffi::EINVAL;
+        }
+    };
+    let value = match how_it_fails(&rule) {
+        Ok(value) => value,
+        Err(why) => {
+            error!("{target}: cannot fail {}: {why}", rule.function);
+            return -ffi::EINVAL;
+        }
+    };
+    if catalogue::index_of(rule.function).is_none() {
+        error!("{target}: cannot fail {}: not in the catalogue", rule.function);
+        return -ffi::EINVAL;
+    }
+    let attached = sessions().next().is_some();
+    if attached && !sessions().any(|s| s.function_names().any(|f| f == rule.function)) {
+        error!("{target}: cannot fail {}: {target} has no intercepted call to it (attach with fn={})", rule.function, rule.function);
+        return -ffi::EINVAL;
+    }
+    // Built in place: the rule is too large for a kernel stack frame.
+    // SAFETY: FaultRule is not zero-sized; all-zero bytes are a valid
+    // `text`, `len`, `value` and `counts`, and `rule` is written before use.
+    let raw = unsafe { alloc::alloc::alloc_zeroed(Layout::new::<FaultRule>()) }.cast::<FaultRule>();
+    if raw.is_null() {
+        error!("{target}: out of memory for a fault rule");
+        return -ffi::ENOMEM;
+    }
+    unsafe { core::ptr::addr_of_mut!((*raw).rule).write(Rule::default()) };
+    // SAFETY: raw is fresh and ours; the Rule borrows its own text, which
+    // lives (and never moves) as long as the rule.
+    let stored = unsafe { &mut *raw };
+    stored.text[..given.len()].copy_from_slice(given);
+    stored.len = given.len();
+    stored.value = value;
+    let text: &'static str = unsafe { &*(core::str::from_utf8_unchecked(&stored.text[..stored.len]) as *const str) };
+    stored.rule = Rule::parse(text.split(' ').filter(|w| !w.is_empty())).unwrap_or_default();
+    table.slots[slot].store(raw, Ordering::Release);
+    for session in sessions() {
+        session.arm_faults(table);
+    }
+    0
+}
+
+/// Unpublishes every rule and disarms every site of `sessions`; the rules
+/// stay allocated until `hp_faults_reap`, which C calls after a grace
+/// period. Returns how many there were.
+///
+/// # Safety
+/// Under hp_lock; as for `hp_faults_add`.
+#[no_mangle]
+pub unsafe extern "C" fn hp_faults_clear(t: *const FaultTable, sessions: *const *const Session, n: usize) -> u32 {
+    let table = unsafe { &*t };
+    let sessions = unsafe { core::slice::from_raw_parts(sessions, n) };
+    for &s in sessions.iter().filter(|s| !s.is_null()) {
+        unsafe { &*s }.disarm_faults();
+    }
+    // SAFETY: under hp_lock (the contract).
+    let retired = unsafe { &mut *table.retired.get() };
+    let mut count = 0;
+    for (slot, old) in table.slots.iter().zip(retired.iter_mut()) {
+        let rule = slot.swap(null_mut(), Ordering::AcqRel);
+        if !rule.is_null() {
+            free_rule(core::mem::replace(old, rule));
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Frees the rules `clear` unpublished: a grace period after it.
+///
+/// # Safety
+/// Under hp_lock, after synchronize_rcu() following `hp_faults_clear`.
+#[no_mangle]
+pub unsafe extern "C" fn hp_faults_reap(t: *const FaultTable) {
+    let retired = unsafe { &mut *(*t).retired.get() };
+    for rule in retired.iter_mut() {
+        free_rule(core::mem::replace(rule, null_mut()));
+    }
+}
+
+/// A `fault` line per rule (its words, counts and value), then a
+/// `fault-site` line per site where calls were failed.
+///
+/// # Safety
+/// Under hp_lock; `r` came from `hp_reply_new`; `t` is a live table;
+/// `target` is NUL-terminated; `sessions` holds `n` pointers, each null or
+/// a live session of the target.
+#[no_mangle]
+pub unsafe extern "C" fn hp_reply_faults(
+    r: *mut Reply,
+    t: *const FaultTable,
+    target: *const c_char,
+    sessions: *const *const Session,
+    n: usize,
+) {
+    let (r, table) = unsafe { (&mut *r, &*t) };
+    let target = unsafe { CStr::from_ptr(target) }.to_str().unwrap_or("?");
+    for (slot, rule) in table.rules() {
+        let c = &rule.counts;
+        let _ = write!(
+            r,
+            "fault module={target} rule={slot} matched={} failed={} spared={} value={} text=",
+            c.matched.load(Ordering::Relaxed),
+            c.failed.load(Ordering::Relaxed),
+            c.spared.load(Ordering::Relaxed),
+            rule.value as i64,
+        );
+        // The rule's words joined by commas: one key=value field of the record.
+        for (k, word) in rule.text().split(' ').filter(|w| !w.is_empty()).enumerate() {
+            let _ = write!(r, "{}{word}", if k == 0 { "" } else { "," });
+        }
+        let _ = writeln!(r);
+    }
+    let sessions = unsafe { core::slice::from_raw_parts(sessions, n) };
+    for s in sessions.iter().filter(|s| !s.is_null()).map(|&s| unsafe { &*s }) {
+        for site in s.sites().iter().filter(|site| site.failed.load(Ordering::Relaxed) != 0) {
+            let mut buf = [0u8; 128];
+            // SAFETY: as in site_symbol.
+            let len = unsafe { ffi::hp_c_format_symbol(site.addr() as usize, buf.as_mut_ptr().cast(), buf.len() as u32) };
+            let caller = core::str::from_utf8(&buf[..(len as usize).min(buf.len())]).unwrap_or("?");
+            let _ = writeln!(
+                r,
+                "fault-site module={target} caller={caller} callee={} failed={}",
+                s.function_name(site.func()),
+                site.failed.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+impl Session {
+    /// Sets every site's mask from the table's rules. Under hp_lock.
+    pub(crate) fn arm_faults(&self, table: &FaultTable) {
+        let by_site = table.rules().any(|(_, r)| r.rule.site.is_some());
+        for site in self.sites() {
+            let mut buf = [0u8; 128];
+            let at = if by_site { site_symbol(site.addr(), &mut buf) } else { None };
+            site.fault_mask.store(table.mask_for(self.function_name(site.func()), at), Ordering::Relaxed);
+        }
+    }
+
+    /// No rule applies to any site any more. Under hp_lock.
+    pub(crate) fn disarm_faults(&self) {
+        for site in self.sites() {
+            site.fault_mask.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `function+offset` of a call site, as the `sites` reply's `caller` shows
+/// it (`name+0xoff/0xsize`).
+fn site_symbol(addr: u64, buf: &mut [u8; 128]) -> Option<(&str, u32)> {
+    // SAFETY: buf is writable for its length; the formatter writes at most
+    // len-1 bytes and returns how many.
+    let len = unsafe { ffi::hp_c_format_symbol(addr as usize, buf.as_mut_ptr().cast(), buf.len() as u32) } as usize;
+    let text = core::str::from_utf8(&buf[..len.min(buf.len())]).ok()?;
+    let (name, rest) = text.split_once('+')?;
+    let offset = rest.split('/').next()?.strip_prefix("0x")?;
+    Some((name, u32::from_str_radix(offset, 16).ok()?))
+}
+
+fn current_task() -> (u32, [u8; 16]) {
+    let (mut pid, mut comm) = (0u32, [0u8; 16]);
+    // SAFETY: both are writable; comm has the 16 bytes C fills.
+    unsafe { ffi::hp_c_current_task(&mut pid, comm.as_mut_ptr()) };
+    (pid, comm)
+}
+
+impl SiteRecord {
+    /// The value a fault rule makes this call return instead of running,
+    /// or None: run it. Runs in the target's context, only for a site some
+    /// rule selects: no lock but RCU's read side, no allocation.
+    pub(crate) fn injected_failure(&self, args: &RegisterArgs) -> Option<u64> {
+        let session = self.session();
+        // SAFETY: the session holds a reference on its table.
+        let table = unsafe { session.faults.as_ref() }?;
+        let function = self.function();
+        let entry = function.memory_index().map(|i| &MEMORY[i]);
+        let arg = |kind| entry.and_then(|f| f.first_of(session.config, kind)).map(|k| args[k]);
+        let facts = CallFacts {
+            size: arg(Kind::Size),
+            gfp: arg(Kind::Gfp),
+            // SAFETY: the module outlives every session of it.
+            in_init: session.init_text || unsafe { ffi::hp_c_module_coming(session.module) },
+            ..CallFacts::default()
+        };
+        // SAFETY: a read-side section around the reads of the mask and the
+        // rules, which `clear` frees only a grace period after unpublishing.
+        unsafe { ffi::hp_c_rcu_read_lock() };
+        let decided = table.decide(self.fault_mask.load(Ordering::Relaxed), facts, current_task);
+        unsafe { ffi::hp_c_rcu_read_unlock() };
+        let (value, slot) = decided?;
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: both names are NUL-terminated and live as long as the session.
+        unsafe {
+            ffi::hp_c_trace_fault(session.target.as_c_ptr().cast(), function.c_name(), self.addr() as usize, slot as u32, value as isize)
+        };
+        Some(value)
+    }
+}
