@@ -105,7 +105,7 @@ static int hp_cmd_attach(const struct hp_command *cmd, struct hp_reply *r)
 		return PTR_ERR(mod);
 	}
 	err = hp_target_add(cmd->module, cmd->functions, cmd->sink, cmd->burst,
-			    cmd->follow, IS_ERR(mod) ? NULL : mod, &t);
+			    cmd->leak_slots, cmd->follow, IS_ERR(mod) ? NULL : mod, &t);
 	if (!IS_ERR(mod))
 		module_put(mod);
 	if (err)
@@ -224,7 +224,13 @@ static int hp_cmd_list(const struct hp_command *cmd, struct hp_reply *r)
 		} else if (cmd->verb == HP_CMD_STATS) {
 			hp_reply_stats(r, sessions, ARRAY_SIZE(sessions));
 		} else if (cmd->verb == HP_CMD_FAULTS) {
-			hp_reply_faults(r, t->faults, t->name, sessions, ARRAY_SIZE(sessions));
+			hp_reply_faults(r, t->shared, t->name, sessions, ARRAY_SIZE(sessions));
+		} else if (cmd->verb == HP_CMD_LEAKS) {
+			if (only && !hp_leaks_enabled(t->shared)) {
+				hp_err("%s was attached without leaks", t->name);
+				return -EINVAL;
+			}
+			hp_reply_leaks(r, t->shared, t->name, sessions, ARRAY_SIZE(sessions));
 		} else {
 			if (t->core.session)
 				hp_reply_sites(r, t->core.session);
@@ -256,16 +262,16 @@ static int hp_cmd_fail(const struct hp_command *cmd, struct hp_reply *r)
 	sessions[0] = t->core.session;
 	sessions[1] = t->init.session;
 	if (cmd->verb == HP_CMD_FAIL) {
-		err = hp_faults_add(t->faults, t->name, cmd->functions, strlen(cmd->functions),
+		err = hp_faults_add(t->shared, t->name, cmd->functions, strlen(cmd->functions),
 				    sessions, ARRAY_SIZE(sessions));
 		if (!err)
-			hp_reply_faults(r, t->faults, t->name, sessions, 0);
+			hp_reply_faults(r, t->shared, t->name, sessions, 0);
 		return err;
 	}
-	cleared = hp_faults_clear(t->faults, sessions, ARRAY_SIZE(sessions));
+	cleared = hp_faults_clear(t->shared, sessions, ARRAY_SIZE(sessions));
 	/* A caller that read a rule before the clear is out of it after this. */
 	synchronize_rcu();
-	hp_faults_reap(t->faults);
+	hp_faults_reap(t->shared);
 	hp_reply_printf(r, "cleared module=%s rules=%u", t->name, cleared);
 	return 0;
 }
@@ -306,6 +312,7 @@ static int hp_execute(const struct hp_command *cmd, struct hp_reply *r,
 	case HP_CMD_FAIL_CLEAR:
 		return hp_cmd_fail(cmd, r);
 	case HP_CMD_FAULTS:
+	case HP_CMD_LEAKS:
 		return hp_cmd_list(cmd, r);
 	}
 	return -EINVAL;

@@ -44,7 +44,7 @@ struct hp_attach_request {
 	const u64 *bug_traps;		/* the ud2 of each WARN and BUG (__bug_table) */
 	u64 num_bug_traps;
 	struct hp_reply *callees;	/* non-NULL: list callees here, plan nothing */
-	struct hp_faults *faults;	/* the target's fault rules; NULL for plan, callees */
+	struct hp_shared *shared;	/* the target's fault rules and leak table; NULL for plan, callees */
 	const struct module *module;	/* the target: is it still in its init? */
 	u32 init_text;			/* planning its init text */
 };
@@ -79,7 +79,7 @@ struct hp_call_event {
 enum hp_verb {
 	HP_CMD_ATTACH = 1, HP_CMD_DETACH, HP_CMD_DETACH_ALL, HP_CMD_PLAN,
 	HP_CMD_TARGETS, HP_CMD_SITES, HP_CMD_STATS, HP_CMD_INFO, HP_CMD_CALLEES,
-	HP_CMD_FAIL, HP_CMD_FAIL_CLEAR, HP_CMD_FAULTS,
+	HP_CMD_FAIL, HP_CMD_FAIL_CLEAR, HP_CMD_FAULTS, HP_CMD_LEAKS,
 };
 #define HP_MAX_COMMAND 1024
 struct hp_command {
@@ -88,6 +88,7 @@ struct hp_command {
 	u32 follow;
 	u32 has_module;
 	u64 burst;		/* printk lines per window; U64_MAX: log_burst= */
+	u64 leak_slots;		/* attach: the leak table's size, 0: no leak checking */
 	char module[64];
 	char functions[HP_MAX_COMMAND + 1];	/* fail: the rule's words */
 };
@@ -96,7 +97,7 @@ struct hp_reply;	/* owned by Rust: the text a write leaves for reads */
 struct module;
 
 struct hp_session;	/* owned by Rust */
-struct hp_faults;	/* owned by Rust: a target's fault rules, shared with its sessions */
+struct hp_shared;	/* owned by Rust: a target's fault rules and leak table, shared with its sessions */
 struct hp_site;		/* owned by Rust, lives as long as its session */
 
 /* Implemented in Rust (kmod/rust). */
@@ -118,15 +119,22 @@ u64 hp_on_entry(const struct hp_site *site, const u64 *args,
 u64 hp_on_exit(const struct hp_site *site, unsigned long ret, const u64 *args,
 	       const struct hp_call_frame *frame, unsigned long ret2);
 u64 hp_on_jump_through(const struct hp_site *site, const u64 *args);
-struct hp_faults *hp_faults_new(void);
-void hp_faults_put(struct hp_faults *t);
-int hp_faults_add(struct hp_faults *t, const char *target, const char *rule,
+struct hp_shared *hp_shared_new(unsigned long leak_slots);
+void hp_shared_put(struct hp_shared *t);
+int hp_faults_add(struct hp_shared *t, const char *target, const char *rule,
 		  unsigned long len, const struct hp_session *const *sessions, unsigned long n);
-u32 hp_faults_clear(struct hp_faults *t, const struct hp_session *const *sessions,
+u32 hp_faults_clear(struct hp_shared *t, const struct hp_session *const *sessions,
 		    unsigned long n);
-void hp_faults_reap(struct hp_faults *t);	/* a grace period after clear */
-void hp_reply_faults(struct hp_reply *r, const struct hp_faults *t, const char *target,
+void hp_faults_reap(struct hp_shared *t);	/* a grace period after clear */
+void hp_reply_faults(struct hp_reply *r, const struct hp_shared *t, const char *target,
 		     const struct hp_session *const *sessions, unsigned long n);
+bool hp_leaks_enabled(const struct hp_shared *t);
+void hp_leaks_restart(struct hp_shared *t, bool since_load);
+void hp_leaks_start(struct hp_shared *t);
+void hp_reply_leaks(struct hp_reply *r, const struct hp_shared *t, const char *target,
+		    const struct hp_session *const *sessions, unsigned long n);
+void hp_leaks_log(const struct hp_shared *t, const char *target,
+		  const struct hp_session *const *sessions, unsigned long n);
 u64 hp_abi_check(const u8 *a, unsigned long b, const u64 *c, const u8 *d, unsigned long e);
 
 struct hp_reply *hp_reply_new(size_t limit);
@@ -160,6 +168,7 @@ u32 hp_c_format_symbol(unsigned long addr, char *buf, u32 len);
 bool hp_c_is_traceable(unsigned long addr);
 int hp_c_read_string(unsigned long addr, u8 *buf, u32 len);
 void __noreturn hp_c_panic(const char *msg, size_t len);
+u32 hp_c_cache_size(unsigned long cache);
 void hp_c_rcu_read_lock(void);
 void hp_c_rcu_read_unlock(void);
 u32 hp_c_random_u32(void);

@@ -50,7 +50,7 @@ struct hp_target {
 	enum hp_target_state state;
 	struct module *mod;	/* while attached; compared, only dereferenced under hp_lock */
 	struct hp_attachment core, init;
-	struct hp_faults *faults;	/* its fault rules (Rust), shared with its sessions */
+	struct hp_shared *shared;	/* fault rules, leak table (Rust), shared with its sessions */
 };
 
 /* Everything below is protected by hp_lock. */
@@ -62,7 +62,7 @@ size_t hp_gfp_name_count(void);	/* the names before any { 0, NULL } end */
 
 struct hp_target *hp_find_target(const char *name);
 int hp_target_add(const char *name, const char *functions, u32 sink, u64 burst,
-		  bool follow, struct module *mod, struct hp_target **out);
+		  u64 leak_slots, bool follow, struct module *mod, struct hp_target **out);
 void hp_target_free(struct hp_target *t);
 struct module *hp_get_module(const char *name);
 int hp_target_attach(struct hp_target *t, struct module *mod);

@@ -409,7 +409,7 @@ struct hp_target *hp_find_target(const char *name)
 
 /* Not yet on the list; nothing attached. burst U64_MAX: log_burst=. */
 static struct hp_target *hp_target_new(const char *name, const char *functions,
-				       u32 sink, u64 burst, bool follow)
+				       u32 sink, u64 burst, u64 leak_slots, bool follow)
 {
 	struct hp_target *t = hp_alloc(sizeof(*t));
 	size_t len = strlen(functions) + 1;
@@ -418,10 +418,10 @@ static struct hp_target *hp_target_new(const char *name, const char *functions,
 		goto oom;
 	memset(t, 0, sizeof(*t));
 	t->functions = hp_alloc(len);
-	t->faults = hp_faults_new();
-	if (!t->functions || !t->faults) {
+	t->shared = hp_shared_new(leak_slots);
+	if (!t->functions || !t->shared) {
 		kvfree(t->functions);
-		hp_faults_put(t->faults);
+		hp_shared_put(t->shared);
 		kvfree(t);
 		goto oom;
 	}
@@ -445,7 +445,7 @@ void hp_target_free(struct hp_target *t)
 		return;
 	kvfree(t->functions);
 	/* Its sessions, still draining, may hold the table a while longer. */
-	hp_faults_put(t->faults);
+	hp_shared_put(t->shared);
 	kvfree(t);
 }
 
@@ -740,7 +740,7 @@ static int hp_plan_on_fresh_stack(const struct hp_attach_request *req,
 static int hp_attachment_plan(struct module *mod, const char *functions, u32 sink,
 			      u64 burst, const struct mod_kallsyms *syms, u64 base, u64 size,
 			      bool quiet_if_none, struct hp_reply *callees,
-			      struct hp_faults *faults, struct hp_attachment *att)
+			      struct hp_shared *shared, struct hp_attachment *att)
 {
 	struct hp_attach_request req = {
 		.target_name = mod->name,
@@ -761,7 +761,7 @@ static int hp_attachment_plan(struct module *mod, const char *functions, u32 sin
 		.text_base = base,
 		.text_size = size,
 		.callees = callees,
-		.faults = faults,
+		.shared = shared,
 		.module = mod,
 	};
 	u64 *static_sites, *bug_traps, init_base, init_size;
@@ -848,7 +848,7 @@ static int hp_attachment_attach(struct hp_target *t, struct module *mod,
 		return -ENOMEM;
 	}
 	err = hp_attachment_plan(mod, t->functions, t->sink, t->log_burst, syms, base, size,
-				 quiet_if_none, NULL, t->faults, att);
+				 quiet_if_none, NULL, t->shared, att);
 	if (!err)
 		err = hp_register_probes(t->name, att, mod);
 	/* Probes armed before a failure may have sent callers our way. */
@@ -908,6 +908,7 @@ int hp_target_attach(struct hp_target *t, struct module *mod)
 		hp_err("module %s began unloading: not attaching", mod->name);
 		return -EINVAL;
 	}
+	hp_leaks_restart(t->shared, coming);
 	if (coming) {
 		/* Stable here: only do_init_module, after our LIVE, replaces it. */
 		const struct mod_kallsyms *all = rcu_dereference_raw(mod->kallsyms);
@@ -929,6 +930,7 @@ int hp_target_attach(struct hp_target *t, struct module *mod)
 	}
 	t->mod = mod;
 	t->state = HP_ATTACHED;
+	hp_leaks_start(t->shared);
 	return 0;
 }
 
@@ -949,9 +951,9 @@ u64 hp_target_detach(struct hp_target *t, const char *why)
  * awaited when mod is null. All or nothing: on failure nothing is left.
  */
 int hp_target_add(const char *name, const char *functions, u32 sink, u64 burst,
-		  bool follow, struct module *mod, struct hp_target **out)
+		  u64 leak_slots, bool follow, struct module *mod, struct hp_target **out)
 {
-	struct hp_target *t = hp_target_new(name, functions, sink, burst, follow);
+	struct hp_target *t = hp_target_new(name, functions, sink, burst, leak_slots, follow);
 	int err = t ? 0 : -ENOMEM;
 
 	lockdep_assert_held(&hp_lock);
@@ -1014,6 +1016,12 @@ static int hp_module_event(struct notifier_block *nb, unsigned long state,
 		if (!t)
 			break;
 		pr_info("%s is being unloaded: detaching\n", mod->name);
+		{
+			/* Its text is still mapped: the sites still have names. */
+			const struct hp_session *sessions[] = { t->core.session, t->init.session };
+
+			hp_leaks_log(t->shared, t->name, sessions, ARRAY_SIZE(sessions));
+		}
 		hp_target_detach(t, "target unloaded");
 		if (t->follow) {
 			t->state = HP_AWAITED;
@@ -1080,7 +1088,7 @@ static int hp_attach_at_load(void)
 		}
 	}
 	err = hp_target_add(target_name, functions ? functions : "", HP_SINK_PRINTK,
-			    U64_MAX, false, mod, &t);
+			    U64_MAX, 0, false, mod, &t);
 	/*
 	 * From here on the notifier, not a reference, follows the target. Put
 	 * under the lock: a forced unload's notifier waits for it, so mod is

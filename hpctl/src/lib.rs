@@ -12,6 +12,7 @@ pub mod faults;
 pub mod format;
 pub mod json;
 pub mod kmod;
+pub mod leaks;
 pub mod prototype;
 pub mod records;
 pub mod ringbuf;

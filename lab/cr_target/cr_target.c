@@ -614,6 +614,8 @@ static void cr_softirq_timer(struct timer_list *t)
  * softirq (PREEMPT_RT). Restarts itself unless paused; cr_pause() then
  * waits for a running callback with hrtimer_cancel().
  */
+static void cr_free_handoff(enum cr_ctx ctx);
+
 static enum hrtimer_restart cr_hardirq_timer(struct hrtimer *t)
 {
 	const enum cr_ctx ctx = CR_CTX_HARDIRQ;
@@ -641,6 +643,8 @@ static enum hrtimer_restart cr_hardirq_timer(struct hrtimer *t)
 
 	CR_COUNT(ctx, CR_KFREE);
 	kfree(z);
+
+	cr_free_handoff(ctx);
 
 	hrtimer_forward_now(t, ns_to_ktime(CR_HRTIMER_NS));
 	return HRTIMER_RESTART;
@@ -904,6 +908,124 @@ static const struct file_operations cr_gate_fops = {
 	.llseek	= default_llseek,
 };
 
+/*
+ * Material for the leak checker, driven by writes to debugfs `leak`:
+ *   leak K     K objects of leak_size bytes allocated and dropped: a real leak
+ *   hold K     K objects kept (allocate them before an attach...)
+ *   release    ...and free them after it: frees of objects it never saw
+ *   handoff K  K objects allocated here and freed by the hard-IRQ timer
+ * All from noinline functions, so that each has a site of its own.
+ */
+#define CR_KEPT_MAX 64
+static size_t leak_size = 200;
+module_param(leak_size, ulong, 0600);
+MODULE_PARM_DESC(leak_size, "size of the objects the leak file allocates");
+static void *cr_held[CR_KEPT_MAX];
+static void *cr_handoff[CR_KEPT_MAX];
+static DEFINE_MUTEX(cr_kept_lock);	/* cr_held */
+
+static noinline void cr_leak_objects(unsigned int k)
+{
+	void *p;
+
+	while (k--) {
+		CR_COUNT(CR_CTX_TASK, CR_KMALLOC);
+		p = kmalloc(READ_ONCE(leak_size), GFP_KERNEL);
+		CR_NULL(CR_CTX_TASK, CR_KMALLOC, p);
+		cr_touch(p, k);	/* and forgotten */
+	}
+}
+
+static noinline void cr_hold_objects(unsigned int k)
+{
+	unsigned int i;
+
+	for (i = 0; i < CR_KEPT_MAX && k; i++) {
+		if (cr_held[i])
+			continue;
+		CR_COUNT(CR_CTX_TASK, CR_KMALLOC);
+		cr_held[i] = kmalloc(READ_ONCE(leak_size), GFP_KERNEL);
+		CR_NULL(CR_CTX_TASK, CR_KMALLOC, cr_held[i]);
+		k--;
+	}
+}
+
+static noinline void cr_release_held(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < CR_KEPT_MAX; i++) {
+		if (!cr_held[i])
+			continue;
+		CR_COUNT(CR_CTX_TASK, CR_KFREE);
+		kfree(cr_held[i]);
+		cr_held[i] = NULL;
+	}
+}
+
+static noinline void cr_handoff_objects(unsigned int k)
+{
+	unsigned int i;
+	void *p;
+
+	for (i = 0; i < CR_KEPT_MAX && k; i++) {
+		if (READ_ONCE(cr_handoff[i]))
+			continue;
+		CR_COUNT(CR_CTX_TASK, CR_KMALLOC);
+		p = kmalloc(READ_ONCE(leak_size), GFP_KERNEL);
+		CR_NULL(CR_CTX_TASK, CR_KMALLOC, p);
+		/* The timer takes it with xchg; a NULL is simply no object. */
+		smp_store_release(&cr_handoff[i], p);
+		k--;
+	}
+}
+
+/* In the hard-IRQ timer (and at unload): frees what was handed off. */
+static noinline void cr_free_handoff(enum cr_ctx ctx)
+{
+	unsigned int i;
+	void *p;
+
+	for (i = 0; i < CR_KEPT_MAX; i++) {
+		p = xchg(&cr_handoff[i], NULL);
+		if (p) {
+			CR_COUNT(ctx, CR_KFREE);
+			kfree(p);
+		}
+	}
+}
+
+static ssize_t cr_leak_write(struct file *file, const char __user *ubuf, size_t count, loff_t *ppos)
+{
+	char buf[32];
+	unsigned int k = 0;
+	size_t n = min(count, sizeof(buf) - 1);
+
+	if (copy_from_user(buf, ubuf, n))
+		return -EFAULT;
+	buf[n] = 0;
+	mutex_lock(&cr_kept_lock);
+	if (sscanf(buf, "leak %u", &k) == 1)
+		cr_leak_objects(min(k, 1000u));
+	else if (sscanf(buf, "hold %u", &k) == 1)
+		cr_hold_objects(k);
+	else if (!strncmp(buf, "release", 7))
+		cr_release_held();
+	else if (sscanf(buf, "handoff %u", &k) == 1)
+		cr_handoff_objects(k);
+	else
+		count = -EINVAL;
+	mutex_unlock(&cr_kept_lock);
+	return count;
+}
+
+static const struct file_operations cr_leak_fops = {
+	.owner	= THIS_MODULE,
+	.open	= simple_open,
+	.write	= cr_leak_write,
+	.llseek	= default_llseek,
+};
+
 static void cr_debugfs_init(void)
 {
 	cr_dir = debugfs_create_dir(KBUILD_MODNAME, NULL);
@@ -913,6 +1035,7 @@ static void cr_debugfs_init(void)
 	debugfs_create_file("text_crc", 0400, cr_dir, NULL, &cr_text_crc_fops);
 	debugfs_create_file("cpus", 0400, cr_dir, NULL, &cr_cpus_fops);
 	debugfs_create_file("typed", 0400, cr_dir, NULL, &cr_typed_fops);
+	debugfs_create_file("leak", 0200, cr_dir, NULL, &cr_leak_fops);
 	debugfs_create_file("gate", 0600, cr_dir, NULL, &cr_gate_fops);
 }
 
@@ -1058,6 +1181,8 @@ static void __exit cr_target_exit(void)
 	WRITE_ONCE(cr_paused, true);
 	cr_stop_timers();
 	cr_stop_workers();
+	cr_release_held();
+	cr_free_handoff(CR_CTX_TASK);
 	/* A caller still asleep in cr_gate_wait() holds this until the gate opens. */
 	destroy_workqueue(cr_gate_wq);
 	kmem_cache_destroy(cr_cache);

@@ -19,6 +19,11 @@ pub const MAX_MODULE_NAME: usize = 55;
 /// Most printk lines per window a target may ask for.
 pub const MAX_BURST: u32 = 1_000_000;
 
+/// The leak table's size when `attach ... leaks` gives none, and the most
+/// it may be (32 bytes an object: 512 kB and 128 MB).
+pub const DEFAULT_LEAK_SLOTS: u32 = 16_384;
+pub const MAX_LEAK_SLOTS: u32 = 4_194_304;
+
 /// The name hp_patcher's own module has: never a target.
 pub const OURSELVES: &str = "hp_patcher";
 
@@ -53,7 +58,9 @@ pub enum Command<'a> {
     /// `functions` is the catalogue list as given (empty: all), checked by
     /// `catalogue::select` against what the kernel exports.
     /// `burst`: with sink printk, lines per 5 s window (0: unlimited).
-    Attach { module: &'a str, functions: &'a str, sink: Sink, follow: bool, burst: Option<u32> },
+    /// `leaks`: the leak table's size in objects, when the target is
+    /// checked for leaks (`leaks` alone: [`DEFAULT_LEAK_SLOTS`]).
+    Attach { module: &'a str, functions: &'a str, sink: Sink, follow: bool, burst: Option<u32>, leaks: Option<u32> },
     Detach { module: &'a str },
     DetachAll,
     Plan { module: &'a str, functions: &'a str },
@@ -70,6 +77,8 @@ pub enum Command<'a> {
     FailClear { module: &'a str },
     /// The fault rules, with their counts.
     Faults { module: Option<&'a str> },
+    /// What the leak checker holds: outstanding objects by site.
+    Leaks { module: Option<&'a str> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +97,7 @@ pub enum ParseError<'a> {
     BadFunctionList(&'a str),
     BadNumber(&'a str),
     BadRule(RuleError<'a>),
+    BadLeakSlots(&'a str),
 }
 
 impl fmt::Display for ParseError<'_> {
@@ -98,7 +108,7 @@ impl fmt::Display for ParseError<'_> {
             ParseError::NotText => write!(f, "command has a NUL, control or non-ASCII byte"),
             ParseError::UnknownVerb(v) => write!(
                 f,
-                "unknown command '{v}' (attach, detach, detach-all, plan, callees, fail, faults, targets, sites, stats, info)"
+                "unknown command '{v}' (attach, detach, detach-all, plan, callees, fail, faults, leaks, targets, sites, stats, info)"
             ),
             ParseError::MissingModule => write!(f, "a module name is required"),
             ParseError::BadModuleName(m) => {
@@ -110,6 +120,7 @@ impl fmt::Display for ParseError<'_> {
             ParseError::BadFunctionList(l) => write!(f, "'{l}' is not a comma list of names or name:SPEC (SPEC: x value, s string, S struct, final . variadic)"),
             ParseError::BadNumber(n) => write!(f, "'{n}' is not a decimal number up to {MAX_BURST}"),
             ParseError::BadRule(e) => write!(f, "fault rule: {e}"),
+            ParseError::BadLeakSlots(n) => write!(f, "leaks={n}: the leak table holds 1 to {MAX_LEAK_SLOTS} objects"),
         }
     }
 }
@@ -131,7 +142,7 @@ pub fn parse(bytes: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
     let command = match verb {
         "attach" => {
             let module = target_module(words.next())?;
-            let (mut functions, mut sink, mut follow, mut burst) = (None, None, false, None);
+            let (mut functions, mut sink, mut follow, mut burst, mut leaks) = (None, None, false, None, None);
             for word in words.by_ref() {
                 if let Some(list) = word.strip_prefix("fn=").filter(|_| functions.is_none()) {
                     functions = Some(function_list(list)?);
@@ -141,11 +152,15 @@ pub fn parse(bytes: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
                     burst = Some(number(n, MAX_BURST)?);
                 } else if word == "follow" && !follow {
                     follow = true;
+                } else if word == "leaks" && leaks.is_none() {
+                    leaks = Some(DEFAULT_LEAK_SLOTS);
+                } else if let Some(n) = word.strip_prefix("leaks=").filter(|_| leaks.is_none()) {
+                    leaks = Some(number(n, MAX_LEAK_SLOTS).ok().filter(|&n| n > 0).ok_or(ParseError::BadLeakSlots(n))?);
                 } else {
                     return Err(ParseError::UnexpectedArgument(word));
                 }
             }
-            Command::Attach { module, functions: functions.unwrap_or(""), sink: sink.unwrap_or_default(), follow, burst }
+            Command::Attach { module, functions: functions.unwrap_or(""), sink: sink.unwrap_or_default(), follow, burst, leaks }
         }
         "plan" => {
             let module = target_module(words.next())?;
@@ -179,6 +194,7 @@ pub fn parse(bytes: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
             }
         }
         "faults" => Command::Faults { module: words.next().map(|w| module(Some(w))).transpose()? },
+        "leaks" => Command::Leaks { module: words.next().map(|w| module(Some(w))).transpose()? },
         other => return Err(ParseError::UnknownVerb(other)),
     };
     match words.next() {
@@ -238,12 +254,15 @@ impl fmt::Display for Command<'_> {
             None => Ok(()),
         };
         match *self {
-            Command::Attach { module, functions: list, sink, follow, burst } => {
+            Command::Attach { module, functions: list, sink, follow, burst, leaks } => {
                 write!(f, "attach {module}")?;
                 functions(f, list)?;
                 write!(f, " sink={}", sink.name())?;
                 if let Some(n) = burst {
                     write!(f, " burst={n}")?;
+                }
+                if let Some(n) = leaks {
+                    write!(f, " leaks={n}")?;
                 }
                 if follow {
                     write!(f, " follow")?;
@@ -273,6 +292,10 @@ impl fmt::Display for Command<'_> {
                 write!(f, "faults")?;
                 optional(f, module)
             }
+            Command::Leaks { module } => {
+                write!(f, "leaks")?;
+                optional(f, module)
+            }
         }
     }
 }
@@ -294,12 +317,13 @@ mod tests {
                 functions: "kfree,vfree",
                 sink: Sink::Printk,
                 follow: true,
-                burst: Some(0)
+                burst: Some(0),
+                leaks: None
             }
         );
         assert_eq!(
             parse(b"attach  ext4").unwrap(),
-            Command::Attach { module: "ext4", functions: "", sink: Sink::Trace, follow: false, burst: None }
+            Command::Attach { module: "ext4", functions: "", sink: Sink::Trace, follow: false, burst: None, leaks: None }
         );
     }
 
@@ -318,6 +342,10 @@ mod tests {
         );
         assert_eq!(parse(b"fail cr_target clear").unwrap(), Command::FailClear { module: "cr_target" });
         assert_eq!(parse(b"faults").unwrap(), Command::Faults { module: None });
+        assert_eq!(parse(b"leaks cr_target").unwrap(), Command::Leaks { module: Some("cr_target") });
+        let with_leaks = parse(b"attach cr_target leaks").unwrap();
+        assert_eq!(with_leaks.to_string(), "attach cr_target sink=trace leaks=16384");
+        assert_eq!(parse(with_leaks.to_string().as_bytes()).unwrap(), with_leaks);
         for line in ["fail cr_target fn=kstrdup every=3", "fail cr_target clear", "faults ext4"] {
             assert_eq!(parse(line.as_bytes()).unwrap().to_string(), line);
         }
@@ -361,6 +389,9 @@ mod tests {
             (b"fail ext4 clear fn=kfree", ParseError::BadRule(RuleError::Unexpected("clear"))),
             (b"fail hp_patcher fn=kfree", ParseError::Ourselves),
             (b"faults ext4 xfs", ParseError::UnexpectedArgument("xfs")),
+            (b"attach ext4 leaks=0", ParseError::BadLeakSlots("0")),
+            (b"attach ext4 leaks=4194305", ParseError::BadLeakSlots("4194305")),
+            (b"attach ext4 leaks leaks", ParseError::UnexpectedArgument("leaks")),
         ];
         for (input, want) in cases {
             assert_eq!(parse(input), Err(*want), "{:?}", std::string::String::from_utf8_lossy(input));

@@ -1,18 +1,67 @@
 //! The leak checker's table: the objects a watched module allocated and has
 //! not freed, keyed by address.
 //!
-//! Its memory is the caller's, sized once at attach: nothing here allocates.
-//! Every operation is lock-free (open addressing, linear probing, one
-//! compare-and-swap to claim a slot), so the hot path may run in any
-//! context, hard IRQ included, on any CPU. A full table counts what it could
-//! not record ([`Table::overflowed`]) instead of losing it silently.
+//! Its memory is allocated once, when the target is attached: nothing on
+//! the hot path allocates. Every operation is lock-free (open addressing,
+//! linear probing, one compare-and-swap to claim a slot), so the hot path
+//! may run in any context, hard IRQ included, on any CPU. A probe looks at
+//! most [`MAX_PROBE`] slots, so no call pays for a crowded table more than
+//! that; an object that finds no slot within them is counted
+//! ([`Table::overflowed`]) instead of lost silently.
 //!
 //! An object's fields are written after its slot is claimed and before the
 //! allocation returns to the module, so the module's own free of it (which
 //! can only come after) finds them whole. A report that reads the table
 //! while calls run may see a slot being filled; it takes what it sees.
 
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::catalogue::{Function, KernelConfig, Kind};
+
+/// Slots a lookup visits at most, from the address's own.
+pub const MAX_PROBE: usize = 64;
+
+/// Where an allocation's size comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Size {
+    /// The argument at this register index.
+    Arg(usize),
+    /// The object size of the kmem_cache at this register index.
+    CacheOf(usize),
+    /// Not known cheaply (kstrdup's is the string's).
+    Unknown,
+}
+
+/// What a catalogue function does to the objects the checker tracks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Returns a new object, NULL on failure. `resizes`: the index of the
+    /// object a krealloc frees when it returns another.
+    Allocates { size: Size, resizes: Option<usize> },
+    /// Frees the object in this argument.
+    Frees { object: usize },
+}
+
+/// The role of a catalogue function on a kernel with `config`.
+pub fn role(function: &Function, config: KernelConfig) -> Option<Role> {
+    let args = || function.args_for(config);
+    match function.ret {
+        Kind::Ptr => Some(Role::Allocates {
+            size: match function.first_of(config, Kind::Size) {
+                Some(k) => Size::Arg(k),
+                None if function.name.starts_with("kmem_cache_alloc") => Size::CacheOf(0),
+                None => Size::Unknown,
+            },
+            resizes: if function.name.contains("realloc") { args().position(|a| a.name == "p") } else { None },
+        }),
+        Kind::Void if function.name.contains("free") => {
+            let last_pointer = args().enumerate().filter(|(_, a)| a.kind == Kind::Ptr).last()?;
+            Some(Role::Frees { object: last_pointer.0 })
+        }
+        _ => None,
+    }
+}
 
 /// A slot never used: a probe for an address stops here.
 const EMPTY: u64 = 0;
@@ -50,16 +99,36 @@ pub enum Recorded {
     Full,
 }
 
-/// The table over caller-provided slots.
-pub struct Table<'a> {
-    slots: &'a [Slot],
+pub struct Table {
+    slots: Vec<Slot>,
     overflowed: AtomicU64,
     replaced: AtomicU64,
 }
 
-impl<'a> Table<'a> {
-    pub fn new(slots: &'a [Slot]) -> Table<'a> {
-        Table { slots, overflowed: AtomicU64::new(0), replaced: AtomicU64::new(0) }
+impl Table {
+    /// A table of `slots` empty slots; None if memory runs out.
+    pub fn new(slots: usize) -> Option<Table> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(slots).ok()?;
+        v.resize_with(slots, Slot::default);
+        Some(Table { slots: v, overflowed: AtomicU64::new(0), replaced: AtomicU64::new(0) })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn probe_len(&self) -> usize {
+        self.slots.len().min(MAX_PROBE)
+    }
+
+    /// Forgets every object and count: for a new load of a followed target.
+    pub fn clear(&self) {
+        for slot in &self.slots {
+            slot.address.store(EMPTY, Ordering::Relaxed);
+        }
+        self.overflowed.store(0, Ordering::Relaxed);
+        self.replaced.store(0, Ordering::Relaxed);
     }
 
     /// Allocations that found no free slot.
@@ -87,7 +156,7 @@ impl<'a> Table<'a> {
         'retry: loop {
             let mut reusable = None;
             let start = self.start(object.address);
-            for step in 0..self.slots.len() {
+            for step in 0..self.probe_len() {
                 let index = (start + step) % self.slots.len();
                 match self.slots[index].address.load(Ordering::Acquire) {
                     a if a == object.address => {
@@ -127,7 +196,7 @@ impl<'a> Table<'a> {
             return None;
         }
         let start = self.start(address);
-        for step in 0..self.slots.len() {
+        for step in 0..self.probe_len() {
             let slot = &self.slots[(start + step) % self.slots.len()];
             match slot.address.load(Ordering::Acquire) {
                 EMPTY => return None,
@@ -183,8 +252,8 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
-    fn slots(n: usize) -> Vec<Slot> {
-        (0..n).map(|_| Slot::default()).collect()
+    fn table(n: usize) -> Table {
+        Table::new(n).unwrap()
     }
 
     fn object(address: u64, site: u64) -> Object {
@@ -192,9 +261,50 @@ mod tests {
     }
 
     #[test]
+    fn every_catalogue_function_allocates_or_frees() {
+        use crate::catalogue::MEMORY;
+        let config = KernelConfig::default();
+        for f in MEMORY {
+            let role = role(f, config).unwrap_or_else(|| panic!("{} has no role", f.name));
+            match role {
+                Role::Allocates { size, resizes } => {
+                    assert_eq!(f.ret, Kind::Ptr);
+                    assert_eq!(resizes.is_some(), f.name.contains("realloc"), "{}", f.name);
+                    let want = match f.name {
+                        n if n.starts_with("kmem_cache_alloc") => Size::CacheOf(0),
+                        "kstrdup" => Size::Unknown,
+                        _ => Size::Arg(f.first_of(config, Kind::Size).unwrap()),
+                    };
+                    assert_eq!(size, want, "{}", f.name);
+                }
+                Role::Frees { object } => assert_eq!(f.args[object].kind, Kind::Ptr),
+            }
+        }
+        let free = MEMORY.iter().find(|f| f.name == "kmem_cache_free").unwrap();
+        assert_eq!(role(free, config), Some(Role::Frees { object: 1 }));
+        let krealloc = MEMORY.iter().find(|f| f.name == "krealloc_noprof").unwrap();
+        assert_eq!(role(krealloc, config), Some(Role::Allocates { size: Size::Arg(1), resizes: Some(0) }));
+    }
+
+    #[test]
+    fn a_probe_stops_after_max_probe_slots() {
+        let table = table(4096);
+        // Addresses that all hash to one start: the 65th finds no slot
+        // within its reach, and is counted.
+        let start = table.start(0x1000);
+        let same: Vec<u64> = (1..2_000_000u64).map(|k| 0x1000 + k * 8).filter(|&a| table.start(a) == start).take(MAX_PROBE + 1).collect();
+        assert_eq!(same.len(), MAX_PROBE + 1);
+        for &a in &same[..MAX_PROBE] {
+            assert_eq!(table.allocated(object(a, 0)), Recorded::Added);
+        }
+        assert_eq!(table.allocated(object(same[MAX_PROBE], 0)), Recorded::Full);
+        assert_eq!(table.overflowed(), 1);
+        assert!(table.freed(same[MAX_PROBE - 1]).is_some(), "the last one within reach is found");
+    }
+
+    #[test]
     fn what_is_not_freed_is_outstanding() {
-        let slots = slots(64);
-        let table = Table::new(&slots);
+        let table = table(64);
         for a in 1..=10u64 {
             assert_eq!(table.allocated(object(0xffff_8880_0000_0000 + a * 64, a % 3)), Recorded::Added);
         }
@@ -208,8 +318,7 @@ mod tests {
 
     #[test]
     fn unknown_and_double_frees_find_nothing() {
-        let slots = slots(8);
-        let table = Table::new(&slots);
+        let table = table(8);
         assert_eq!(table.freed(0x1000), None, "allocated before the attach");
         table.allocated(object(0x2000, 1));
         assert!(table.freed(0x2000).is_some());
@@ -219,8 +328,7 @@ mod tests {
 
     #[test]
     fn a_full_table_counts_what_it_could_not_record() {
-        let slots = slots(4);
-        let table = Table::new(&slots);
+        let table = table(4);
         for a in 0..6u64 {
             table.allocated(object(0x1000 + a * 16, 0));
         }
@@ -233,8 +341,7 @@ mod tests {
 
     #[test]
     fn an_address_reused_unseen_replaces_its_record() {
-        let slots = slots(8);
-        let table = Table::new(&slots);
+        let table = table(8);
         table.allocated(object(0x4000, 1));
         assert_eq!(table.allocated(object(0x4000, 2)), Recorded::Replaced);
         assert_eq!(table.replaced(), 1);
@@ -246,8 +353,7 @@ mod tests {
     /// no free was lost.
     #[test]
     fn concurrent_allocations_and_frees_balance() {
-        let slots = slots(4096);
-        let table = Table::new(&slots);
+        let table = table(4096);
         let lost = AtomicU64::new(0);
         std::thread::scope(|s| {
             for t in 0..4u64 {

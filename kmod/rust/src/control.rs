@@ -118,6 +118,7 @@ pub const HP_CMD_CALLEES: u32 = 9;
 pub const HP_CMD_FAIL: u32 = 10;
 pub const HP_CMD_FAIL_CLEAR: u32 = 11;
 pub const HP_CMD_FAULTS: u32 = 12;
+pub const HP_CMD_LEAKS: u32 = 13;
 
 /// A parsed command for C (struct hp_command): strings NUL-terminated.
 #[repr(C)]
@@ -128,6 +129,8 @@ pub struct ControlCommand {
     pub has_module: u32,
     /// Lines per window for sink printk; u64::MAX: the module's log_burst.
     pub burst: u64,
+    /// attach: the leak table's size; 0: no leak checking.
+    pub leak_slots: u64,
     pub module: [u8; 64],
     pub functions: [u8; MAX_COMMAND + 1],
 }
@@ -158,9 +161,11 @@ pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: usize, out: *mu
         }
     };
     let mut burst = u64::MAX;
+    let mut leak_slots = 0;
     let (verb, module, functions, sink, follow) = match command {
-        Command::Attach { module, functions, sink, follow, burst: b } => {
+        Command::Attach { module, functions, sink, follow, burst: b, leaks } => {
             burst = b.map_or(u64::MAX, u64::from);
+            leak_slots = leaks.map_or(0, u64::from);
             (HP_CMD_ATTACH, Some(module), functions, sink, follow)
         }
         Command::Detach { module } => (HP_CMD_DETACH, Some(module), "", Sink::Trace, false),
@@ -174,6 +179,7 @@ pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: usize, out: *mu
         Command::Fail { module, rule } => (HP_CMD_FAIL, Some(module), rule, Sink::Trace, false),
         Command::FailClear { module } => (HP_CMD_FAIL_CLEAR, Some(module), "", Sink::Trace, false),
         Command::Faults { module } => (HP_CMD_FAULTS, module, "", Sink::Trace, false),
+        Command::Leaks { module } => (HP_CMD_LEAKS, module, "", Sink::Trace, false),
     };
     out.verb = verb;
     out.sink = match sink {
@@ -184,6 +190,7 @@ pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: usize, out: *mu
     out.follow = follow as u32;
     out.has_module = module.is_some() as u32;
     out.burst = burst;
+    out.leak_slots = leak_slots;
     copy_c(&mut out.module, module.unwrap_or(""));
     copy_c(&mut out.functions, functions);
     0

@@ -1,11 +1,9 @@
 //! A target's fault rules (`fail <module> <rule>`), and the decision on the
 //! hot path.
 //!
-//! A target owns one `FaultTable` (created with it, in C), which its
-//! sessions share: a rule's counts run across the core and init text and
-//! across the reloads of a followed target. The table is reference-counted
-//! because a detached target's sessions may outlive it while their callers
-//! drain; the last of them frees it.
+//! A target's `FaultTable` is part of what it shares with its sessions
+//! (shared.rs): a rule's counts run across the core and init text and
+//! across the reloads of a followed target.
 //!
 //! Rules live in fixed slots. Under `hp_lock`, adding one publishes it in a
 //! free slot and then sets its bit in the `fault_mask` of every site it
@@ -21,7 +19,7 @@ use core::cell::UnsafeCell;
 use core::ffi::{c_char, CStr};
 use core::fmt::Write;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use hp_core::catalogue::{self, Kind, MEMORY};
 use hp_core::event::RegisterArgs;
@@ -30,8 +28,8 @@ use hp_core::fault::{catalogue_returns, failure_value, CallFacts, CannotFail, De
 use crate::control::Reply;
 use crate::ffi;
 use crate::log::error;
-use crate::runtime::try_box;
 use crate::session::{Session, SiteRecord};
+use crate::shared::Shared;
 
 /// Rules a target may hold at once: one bit each in a site's mask.
 pub const MAX_RULES: usize = 8;
@@ -64,7 +62,6 @@ impl FaultRule {
 }
 
 pub struct FaultTable {
-    refs: AtomicUsize,
     slots: [AtomicPtr<FaultRule>; MAX_RULES],
     /// Unpublished by `clear`, freed by `reap` after a grace period. Only
     /// touched under hp_lock.
@@ -76,6 +73,10 @@ pub struct FaultTable {
 unsafe impl Sync for FaultTable {}
 
 impl FaultTable {
+    pub fn new() -> FaultTable {
+        FaultTable { slots: Default::default(), retired: UnsafeCell::new([null_mut(); MAX_RULES]) }
+    }
+
     /// The rule in `slot`, for a reader inside an RCU read-side section
     /// (or under hp_lock).
     pub fn rule(&self, slot: usize) -> Option<&FaultRule> {
@@ -86,30 +87,6 @@ impl FaultTable {
 
     fn rules(&self) -> impl Iterator<Item = (usize, &FaultRule)> {
         (0..MAX_RULES).filter_map(|slot| Some((slot, self.rule(slot)?)))
-    }
-
-    /// Takes one more reference, for a session.
-    pub fn get(&self) {
-        self.refs.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Drops a reference; the last frees the table and its rules.
-    ///
-    /// # Safety
-    /// `t` came from `hp_faults_new`, and the caller's reference is not used
-    /// afterwards. With the last one gone no session uses the table, so no
-    /// reader is inside it.
-    pub unsafe fn put(t: *const FaultTable) {
-        if unsafe { &*t }.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
-        }
-        let table = unsafe { alloc::boxed::Box::from_raw(t as *mut FaultTable) };
-        for slot in &table.slots {
-            free_rule(slot.swap(null_mut(), Ordering::Relaxed));
-        }
-        for &rule in unsafe { &*table.retired.get() } {
-            free_rule(rule);
-        }
     }
 
     /// The slots (as a mask) of the rules that select a call of `function`
@@ -143,31 +120,23 @@ impl FaultTable {
     }
 }
 
+impl Drop for FaultTable {
+    /// Only once no session uses the table (shared.rs), so no reader is inside.
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            free_rule(slot.swap(null_mut(), Ordering::Relaxed));
+        }
+        for &rule in self.retired.get_mut().iter() {
+            free_rule(rule);
+        }
+    }
+}
+
 fn free_rule(rule: *mut FaultRule) {
     if !rule.is_null() {
         // SAFETY: every rule pointer came from try_box and is freed once:
         // it is in a slot or in `retired`, never both.
         drop(unsafe { alloc::boxed::Box::from_raw(rule) });
-    }
-}
-
-/// A target's empty table, with one reference (the target's).
-#[no_mangle]
-pub extern "C" fn hp_faults_new() -> *mut FaultTable {
-    let table = FaultTable {
-        refs: AtomicUsize::new(1),
-        slots: Default::default(),
-        retired: UnsafeCell::new([null_mut(); MAX_RULES]),
-    };
-    try_box(table).unwrap_or(null_mut())
-}
-
-/// # Safety
-/// As for `FaultTable::put`; `t` may be null.
-#[no_mangle]
-pub unsafe extern "C" fn hp_faults_put(t: *const FaultTable) {
-    if !t.is_null() {
-        unsafe { FaultTable::put(t) }
     }
 }
 
@@ -184,19 +153,19 @@ fn how_it_fails(rule: &Rule<'_>) -> Result<u64, CannotFail> {
 /// so reaches the reply) with nothing changed, or -ENOSPC, -ENOMEM.
 ///
 /// # Safety
-/// Under hp_lock. `t` came from `hp_faults_new`; `text` is valid for `len`
+/// Under hp_lock. `t` came from `hp_shared_new`; `text` is valid for `len`
 /// bytes; `sessions` holds `n` pointers, each null or a live session of
 /// the target.
 #[no_mangle]
 pub unsafe extern "C" fn hp_faults_add(
-    t: *const FaultTable,
+    t: *const Shared,
     target: *const c_char,
     text: *const u8,
     len: usize,
     sessions: *const *const Session,
     n: usize,
 ) -> i32 {
-    let table = unsafe { &*t };
+    let table = &unsafe { &*t }.faults;
     let target = unsafe { CStr::from_ptr(target) }.to_str().unwrap_or("?");
     let given = unsafe { core::slice::from_raw_parts(text, len) };
     let sessions = unsafe { core::slice::from_raw_parts(sessions, n) };
@@ -265,8 +234,8 @@ pub unsafe extern "C" fn hp_faults_add(
 /// # Safety
 /// Under hp_lock; as for `hp_faults_add`.
 #[no_mangle]
-pub unsafe extern "C" fn hp_faults_clear(t: *const FaultTable, sessions: *const *const Session, n: usize) -> u32 {
-    let table = unsafe { &*t };
+pub unsafe extern "C" fn hp_faults_clear(t: *const Shared, sessions: *const *const Session, n: usize) -> u32 {
+    let table = &unsafe { &*t }.faults;
     let sessions = unsafe { core::slice::from_raw_parts(sessions, n) };
     for &s in sessions.iter().filter(|s| !s.is_null()) {
         unsafe { &*s }.disarm_faults();
@@ -289,8 +258,8 @@ pub unsafe extern "C" fn hp_faults_clear(t: *const FaultTable, sessions: *const 
 /// # Safety
 /// Under hp_lock, after synchronize_rcu() following `hp_faults_clear`.
 #[no_mangle]
-pub unsafe extern "C" fn hp_faults_reap(t: *const FaultTable) {
-    let retired = unsafe { &mut *(*t).retired.get() };
+pub unsafe extern "C" fn hp_faults_reap(t: *const Shared) {
+    let retired = unsafe { &mut *(*t).faults.retired.get() };
     for rule in retired.iter_mut() {
         free_rule(core::mem::replace(rule, null_mut()));
     }
@@ -306,12 +275,12 @@ pub unsafe extern "C" fn hp_faults_reap(t: *const FaultTable) {
 #[no_mangle]
 pub unsafe extern "C" fn hp_reply_faults(
     r: *mut Reply,
-    t: *const FaultTable,
+    t: *const Shared,
     target: *const c_char,
     sessions: *const *const Session,
     n: usize,
 ) {
-    let (r, table) = unsafe { (&mut *r, &*t) };
+    let (r, table) = unsafe { (&mut *r, &(*t).faults) };
     let target = unsafe { CStr::from_ptr(target) }.to_str().unwrap_or("?");
     for (slot, rule) in table.rules() {
         let c = &rule.counts;
@@ -390,8 +359,8 @@ impl SiteRecord {
     /// rule selects: no lock but RCU's read side, no allocation.
     pub(crate) fn injected_failure(&self, args: &RegisterArgs) -> Option<u64> {
         let session = self.session();
-        // SAFETY: the session holds a reference on its table.
-        let table = unsafe { session.faults.as_ref() }?;
+        // SAFETY: the session holds a reference on what it shares.
+        let table = &unsafe { session.shared.as_ref() }?.faults;
         let function = self.function();
         let entry = function.memory_index().map(|i| &MEMORY[i]);
         let arg = |kind| entry.and_then(|f| f.first_of(session.config, kind)).map(|k| args[k]);

@@ -29,8 +29,8 @@ pub struct AttachRequest {
     pub num_bug_traps: u64,
     /// Non-null: list the callees into this reply, plan nothing.
     pub callees: *mut crate::control::Reply,
-    /// The target's fault rules; null for plan and callees.
-    pub faults: *const crate::faults::FaultTable,
+    /// What the target shares with its sessions; null for plan and callees.
+    pub shared: *const crate::shared::Shared,
     /// The target's `struct module`, to ask whether it is in its init.
     pub module: *const core::ffi::c_void,
     /// Planning the init text.
@@ -128,6 +128,7 @@ extern "C" {
     pub fn hp_c_is_traceable(addr: usize) -> bool;
     pub fn hp_c_read_string(addr: usize, buf: *mut u8, len: u32) -> i32;
     pub fn hp_c_panic(msg: *const u8, len: usize) -> !;
+    pub fn hp_c_cache_size(cache: usize) -> u32;
     pub fn hp_c_rcu_read_lock();
     pub fn hp_c_rcu_read_unlock();
     pub fn hp_c_random_u32() -> u32;

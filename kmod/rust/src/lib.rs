@@ -11,10 +11,12 @@ extern crate alloc;
 mod callees;
 mod control;
 mod faults;
+mod leaks;
 mod ffi;
 mod log;
 mod runtime;
 mod session;
+mod shared;
 
 use core::ffi::{c_char, CStr};
 

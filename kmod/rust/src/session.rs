@@ -12,11 +12,12 @@ use hp_core::catalogue::{self, CallerArgs, KernelConfig, Kind, MEMORY};
 use hp_core::event::{write_any_call, write_call, LineBuf, RegisterArgs};
 use hp_core::proto::{strings, Spec};
 use hp_core::gfp::GfpName;
+use hp_core::leaks::{self, Role};
 use hp_core::ratelimit::RateLimit;
 use hp_core::sites::{self, Discovery, DisturbanceKind, Options, Site, SiteKind, Symbol, Target};
 
 use crate::callees::{self, Callee};
-use crate::faults::FaultTable;
+use crate::shared::Shared;
 use crate::ffi::{self, AttachRequest, CallEvent, CallFrame};
 use crate::log::{error, info, log_at};
 
@@ -51,6 +52,10 @@ pub struct SiteRecord {
     pub(crate) fault_mask: AtomicU8,
     /// Calls a fault rule failed here.
     pub(crate) failed: AtomicU64,
+    /// What the leak checker does at this site (a catalogue function's role).
+    pub(crate) role: Option<Role>,
+    /// Frees here of objects the leak checker had not seen allocated.
+    pub(crate) unknown_frees: AtomicU64,
     /// The owning session, which outlives every site (both are freed together).
     session: *const Session,
 }
@@ -126,8 +131,9 @@ pub struct Session {
     skipped: Vec<(Site, &'static str)>,
     functions: Vec<Intercepted>,
     ratelimit: RateLimit,
-    /// The target's fault rules (a reference of ours), or null.
-    pub(crate) faults: *const FaultTable,
+    /// What the target shares with its sessions (a reference of ours):
+    /// fault rules and the leak table. Null for plan.
+    pub(crate) shared: *const Shared,
     /// The target's `struct module`, and whether this is its init text.
     pub(crate) module: *const core::ffi::c_void,
     pub(crate) init_text: bool,
@@ -135,10 +141,10 @@ pub struct Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if !self.faults.is_null() {
+        if !self.shared.is_null() {
             // SAFETY: plan took this reference; the session is dropped once
             // no caller is inside it (the detach sequence).
-            unsafe { FaultTable::put(self.faults) }
+            unsafe { Shared::put(self.shared) }
         }
     }
 }
@@ -241,6 +247,10 @@ impl Session {
         sites.try_reserve_exact(found.sites.len()).map_err(out_of_memory)?;
         let config = KernelConfig { slab_buckets: req.slab_buckets != 0 };
         sites.extend(found.sites.iter().map(|&site| {
+            let role = match functions[site.func].kind {
+                FunctionKind::Memory(func) => leaks::role(&MEMORY[func], config),
+                FunctionKind::Any(_) => None,
+            };
             let (jump_through, real, track_caller, arity) = match functions[site.func].kind {
                 FunctionKind::Memory(func) => {
                     let jump_through = MEMORY[func].ret == Kind::Void;
@@ -280,6 +290,8 @@ impl Session {
                 missed: AtomicU64::new(0),
                 fault_mask: AtomicU8::new(0),
                 failed: AtomicU64::new(0),
+                role,
+                unknown_frees: AtomicU64::new(0),
                 session: core::ptr::null(),
             }
         }));
@@ -311,19 +323,19 @@ impl Session {
             skipped,
             functions,
             ratelimit: RateLimit::new(req.log_burst),
-            faults: req.faults,
+            shared: req.shared,
             module: req.module,
             init_text: req.init_text != 0,
         };
-        if let Some(table) = unsafe { req.faults.as_ref() } {
-            table.get();
+        if let Some(shared) = unsafe { req.shared.as_ref() } {
+            shared.get();
         }
         // SAFETY: raw is a fresh allocation with Session's layout.
         unsafe { raw.write(session) };
         // SAFETY: just written; under hp_lock, as every attach.
         let session = unsafe { &*raw };
-        if let Some(table) = unsafe { session.faults.as_ref() } {
-            session.arm_faults(table);
+        if let Some(shared) = unsafe { session.shared.as_ref() } {
+            session.arm_faults(&shared.faults);
         }
         Ok(raw)
     }
@@ -628,6 +640,9 @@ impl SiteRecord {
     /// Logs the call (or counts it as suppressed) and returns `ret` as is.
     pub fn exit(&self, ret: u64, ret2: u64, args: &RegisterArgs, frame: &CallFrame) -> u64 {
         self.record(args, Some(Returned { ret, ret2, start_ns: frame.start_ns }));
+        if self.role.is_some() {
+            self.track_result(args, ret);
+        }
         // Last touch of the session: after this the detach may free it.
         self.inflight.fetch_sub(1, Ordering::SeqCst);
         ret
@@ -639,6 +654,9 @@ impl SiteRecord {
     pub fn jump_through(&self, args: &RegisterArgs) -> u64 {
         self.hits.fetch_add(1, Ordering::Relaxed);
         self.record(args, None);
+        if self.role.is_some() {
+            self.track_free(args);
+        }
         self.real
     }
 

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * What a fault rule's decision asks of the kernel (kmod/rust/src/faults.rs),
- * from the target's context: nothing here sleeps, locks or allocates.
+ * What the per-call hooks ask of the kernel from the target's context: a
+ * fault rule's decision (kmod/rust/src/faults.rs) and the leak checker's
+ * bookkeeping (leaks.rs). Nothing here sleeps, locks or allocates.
  */
 #include <linux/module.h>
 #include <linux/random.h>
 #include <linux/rcupdate.h>
 #include <linux/sched.h>
+#include <linux/slab.h>
 #include <linux/string.h>
 
 #include "hp_glue.h"
@@ -40,4 +42,10 @@ void hp_c_current_task(u32 *pid, char comm[16])
 bool hp_c_module_coming(const struct module *mod)
 {
 	return mod && READ_ONCE(mod->state) == MODULE_STATE_COMING;
+}
+
+/* The object size of a kmem_cache an allocation came from. */
+u32 hp_c_cache_size(unsigned long cache)
+{
+	return kmem_cache_size((struct kmem_cache *)cache);
 }

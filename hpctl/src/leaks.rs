@@ -1,0 +1,157 @@
+//! `hpctl leaks`: the leak checker's records (`leaks`, `leak`,
+//! `unknown-free`, docs/control.md) as a table or JSON lines.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::json;
+use crate::records::Record;
+
+/// One target's `leaks` header.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub module: String,
+    /// `since_load` (a true leak report at unload) or `since_attach`.
+    pub mode: String,
+    pub outstanding: u64,
+    pub bytes: u64,
+    pub slots: u64,
+    /// Allocations the table had no room for: not tracked, so not reported.
+    pub overflowed: u64,
+    /// Addresses allocated again while still tracked: a free went unseen.
+    pub replaced: u64,
+    pub unknown_frees: u64,
+    /// Sites that free but kprobes refused: what they free stays outstanding.
+    pub unwatched_free_sites: u64,
+}
+
+/// Outstanding objects of one allocating site.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Leak {
+    pub module: String,
+    pub caller: String,
+    pub callee: String,
+    pub count: u64,
+    pub bytes: u64,
+    pub oldest_ms: u64,
+}
+
+/// Frees at one site of objects the checker had not seen allocated.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct UnknownFree {
+    pub module: String,
+    pub caller: String,
+    pub callee: String,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub summaries: Vec<Summary>,
+    pub leaks: Vec<Leak>,
+    pub unknown_frees: Vec<UnknownFree>,
+}
+
+impl Report {
+    pub fn from_records(records: &[Record]) -> Result<Report> {
+        let mut report = Report::default();
+        for r in records {
+            match r.kind.as_str() {
+                "leaks" => report.summaries.push(Summary {
+                    module: r.get("module")?.into(),
+                    mode: r.get("mode")?.into(),
+                    outstanding: r.num("outstanding")?,
+                    bytes: r.num("bytes")?,
+                    slots: r.num("slots")?,
+                    overflowed: r.num("overflowed")?,
+                    replaced: r.num("replaced")?,
+                    unknown_frees: r.num("unknown_frees")?,
+                    unwatched_free_sites: r.num("unwatched_free_sites")?,
+                }),
+                "leak" => report.leaks.push(Leak {
+                    module: r.get("module")?.into(),
+                    caller: r.get("caller")?.into(),
+                    callee: r.get("callee")?.into(),
+                    count: r.num("count")?,
+                    bytes: r.num("bytes")?,
+                    oldest_ms: r.num("oldest_ms")?,
+                }),
+                "unknown-free" => report.unknown_frees.push(UnknownFree {
+                    module: r.get("module")?.into(),
+                    caller: r.get("caller")?.into(),
+                    callee: r.get("callee")?.into(),
+                    count: r.num("count")?,
+                }),
+                _ => {}
+            }
+        }
+        Ok(report)
+    }
+
+    pub fn json_lines(&self) -> Vec<String> {
+        let summaries = self.summaries.iter().map(|s| json::line("leaks", s));
+        let leaks = self.leaks.iter().map(|l| json::line("leak", l));
+        let frees = self.unknown_frees.iter().map(|u| json::line("unknown_free", u));
+        summaries.chain(leaks).chain(frees).collect()
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        if self.summaries.is_empty() {
+            out.push_str("no target checks leaks (attach with --leaks)\n");
+        }
+        for s in &self.summaries {
+            let what = if s.mode == "since_load" { "not freed since its load" } else { "outstanding since the attach" };
+            out.push_str(&format!("{}: {} objects, {} bytes, {what}\n", s.module, s.outstanding, s.bytes));
+            if s.overflowed > 0 {
+                out.push_str(&format!("  {} allocations found no room in the table ({} objects): not tracked\n", s.overflowed, s.slots));
+            }
+            if s.unwatched_free_sites > 0 {
+                out.push_str(&format!(
+                    "  {} sites that free could not be probed: what they free shows as outstanding\n",
+                    s.unwatched_free_sites
+                ));
+            }
+            if s.replaced > 0 {
+                out.push_str(&format!("  {} addresses came back while still tracked: their frees went unseen\n", s.replaced));
+            }
+            let leaks: Vec<&Leak> = self.leaks.iter().filter(|l| l.module == s.module).collect();
+            if !leaks.is_empty() {
+                out.push_str(&format!("  {:<44} {:<28} {:>7} {:>10} {:>10}\n", "SITE", "CALLEE", "COUNT", "BYTES", "OLDEST_MS"));
+                for l in leaks {
+                    out.push_str(&format!("  {:<44} {:<28} {:>7} {:>10} {:>10}\n", l.caller, l.callee, l.count, l.bytes, l.oldest_ms));
+                }
+            }
+            let frees: Vec<&UnknownFree> = self.unknown_frees.iter().filter(|u| u.module == s.module).collect();
+            if !frees.is_empty() {
+                out.push_str("  unknown frees (allocated before the attach, by someone else, or a bad free):\n");
+                for u in frees {
+                    out.push_str(&format!("  {:<44} {:<28} {:>7}\n", u.caller, u.callee, u.count));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::parse_reply;
+
+    #[test]
+    fn the_report_reads_back_and_prints() {
+        let reply = "leaks module=cr_target mode=since_load outstanding=3 bytes=600 slots=16384 overflowed=0 replaced=0 unknown_frees=2 unwatched_free_sites=0 complete=1\n\
+            leak module=cr_target caller=cr_leak+0x1c/0x40 callee=__kmalloc_noprof count=3 bytes=600 oldest_ms=12\n\
+            unknown-free module=cr_target caller=cr_hold_release+0x22/0x60 callee=kfree count=2\n";
+        let report = Report::from_records(&parse_reply(reply).unwrap()).unwrap();
+        assert_eq!(report.leaks[0].count, 3);
+        assert_eq!(report.unknown_frees[0].count, 2);
+        let table = report.table();
+        assert!(table.contains("3 objects, 600 bytes, not freed since its load"), "{table}");
+        assert!(table.contains("cr_hold_release+0x22/0x60"));
+        let json = report.json_lines();
+        assert_eq!(json.len(), 3);
+        assert!(json[1].starts_with(r#"{"schema":1,"type":"leak","module":"cr_target""#), "{}", json[1]);
+    }
+}
