@@ -917,7 +917,7 @@ static const struct file_operations cr_gate_fops = {
  * All from noinline functions, so that each has a site of its own.
  */
 #define CR_KEPT_MAX 64
-static size_t leak_size = 200;
+static ulong leak_size = 200;
 module_param(leak_size, ulong, 0600);
 MODULE_PARM_DESC(leak_size, "size of the objects the leak file allocates");
 static void *cr_held[CR_KEPT_MAX];
