@@ -245,7 +245,7 @@ static int hp_cmd_list(const struct hp_command *cmd, struct hp_reply *r)
 }
 
 /*
- * fail <module> <rule> | fail <module> clear: on a target, attached or
+ * fail <module> <rule> | clear | next: on a target, attached or
  * awaited. A rule the module cannot honour is refused here, with its reason.
  */
 static int hp_cmd_fail(const struct hp_command *cmd, struct hp_reply *r)
@@ -267,6 +267,11 @@ static int hp_cmd_fail(const struct hp_command *cmd, struct hp_reply *r)
 		if (!err)
 			hp_reply_faults(r, t->shared, t->name, sessions, 0);
 		return err;
+	}
+	if (cmd->verb == HP_CMD_FAIL_NEXT) {
+		hp_faults_next_round(t->shared);
+		hp_reply_faults(r, t->shared, t->name, sessions, 0);
+		return 0;
 	}
 	cleared = hp_faults_clear(t->shared, sessions, ARRAY_SIZE(sessions));
 	/* A caller that read a rule before the clear is out of it after this. */
@@ -310,6 +315,7 @@ static int hp_execute(const struct hp_command *cmd, struct hp_reply *r,
 		return hp_cmd_info(r);
 	case HP_CMD_FAIL:
 	case HP_CMD_FAIL_CLEAR:
+	case HP_CMD_FAIL_NEXT:
 		return hp_cmd_fail(cmd, r);
 	case HP_CMD_FAULTS:
 	case HP_CMD_LEAKS:

@@ -79,7 +79,7 @@ struct hp_call_event {
 enum hp_verb {
 	HP_CMD_ATTACH = 1, HP_CMD_DETACH, HP_CMD_DETACH_ALL, HP_CMD_PLAN,
 	HP_CMD_TARGETS, HP_CMD_SITES, HP_CMD_STATS, HP_CMD_INFO, HP_CMD_CALLEES,
-	HP_CMD_FAIL, HP_CMD_FAIL_CLEAR, HP_CMD_FAULTS, HP_CMD_LEAKS,
+	HP_CMD_FAIL, HP_CMD_FAIL_CLEAR, HP_CMD_FAULTS, HP_CMD_LEAKS, HP_CMD_FAIL_NEXT,
 };
 #define HP_MAX_COMMAND 1024
 struct hp_command {
@@ -126,6 +126,7 @@ int hp_faults_add(struct hp_shared *t, const char *target, const char *rule,
 u32 hp_faults_clear(struct hp_shared *t, const struct hp_session *const *sessions,
 		    unsigned long n);
 void hp_faults_reap(struct hp_shared *t);	/* a grace period after clear */
+void hp_faults_next_round(struct hp_shared *t);
 void hp_reply_faults(struct hp_reply *r, const struct hp_shared *t, const char *target,
 		     const struct hp_session *const *sessions, unsigned long n);
 bool hp_leaks_enabled(const struct hp_shared *t);

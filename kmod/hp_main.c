@@ -909,6 +909,8 @@ int hp_target_attach(struct hp_target *t, struct module *mod)
 		return -EINVAL;
 	}
 	hp_leaks_restart(t->shared, coming);
+	if (coming)
+		hp_faults_next_round(t->shared);	/* each load takes another error path */
 	if (coming) {
 		/* Stable here: only do_init_module, after our LIVE, replaces it. */
 		const struct mod_kallsyms *all = rcu_dereference_raw(mod->kallsyms);

@@ -49,6 +49,10 @@ pub struct RuleArgs {
     /// The function fails with ERR_PTR(-errno), not NULL.
     #[arg(long)]
     pub err_ptr: bool,
+    /// Fail each site once, the first time it is reached, one site per round: a round ends with
+    /// `hpctl fail MODULE --next`, or at each load of a module attached with --follow.
+    #[arg(long, conflicts_with_all = ["every", "percent", "after", "times"])]
+    pub systematic: bool,
 }
 
 impl RuleArgs {
@@ -84,6 +88,7 @@ impl RuleArgs {
             in_init: self.init,
             errno: self.errno,
             err_ptr: self.err_ptr,
+            systematic: self.systematic,
         };
         let text = rule.to_string();
         Rule::parse(text.split(' ')).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -146,6 +151,30 @@ pub fn sites(records: &[Record]) -> Result<Vec<FaultSite>> {
         .collect()
 }
 
+/// One `systematic-site` record: a site a systematic rule failed, in its round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystematicSite {
+    pub module: String,
+    pub slot: u64,
+    pub round: u64,
+    pub caller: String,
+}
+
+pub fn systematic_sites(records: &[Record]) -> Result<Vec<SystematicSite>> {
+    records
+        .iter()
+        .filter(|r| r.kind == "systematic-site")
+        .map(|r| {
+            Ok(SystematicSite {
+                module: r.get("module")?.to_string(),
+                slot: r.num("rule")?,
+                round: r.num("round")?,
+                caller: r.get("caller")?.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// What a failed call returns, as a C programmer would write it.
 pub fn value_name(value: i64, err_ptr: bool) -> String {
     match value {
@@ -155,7 +184,7 @@ pub fn value_name(value: i64, err_ptr: bool) -> String {
     }
 }
 
-pub fn table(rules: &[FaultRule], sites: &[FaultSite]) -> String {
+pub fn table(rules: &[FaultRule], sites: &[FaultSite], systematic: &[SystematicSite]) -> String {
     let mut out = String::new();
     if rules.is_empty() {
         out.push_str("no fault rules\n");
@@ -167,6 +196,12 @@ pub fn table(rules: &[FaultRule], sites: &[FaultSite]) -> String {
                 "{:<16} {:>4} {:>9} {:>8} {:>7}  {:<12} {}\n",
                 r.module, r.slot, r.matched, r.failed, r.spared, returns, r.text
             ));
+        }
+    }
+    if !systematic.is_empty() {
+        out.push_str(&format!("\n{:<16} {:>4} {:>6}  SITE FAILED (systematic, one per round)\n", "MODULE", "SLOT", "ROUND"));
+        for s in systematic {
+            out.push_str(&format!("{:<16} {:>4} {:>6}  {}\n", s.module, s.slot, s.round, s.caller));
         }
     }
     if !sites.is_empty() {
@@ -207,6 +242,8 @@ mod tests {
         let r = &rules(&records).unwrap()[0];
         assert_eq!((r.failed, r.value, r.text.as_str()), (5, 0, "fn=kstrdup every=3 times=5"));
         assert_eq!(sites(&records).unwrap()[0].failed, 5);
-        assert!(table(&rules(&records).unwrap(), &sites(&records).unwrap()).contains("NULL"));
+        assert!(table(&rules(&records).unwrap(), &sites(&records).unwrap(), &[]).contains("NULL"));
+        let s = systematic_sites(&parse_reply("systematic-site module=cr_target rule=0 round=3 caller=cr_init_setup+0x2c/0x90\n").unwrap()).unwrap();
+        assert_eq!((s[0].round, s[0].caller.as_str()), (3, "cr_init_setup+0x2c/0x90"));
     }
 }

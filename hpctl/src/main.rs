@@ -171,7 +171,7 @@ enum Cmd {
         event. At most 8 rules per target; --clear removes them all.",
         after_help = "Examples:\n  hpctl fail cr_target --fn kstrdup --every 10 --times 5\n  \
         hpctl fail ext4 --fn __kmalloc_noprof --percent 5 --min-size 256\n  hpctl fail cr_target --clear",
-        group(clap::ArgGroup::new("what").required(true).args(["function", "clear"]))
+        group(clap::ArgGroup::new("what").required(true).args(["function", "clear", "next"]))
     )]
     Fail {
         /// The target.
@@ -181,6 +181,9 @@ enum Cmd {
         /// Remove every rule of the target.
         #[arg(long, conflicts_with = "function")]
         clear: bool,
+        /// End the round of the target's systematic rules: the next site reached may fail.
+        #[arg(long, conflicts_with_all = ["function", "clear"])]
+        next: bool,
         /// hp_patcher.ko to load if hp_patcher is not loaded.
         #[arg(long, value_name = "PATH")]
         ko: Option<PathBuf>,
@@ -465,12 +468,15 @@ fn run(command: Cmd) -> Result<()> {
                 println!("detached from {} after {} calls", d.name, d.calls);
             }
         }
-        Cmd::Fail { module, rule, clear, ko } => {
+        Cmd::Fail { module, rule, clear, next, ko } => {
             let module = module_arg(&module)?;
             kmod::ensure_loaded(ko.as_deref())?;
             if clear {
                 send(&Command::FailClear { module: &module })?;
                 println!("{module}: fault rules cleared");
+            } else if next {
+                send(&Command::FailNext { module: &module })?;
+                println!("{module}: next round");
             } else {
                 let text = rule.to_rule_text()?;
                 let rules = hpctl::faults::rules(&send(&Command::Fail { module: &module, rule: &text })?)?;
@@ -501,7 +507,8 @@ fn run(command: Cmd) -> Result<()> {
             kmod::ensure_device()?;
             let records = send(&Command::Faults { module: module.as_deref() })?;
             let (rules, sites) = (hpctl::faults::rules(&records)?, hpctl::faults::sites(&records)?);
-            print!("{}", hpctl::faults::table(&rules, &sites));
+            let systematic = hpctl::faults::systematic_sites(&records)?;
+            print!("{}", hpctl::faults::table(&rules, &sites, &systematic));
         }
         Cmd::Stats { module, json } => {
             let module = module.as_deref().map(module_arg).transpose()?;

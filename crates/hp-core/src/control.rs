@@ -75,6 +75,8 @@ pub enum Command<'a> {
     Fail { module: &'a str, rule: &'a str },
     /// Removes every fault rule of a target.
     FailClear { module: &'a str },
+    /// Ends the round of the target's systematic rules: the next site may fail.
+    FailNext { module: &'a str },
     /// The fault rules, with their counts.
     Faults { module: Option<&'a str> },
     /// What the leak checker holds: outstanding objects by site.
@@ -188,6 +190,8 @@ pub fn parse(bytes: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
             words.by_ref().for_each(drop);
             if rule == "clear" {
                 Command::FailClear { module }
+            } else if rule == "next" {
+                Command::FailNext { module }
             } else {
                 Rule::parse(rule.split(' ').filter(|w| !w.is_empty())).map_err(ParseError::BadRule)?;
                 Command::Fail { module, rule }
@@ -288,6 +292,7 @@ impl fmt::Display for Command<'_> {
             Command::Info => write!(f, "info"),
             Command::Fail { module, rule } => write!(f, "fail {module} {rule}"),
             Command::FailClear { module } => write!(f, "fail {module} clear"),
+            Command::FailNext { module } => write!(f, "fail {module} next"),
             Command::Faults { module } => {
                 write!(f, "faults")?;
                 optional(f, module)
@@ -346,7 +351,8 @@ mod tests {
         let with_leaks = parse(b"attach cr_target leaks").unwrap();
         assert_eq!(with_leaks.to_string(), "attach cr_target sink=trace leaks=16384");
         assert_eq!(parse(with_leaks.to_string().as_bytes()).unwrap(), with_leaks);
-        for line in ["fail cr_target fn=kstrdup every=3", "fail cr_target clear", "faults ext4"] {
+        assert_eq!(parse(b"fail cr_target next").unwrap(), Command::FailNext { module: "cr_target" });
+        for line in ["fail cr_target fn=kstrdup every=3", "fail cr_target clear", "fail cr_target next", "faults ext4"] {
             assert_eq!(parse(line.as_bytes()).unwrap().to_string(), line);
         }
     }

@@ -19,7 +19,7 @@
 //! from the caller (a per-CPU generator in the module).
 
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::catalogue::{Function, Kind};
 use crate::proto::is_symbol_name;
@@ -65,6 +65,9 @@ pub struct Rule<'a> {
     pub errno: Option<u16>,
     /// The function fails with `ERR_PTR(-errno)`, not NULL.
     pub err_ptr: bool,
+    /// Fails each site it selects once, the first time it is reached, one
+    /// site per round (see [`Systematic`]).
+    pub systematic: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +83,8 @@ pub enum RuleError<'a> {
     Unexpected(&'a str),
     /// `every=0` or `times=0`: a rule that could never fire.
     NeverFires(&'a str),
+    /// `systematic` with `every`, `percent`, `after` or `times`.
+    SystematicAlone,
 }
 
 impl fmt::Display for RuleError<'_> {
@@ -94,6 +99,9 @@ impl fmt::Display for RuleError<'_> {
             RuleError::BadErrno(e) => write!(f, "'{e}' is not an errno from 1 to {MAX_ERRNO}"),
             RuleError::Unexpected(a) => write!(f, "unexpected or repeated argument '{a}'"),
             RuleError::NeverFires(a) => write!(f, "'{a}': this rule would never fail a call"),
+            RuleError::SystematicAlone => {
+                write!(f, "systematic chooses the calls itself: it takes no every, percent, after or times")
+            }
         }
     }
 }
@@ -110,7 +118,7 @@ impl<'a> Rule<'a> {
                 return Err(RuleError::Unexpected(word));
             }
             seen |= bit;
-            let flag = matches!(key, "init" | "err_ptr");
+            let flag = matches!(key, "init" | "err_ptr" | "systematic");
             if flag != value.is_empty() || (flag && word.contains('=')) {
                 return Err(RuleError::Unexpected(word));
             }
@@ -129,11 +137,16 @@ impl<'a> Rule<'a> {
                 "init" => rule.in_init = true,
                 "errno" => rule.errno = Some(errno(value)?),
                 "err_ptr" => rule.err_ptr = true,
+                "systematic" => rule.systematic = true,
                 _ => unreachable!("every key of KEYS has an arm"),
             }
         }
         if rule.function.is_empty() {
             return Err(RuleError::MissingFunction);
+        }
+        let counted = rule.every.is_some() || rule.percent.is_some() || rule.after != 0 || rule.times.is_some();
+        if rule.systematic && counted {
+            return Err(RuleError::SystematicAlone);
         }
         Ok(rule)
     }
@@ -150,6 +163,19 @@ impl<'a> Rule<'a> {
             return Decision::Run;
         }
         let n = counts.matched.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.systematic {
+            if call.gfp.is_some_and(|g| g & GFP_NOFAIL != 0) {
+                counts.spared.fetch_add(1, Ordering::Relaxed);
+                return Decision::Spared;
+            }
+            return match counts.systematic.take(call.site_key) {
+                Some(_) => {
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                    Decision::Fail
+                }
+                None => Decision::Run,
+            };
+        }
         if n <= u64::from(self.after) {
             return Decision::Run;
         }
@@ -205,6 +231,7 @@ impl<'a> Rule<'a> {
 /// The words a rule takes, in the order Display writes them.
 const KEYS: &[&str] = &[
     "fn", "site", "every", "percent", "after", "times", "min_size", "gfp", "pid", "comm", "init", "errno", "err_ptr",
+    "systematic",
 ];
 
 impl fmt::Display for Rule<'_> {
@@ -246,6 +273,9 @@ impl fmt::Display for Rule<'_> {
         if self.err_ptr {
             write!(f, " err_ptr")?;
         }
+        if self.systematic {
+            write!(f, " systematic")?;
+        }
         Ok(())
     }
 }
@@ -253,6 +283,8 @@ impl fmt::Display for Rule<'_> {
 /// What one call offers the filters.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallFacts<'a> {
+    /// The call site's identity across loads of the module ([`site_key`]).
+    pub site_key: u64,
     /// The size argument, when the function has one.
     pub size: Option<u64>,
     /// The gfp argument, when the function has one.
@@ -262,7 +294,8 @@ pub struct CallFacts<'a> {
     pub in_init: bool,
 }
 
-/// A rule's counters, shared by every CPU: atomics, no lock.
+/// A rule's counters, shared by every CPU: atomics, no lock. All-zero
+/// bytes are a valid value (the module allocates it zeroed).
 #[derive(Debug, Default)]
 pub struct RuleCounts {
     /// Calls that passed the filters.
@@ -271,6 +304,83 @@ pub struct RuleCounts {
     pub failed: AtomicU64,
     /// Calls the rule chose that carried __GFP_NOFAIL, and ran.
     pub spared: AtomicU64,
+    pub systematic: Systematic,
+}
+
+/// Sites a systematic rule remembers; the next ones it reaches run.
+pub const MAX_SYSTEMATIC_SITES: usize = 128;
+
+/// A call site's identity across loads of its module: its function's name
+/// and its offset in it (FNV-1a), never 0.
+pub fn site_key(function: &str, offset: u32) -> u64 {
+    let bytes = function.bytes().chain(offset.to_le_bytes());
+    let hash = bytes.fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    hash.max(1)
+}
+
+/// A systematic rule's memory: which sites it failed, in which round. Each
+/// site fails once; each round fails at most one site. A round ends when
+/// the user says so (`fail <module> next`), or at each new load of a
+/// followed module, so that every load takes another error path.
+#[derive(Debug)]
+pub struct Systematic {
+    keys: [AtomicU64; MAX_SYSTEMATIC_SITES],
+    rounds: [AtomicU32; MAX_SYSTEMATIC_SITES],
+    len: AtomicU32,
+    round: AtomicU32,
+    /// The current round has failed its site.
+    taken: AtomicU32,
+}
+
+impl Default for Systematic {
+    fn default() -> Systematic {
+        Systematic {
+            keys: core::array::from_fn(|_| AtomicU64::new(0)),
+            rounds: core::array::from_fn(|_| AtomicU32::new(0)),
+            len: AtomicU32::new(0),
+            round: AtomicU32::new(0),
+            taken: AtomicU32::new(0),
+        }
+    }
+}
+
+impl Systematic {
+    /// Claims this call for failure: its site was not failed yet, and no
+    /// other site was this round. Returns the site's index in the list.
+    pub fn take(&self, key: u64) -> Option<usize> {
+        let len = (self.len.load(Ordering::Acquire) as usize).min(MAX_SYSTEMATIC_SITES);
+        if key == 0 || self.keys[..len].iter().any(|k| k.load(Ordering::Relaxed) == key) {
+            return None;
+        }
+        if self.taken.swap(1, Ordering::AcqRel) != 0 {
+            return None;
+        }
+        let index = self.len.load(Ordering::Relaxed) as usize;
+        if index >= MAX_SYSTEMATIC_SITES {
+            return None; // every slot used: the rest run
+        }
+        self.keys[index].store(key, Ordering::Relaxed);
+        self.rounds[index].store(self.round.load(Ordering::Relaxed), Ordering::Relaxed);
+        // Only the round's winner appends, so the index is its own.
+        self.len.store(index as u32 + 1, Ordering::Release);
+        Some(index)
+    }
+
+    /// Lets the next site fail.
+    pub fn next_round(&self) {
+        self.round.fetch_add(1, Ordering::Relaxed);
+        self.taken.store(0, Ordering::Release);
+    }
+
+    pub fn round(&self) -> u32 {
+        self.round.load(Ordering::Relaxed)
+    }
+
+    /// The sites failed so far: (key, round).
+    pub fn done(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        let len = (self.len.load(Ordering::Acquire) as usize).min(MAX_SYSTEMATIC_SITES);
+        (0..len).map(|i| (self.keys[i].load(Ordering::Relaxed), self.rounds[i].load(Ordering::Relaxed)))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -454,7 +564,7 @@ mod tests {
     }
 
     fn call() -> CallFacts<'static> {
-        CallFacts { size: Some(64), gfp: Some(0xcc0), pid: 7, comm: "cr", in_init: false }
+        CallFacts { site_key: 1, size: Some(64), gfp: Some(0xcc0), pid: 7, comm: "cr", in_init: false }
     }
 
     fn run(rule: &Rule<'_>, calls: usize, facts: CallFacts<'_>) -> (Vec<usize>, RuleCounts) {
@@ -494,6 +604,59 @@ mod tests {
         assert!(!init_only.selects("f", None));
         assert!(!init_only.selects("g", Some(("cr_round", 0x9d))));
         assert!(parse("fn=f").unwrap().selects("f", None));
+    }
+
+    #[test]
+    fn systematic_fails_each_site_once_one_per_round() {
+        let rule = parse("fn=f systematic").unwrap();
+        let counts = RuleCounts::default();
+        let at = |site: u64| CallFacts { site_key: site, ..call() };
+        assert_eq!(rule.decide(&counts, &at(10), 0), Decision::Fail);
+        assert_eq!(rule.decide(&counts, &at(10), 0), Decision::Run, "a site fails once");
+        assert_eq!(rule.decide(&counts, &at(20), 0), Decision::Run, "one site per round");
+        counts.systematic.next_round();
+        assert_eq!(rule.decide(&counts, &at(10), 0), Decision::Run);
+        assert_eq!(rule.decide(&counts, &at(20), 0), Decision::Fail);
+        counts.systematic.next_round();
+        assert_eq!(rule.decide(&counts, &at(0), 0), Decision::Run, "a site without a key never fails");
+        assert_eq!(counts.systematic.done().collect::<Vec<_>>(), [(10, 0), (20, 1)]);
+        assert_eq!(counts.failed.load(Ordering::Relaxed), 2);
+        let nofail = CallFacts { gfp: Some(GFP_NOFAIL), ..at(30) };
+        assert_eq!(rule.decide(&counts, &nofail, 0), Decision::Spared);
+        assert_eq!(parse("fn=f systematic times=1"), Err(RuleError::SystematicAlone));
+        assert_eq!(parse("fn=f systematic=1"), Err(RuleError::Unexpected("systematic=1")));
+        assert_ne!(site_key("cr_init", 0x1c), site_key("cr_init", 0x1d));
+        assert_ne!(site_key("a", 0), 0);
+    }
+
+    /// Many CPUs reach many sites in one round: exactly one call fails.
+    #[test]
+    fn systematic_rounds_are_exact_under_contention() {
+        let rule = parse("fn=f systematic").unwrap();
+        let counts = RuleCounts::default();
+        for round in 0..20u64 {
+            let failed = AtomicU64::new(0);
+            std::thread::scope(|s| {
+                for t in 0..4u64 {
+                    let (rule, counts, failed) = (&rule, &counts, &failed);
+                    s.spawn(move || {
+                        for site in 1..=30u64 {
+                            let facts = CallFacts { site_key: site * 7 + t, ..call() };
+                            if rule.decide(counts, &facts, 0) == Decision::Fail {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                }
+            });
+            assert_eq!(failed.load(Ordering::Relaxed), 1, "round {round}");
+            counts.systematic.next_round();
+        }
+        let keys: Vec<u64> = counts.systematic.done().map(|(k, _)| k).collect();
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 20, "20 distinct sites");
     }
 
     #[test]
@@ -552,7 +715,7 @@ mod tests {
     /// accepts prints back to a line that parses to the same rule.
     #[test]
     fn fuzzed_lines_never_panic_and_round_trip() {
-        let alphabet: &[u8] = b"fn=kmalloc site+0x9d every=10 percent after times min_size gfp pid comm init errno err_ptr 0123456789abcdefx_-";
+        let alphabet: &[u8] = b"fn=kmalloc site+0x9d every=10 percent after times min_size gfp pid comm init errno err_ptr systematic 0123456789abcdefx_-";
         let seeds = ["fn=kfree every=3 times=2", "fn=__kmalloc_noprof site=cr_round+0x1c percent=5 gfp=0x20 init"];
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {

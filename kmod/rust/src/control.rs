@@ -119,6 +119,7 @@ pub const HP_CMD_FAIL: u32 = 10;
 pub const HP_CMD_FAIL_CLEAR: u32 = 11;
 pub const HP_CMD_FAULTS: u32 = 12;
 pub const HP_CMD_LEAKS: u32 = 13;
+pub const HP_CMD_FAIL_NEXT: u32 = 14;
 
 /// A parsed command for C (struct hp_command): strings NUL-terminated.
 #[repr(C)]
@@ -178,6 +179,7 @@ pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: usize, out: *mu
         Command::Callees { module } => (HP_CMD_CALLEES, Some(module), "", Sink::Trace, false),
         Command::Fail { module, rule } => (HP_CMD_FAIL, Some(module), rule, Sink::Trace, false),
         Command::FailClear { module } => (HP_CMD_FAIL_CLEAR, Some(module), "", Sink::Trace, false),
+        Command::FailNext { module } => (HP_CMD_FAIL_NEXT, Some(module), "", Sink::Trace, false),
         Command::Faults { module } => (HP_CMD_FAULTS, module, "", Sink::Trace, false),
         Command::Leaks { module } => (HP_CMD_LEAKS, module, "", Sink::Trace, false),
     };

@@ -19,16 +19,19 @@ use core::cell::UnsafeCell;
 use core::ffi::{c_char, CStr};
 use core::fmt::Write;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use hp_core::catalogue::{self, Kind, MEMORY};
 use hp_core::event::RegisterArgs;
-use hp_core::fault::{catalogue_returns, failure_value, CallFacts, CannotFail, Decision, Returns, Rule, RuleCounts};
+use hp_core::fault::{
+    catalogue_returns, failure_value, site_key, CallFacts, CannotFail, Decision, Returns, Rule, RuleCounts,
+    MAX_SYSTEMATIC_SITES,
+};
 
 use crate::control::Reply;
 use crate::ffi;
 use crate::log::error;
-use crate::session::{Session, SiteRecord};
+use crate::session::{Session, SiteName, SiteRecord};
 use crate::shared::Shared;
 
 /// Rules a target may hold at once: one bit each in a site's mask.
@@ -38,6 +41,11 @@ pub const MAX_RULES: usize = 8;
 const MAX_RULE_TEXT: usize = 256;
 
 pub struct FaultRule {
+    /// A systematic rule's failed sites, by their index in its list: named
+    /// by the call that failed there (the one writer of its entry), then
+    /// marked ready for the report.
+    site_names: UnsafeCell<[[u8; SITE_NAME]; MAX_SYSTEMATIC_SITES]>,
+    site_named: [AtomicBool; MAX_SYSTEMATIC_SITES],
     /// The rule's words as given; `rule` borrows from it.
     text: [u8; MAX_RULE_TEXT],
     len: usize,
@@ -47,7 +55,41 @@ pub struct FaultRule {
     counts: RuleCounts,
 }
 
+/// Bytes of a site's name a systematic rule keeps.
+const SITE_NAME: usize = 64;
+
+// SAFETY: `site_names` entries are written once each, by the call that
+// take() gave the index to, and read only after `site_named` says so.
+unsafe impl Sync for FaultRule {}
+
 impl FaultRule {
+    /// Records the name of the site a systematic rule just failed.
+    fn name_site(&self, key: u64, name: &str) {
+        let Some(index) = self.counts.systematic.done().position(|(k, _)| k == key) else { return };
+        if self.site_named[index].load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: see the Sync impl: this call owns the entry until it
+        // sets site_named.
+        let entry = unsafe { &mut (*self.site_names.get())[index] };
+        let n = name.len().min(SITE_NAME - 1);
+        entry[..n].copy_from_slice(&name.as_bytes()[..n]);
+        self.site_named[index].store(true, Ordering::Release);
+    }
+
+    /// The sites a systematic rule failed: (round, name).
+    fn failed_sites(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.counts.systematic.done().enumerate().filter_map(move |(i, (_, round))| {
+            if !self.site_named[i].load(Ordering::Acquire) {
+                return None;
+            }
+            // SAFETY: written before site_named was set, never again.
+            let entry = unsafe { &(*self.site_names.get())[i] };
+            let len = entry.iter().position(|&b| b == 0).unwrap_or(SITE_NAME);
+            Some((round, core::str::from_utf8(&entry[..len]).unwrap_or("?")))
+        })
+    }
+
     pub fn rule(&self) -> &Rule<'static> {
         &self.rule
     }
@@ -100,7 +142,13 @@ impl FaultTable {
     /// The failure value of the first rule of `mask` that fails this call,
     /// with its slot; counts every rule consulted. `facts` is filled in by
     /// `task` only for a rule that filters by task.
-    pub fn decide(&self, mask: u8, facts: CallFacts<'_>, task: impl Fn() -> (u32, [u8; 16])) -> Option<(u64, usize)> {
+    pub fn decide(
+        &self,
+        mask: u8,
+        facts: CallFacts<'_>,
+        task: impl Fn() -> (u32, [u8; 16]),
+        site_name: &str,
+    ) -> Option<(u64, usize)> {
         let mut known_task: Option<(u32, [u8; 16])> = None;
         for slot in (0..MAX_RULES).filter(|s| mask & 1 << s != 0) {
             let Some(rule) = self.rule(slot) else { continue };
@@ -113,6 +161,9 @@ impl FaultTable {
             // SAFETY: a per-CPU generator, any context; only for percent=.
             let random = if rule.rule.percent.is_some() { unsafe { ffi::hp_c_random_u32() } } else { 0 };
             if rule.rule.decide(&rule.counts, &facts, random) == Decision::Fail {
+                if rule.rule.systematic {
+                    rule.name_site(facts.site_key, site_name);
+                }
                 return Some((rule.value, slot));
             }
         }
@@ -253,6 +304,18 @@ pub unsafe extern "C" fn hp_faults_clear(t: *const Shared, sessions: *const *con
     count
 }
 
+/// Ends the round of every systematic rule: the next site may fail. At
+/// `fail <module> next`, and at each new load of a followed target.
+///
+/// # Safety
+/// Under hp_lock; `t` is live.
+#[no_mangle]
+pub unsafe extern "C" fn hp_faults_next_round(t: *const Shared) {
+    for (_, rule) in unsafe { &*t }.faults.rules() {
+        rule.counts.systematic.next_round();
+    }
+}
+
 /// Frees the rules `clear` unpublished: a grace period after it.
 ///
 /// # Safety
@@ -298,6 +361,11 @@ pub unsafe extern "C" fn hp_reply_faults(
         }
         let _ = writeln!(r);
     }
+    for (slot, rule) in table.rules().filter(|(_, r)| r.rule.systematic) {
+        for (round, caller) in rule.failed_sites() {
+            let _ = writeln!(r, "systematic-site module={target} rule={slot} round={round} caller={caller}");
+        }
+    }
     let sessions = unsafe { core::slice::from_raw_parts(sessions, n) };
     for s in sessions.iter().filter(|s| !s.is_null()).map(|&s| unsafe { &*s }) {
         for site in s.sites().iter().filter(|site| site.failed.load(Ordering::Relaxed) != 0) {
@@ -318,10 +386,8 @@ pub unsafe extern "C" fn hp_reply_faults(
 impl Session {
     /// Sets every site's mask from the table's rules. Under hp_lock.
     pub(crate) fn arm_faults(&self, table: &FaultTable) {
-        let by_site = table.rules().any(|(_, r)| r.rule.site.is_some());
         for site in self.sites() {
-            let mut buf = [0u8; 128];
-            let at = if by_site { site_symbol(site.addr(), &mut buf) } else { None };
+            let at = split_site(site.name.as_str());
             site.fault_mask.store(table.mask_for(self.function_name(site.func()), at), Ordering::Relaxed);
         }
     }
@@ -334,16 +400,25 @@ impl Session {
     }
 }
 
-/// `function+offset` of a call site, as the `sites` reply's `caller` shows
-/// it (`name+0xoff/0xsize`).
-fn site_symbol(addr: u64, buf: &mut [u8; 128]) -> Option<(&str, u32)> {
+/// `function+0xoff/0xsize` -> (function, off).
+fn split_site(name: &str) -> Option<(&str, u32)> {
+    let (function, rest) = name.split_once('+')?;
+    let offset = rest.split('/').next()?.strip_prefix("0x")?;
+    Some((function, u32::from_str_radix(offset, 16).ok()?))
+}
+
+/// A site's name as kallsyms gives it (`function+0xoff/0xsize`), and its
+/// key for systematic rules (0 when it has no name).
+pub fn site_identity(addr: u64) -> (SiteName, u64) {
+    let mut buf = [0u8; 64];
     // SAFETY: buf is writable for its length; the formatter writes at most
     // len-1 bytes and returns how many.
     let len = unsafe { ffi::hp_c_format_symbol(addr as usize, buf.as_mut_ptr().cast(), buf.len() as u32) } as usize;
-    let text = core::str::from_utf8(&buf[..len.min(buf.len())]).ok()?;
-    let (name, rest) = text.split_once('+')?;
-    let offset = rest.split('/').next()?.strip_prefix("0x")?;
-    Some((name, u32::from_str_radix(offset, 16).ok()?))
+    let text = core::str::from_utf8(&buf[..len.min(buf.len())]).unwrap_or("");
+    let mut name = SiteName::default();
+    let _ = name.write_str(text);
+    let key = split_site(text).map_or(0, |(f, off)| site_key(f, off));
+    (name, key)
 }
 
 fn current_task() -> (u32, [u8; 16]) {
@@ -365,6 +440,7 @@ impl SiteRecord {
         let entry = function.memory_index().map(|i| &MEMORY[i]);
         let arg = |kind| entry.and_then(|f| f.first_of(session.config, kind)).map(|k| args[k]);
         let facts = CallFacts {
+            site_key: self.key,
             size: arg(Kind::Size),
             gfp: arg(Kind::Gfp),
             // SAFETY: the module outlives every session of it.
@@ -374,10 +450,11 @@ impl SiteRecord {
         // SAFETY: a read-side section around the reads of the mask and the
         // rules, which `clear` frees only a grace period after unpublishing.
         unsafe { ffi::hp_c_rcu_read_lock() };
-        let decided = table.decide(self.fault_mask.load(Ordering::Relaxed), facts, current_task);
+        let decided = table.decide(self.fault_mask.load(Ordering::Relaxed), facts, current_task, self.name.as_str());
         unsafe { ffi::hp_c_rcu_read_unlock() };
         let (value, slot) = decided?;
         self.failed.fetch_add(1, Ordering::Relaxed);
+
         // SAFETY: both names are NUL-terminated and live as long as the session.
         unsafe {
             ffi::hp_c_trace_fault(session.target.as_c_ptr().cast(), function.c_name(), self.addr() as usize, slot as u32, value as isize)

@@ -26,6 +26,10 @@ const I386: bool = cfg!(target_pointer_width = "32");
 
 pub struct SiteRecord {
     site: Site,
+    /// `function+0xoff/0xsize`, as kallsyms named it at plan.
+    pub(crate) name: SiteName,
+    /// The site's identity across loads (hp_core::fault::site_key).
+    pub(crate) key: u64,
     /// What the trampoline calls or jumps to: the function, or its
     /// `_track_caller` form.
     real: u64,
@@ -59,6 +63,9 @@ pub struct SiteRecord {
     /// The owning session, which outlives every site (both are freed together).
     session: *const Session,
 }
+
+/// A site as `function+0xoff/0xsize`.
+pub type SiteName = LineBuf<64>;
 
 /// Module names are at most 55 bytes (MODULE_NAME_LEN).
 type TargetName = LineBuf<64>;
@@ -276,8 +283,11 @@ impl Session {
                 FunctionKind::Any(spec) => (spec == Spec::Raw || I386, targets[site.func].addr, None, spec.arity()),
             };
             let stack_words = if I386 { catalogue::i386_stack_words(arity) as u32 } else { 0 };
+            let (name, key) = crate::faults::site_identity(site.addr);
             SiteRecord {
                 site,
+                name,
+                key,
                 real,
                 track_caller,
                 jump_through,
