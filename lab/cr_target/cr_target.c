@@ -1132,6 +1132,46 @@ static noinline void __init cr_init_calls(void)
 	cr_init_random = get_random_u32();
 }
 
+/*
+ * init_setup=1: an init with error paths, for systematic fault injection.
+ * Four allocations, each at its own site; what a NULL from each does:
+ *   cr_cfg (kzalloc)       the load fails with -ENOMEM, nothing leaked
+ *   cr_table (kmalloc)     the load fails; cr_cfg is freed first
+ *   cr_label (kstrdup)     the load fails, and this path forgets cr_cfg and
+ *                          cr_table: a deliberate leak of two objects
+ *   cr_scratch (vmalloc)   optional: the load goes on without it
+ */
+static bool init_setup;
+module_param(init_setup, bool, 0400);
+MODULE_PARM_DESC(init_setup, "init allocates a configuration, with an error path per allocation");
+static void *cr_cfg, *cr_table, *cr_scratch;
+static char *cr_label;
+
+static noinline int __init cr_init_setup(void)
+{
+	cr_cfg = kzalloc(96, GFP_KERNEL);
+	if (!cr_cfg)
+		return -ENOMEM;
+	cr_table = kmalloc(init_call_size * 4, GFP_KERNEL);
+	if (!cr_table) {
+		kfree(cr_cfg);
+		return -ENOMEM;
+	}
+	cr_label = kstrdup("cr_target setup", GFP_KERNEL);
+	if (!cr_label)
+		return -ENOMEM;		/* forgets cr_cfg and cr_table: on purpose */
+	cr_scratch = vmalloc(8192);	/* may stay NULL */
+	return 0;
+}
+
+static noinline void cr_setup_free(void)
+{
+	vfree(cr_scratch);
+	kfree(cr_label);
+	kfree(cr_table);
+	kfree(cr_cfg);
+}
+
 static bool start_paused;
 module_param(start_paused, bool, 0400);
 MODULE_PARM_DESC(start_paused, "load paused: only init's own calls happen until pause is written 0");
@@ -1141,15 +1181,23 @@ static int __init cr_target_init(void)
 	int ret;
 
 	cr_init_calls();
+	if (init_setup) {
+		ret = cr_init_setup();
+		if (ret)
+			return ret;
+	}
 	WRITE_ONCE(cr_paused, start_paused);
 
 	cr_cache = kmem_cache_create(KBUILD_MODNAME "_obj", CR_OBJ_SIZE, 0, 0, NULL);
-	if (!cr_cache)
-		return -ENOMEM;
+	if (!cr_cache) {
+		ret = -ENOMEM;
+		goto free_setup;
+	}
 	cr_gate_wq = alloc_workqueue("cr_gate", WQ_UNBOUND, 0);
 	if (!cr_gate_wq) {
 		kmem_cache_destroy(cr_cache);
-		return -ENOMEM;
+		ret = -ENOMEM;
+		goto free_setup;
 	}
 
 	timer_setup(&cr_timer, cr_softirq_timer, 0);
@@ -1160,7 +1208,7 @@ static int __init cr_target_init(void)
 		cr_stop_workers();
 		destroy_workqueue(cr_gate_wq);
 		kmem_cache_destroy(cr_cache);
-		return ret;
+		goto free_setup;
 	}
 	if (!start_paused)
 		cr_start_timers();
@@ -1170,6 +1218,11 @@ static int __init cr_target_init(void)
 	pr_info("cr_target: loaded, %d workers\n", (int)cr_nr_workers);
 	cr_hold_at_gate(&init_gate, "init");
 	return 0;
+
+free_setup:
+	if (init_setup)
+		cr_setup_free();
+	return ret;
 }
 
 static void __exit cr_target_exit(void)
@@ -1186,6 +1239,8 @@ static void __exit cr_target_exit(void)
 	/* A caller still asleep in cr_gate_wait() holds this until the gate opens. */
 	destroy_workqueue(cr_gate_wq);
 	kmem_cache_destroy(cr_cache);
+	if (init_setup)
+		cr_setup_free();
 	pr_info("cr_target: unloaded\n");
 }
 

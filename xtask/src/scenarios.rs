@@ -46,7 +46,7 @@ const PLAIN: Boot = Boot {
 const BOOTS: &[Boot] = &[
     Boot {
         name: "cr_target",
-        scripts: &["bad_input", "accounting", "target_unload", "race", "cycles", "kmemleak", "inject", "leaks"],
+        scripts: &["bad_input", "accounting", "target_unload", "race", "cycles", "kmemleak", "inject", "leaks", "systematic"],
         ..PLAIN
     },
     Boot {
@@ -94,7 +94,7 @@ const BOOTS: &[Boot] = &[
 const I386_BOOTS: &[Boot] = &[
     Boot {
         name: "cr_target",
-        scripts: &["bad_input", "accounting", "target_unload", "race", "cycles", "callee_verb", "inject", "leaks"],
+        scripts: &["bad_input", "accounting", "target_unload", "race", "cycles", "callee_verb", "inject", "leaks", "systematic"],
         ..PLAIN
     },
     Boot { name: "ext4", scripts: &["ext4"], in_tree: &["ext4", "brd"], ext4_image: true, ..PLAIN },

@@ -168,7 +168,7 @@ impl<'a> Rule<'a> {
                 counts.spared.fetch_add(1, Ordering::Relaxed);
                 return Decision::Spared;
             }
-            return match counts.systematic.take(call.site_key) {
+            return match counts.systematic.take(call.site_key, call.round) {
                 Some(_) => {
                     counts.failed.fetch_add(1, Ordering::Relaxed);
                     Decision::Fail
@@ -285,6 +285,8 @@ impl fmt::Display for Rule<'_> {
 pub struct CallFacts<'a> {
     /// The call site's identity across loads of the module ([`site_key`]).
     pub site_key: u64,
+    /// The module's shared systematic round, if its rules share one.
+    pub round: Option<Round<'a>>,
     /// The size argument, when the function has one.
     pub size: Option<u64>,
     /// The gfp argument, when the function has one.
@@ -305,6 +307,14 @@ pub struct RuleCounts {
     /// Calls the rule chose that carried __GFP_NOFAIL, and ran.
     pub spared: AtomicU64,
     pub systematic: Systematic,
+}
+
+/// A round shared by several systematic rules: its token (set by the one
+/// failure the round allows) and its number.
+#[derive(Clone, Copy, Debug)]
+pub struct Round<'a> {
+    pub taken: &'a AtomicU32,
+    pub number: u32,
 }
 
 /// Sites a systematic rule remembers; the next ones it reaches run.
@@ -346,13 +356,20 @@ impl Default for Systematic {
 
 impl Systematic {
     /// Claims this call for failure: its site was not failed yet, and no
-    /// other site was this round. Returns the site's index in the list.
-    pub fn take(&self, key: u64) -> Option<usize> {
+    /// other site was this round. `shared`: a round token and number that
+    /// several rules share (a module's systematic rules take one site per
+    /// round between them); None: the rule's own. Returns the site's index
+    /// in the list.
+    pub fn take(&self, key: u64, shared: Option<Round<'_>>) -> Option<usize> {
         let len = (self.len.load(Ordering::Acquire) as usize).min(MAX_SYSTEMATIC_SITES);
         if key == 0 || self.keys[..len].iter().any(|k| k.load(Ordering::Relaxed) == key) {
             return None;
         }
-        if self.taken.swap(1, Ordering::AcqRel) != 0 {
+        let (token, round) = match shared {
+            Some(r) => (r.taken, r.number),
+            None => (&self.taken, self.round.load(Ordering::Relaxed)),
+        };
+        if token.swap(1, Ordering::AcqRel) != 0 {
             return None;
         }
         let index = self.len.load(Ordering::Relaxed) as usize;
@@ -360,7 +377,7 @@ impl Systematic {
             return None; // every slot used: the rest run
         }
         self.keys[index].store(key, Ordering::Relaxed);
-        self.rounds[index].store(self.round.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.rounds[index].store(round, Ordering::Relaxed);
         // Only the round's winner appends, so the index is its own.
         self.len.store(index as u32 + 1, Ordering::Release);
         Some(index)
@@ -564,7 +581,7 @@ mod tests {
     }
 
     fn call() -> CallFacts<'static> {
-        CallFacts { site_key: 1, size: Some(64), gfp: Some(0xcc0), pid: 7, comm: "cr", in_init: false }
+        CallFacts { site_key: 1, round: None, size: Some(64), gfp: Some(0xcc0), pid: 7, comm: "cr", in_init: false }
     }
 
     fn run(rule: &Rule<'_>, calls: usize, facts: CallFacts<'_>) -> (Vec<usize>, RuleCounts) {
@@ -623,6 +640,13 @@ mod tests {
         assert_eq!(counts.failed.load(Ordering::Relaxed), 2);
         let nofail = CallFacts { gfp: Some(GFP_NOFAIL), ..at(30) };
         assert_eq!(rule.decide(&counts, &nofail, 0), Decision::Spared);
+        // Two rules sharing a round fail one site between them.
+        let (a, b) = (RuleCounts::default(), RuleCounts::default());
+        let taken = AtomicU32::new(0);
+        let shared = |site: u64| CallFacts { round: Some(Round { taken: &taken, number: 7 }), ..at(site) };
+        assert_eq!(rule.decide(&a, &shared(1), 0), Decision::Fail);
+        assert_eq!(rule.decide(&b, &shared(2), 0), Decision::Run);
+        assert_eq!(a.systematic.done().collect::<Vec<_>>(), [(1, 7)]);
         assert_eq!(parse("fn=f systematic times=1"), Err(RuleError::SystematicAlone));
         assert_eq!(parse("fn=f systematic=1"), Err(RuleError::Unexpected("systematic=1")));
         assert_ne!(site_key("cr_init", 0x1c), site_key("cr_init", 0x1d));

@@ -19,12 +19,12 @@ use core::cell::UnsafeCell;
 use core::ffi::{c_char, CStr};
 use core::fmt::Write;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
 use hp_core::catalogue::{self, Kind, MEMORY};
 use hp_core::event::RegisterArgs;
 use hp_core::fault::{
-    catalogue_returns, failure_value, site_key, CallFacts, CannotFail, Decision, Returns, Rule, RuleCounts,
+    catalogue_returns, failure_value, site_key, CallFacts, CannotFail, Decision, Returns, Round, Rule, RuleCounts,
     MAX_SYSTEMATIC_SITES,
 };
 
@@ -104,6 +104,10 @@ impl FaultRule {
 }
 
 pub struct FaultTable {
+    /// The systematic rules' shared round: one site fails per round
+    /// between all of them (hp_core::fault::Round).
+    round_taken: AtomicU32,
+    round: AtomicU32,
     slots: [AtomicPtr<FaultRule>; MAX_RULES],
     /// Unpublished by `clear`, freed by `reap` after a grace period. Only
     /// touched under hp_lock.
@@ -116,7 +120,12 @@ unsafe impl Sync for FaultTable {}
 
 impl FaultTable {
     pub fn new() -> FaultTable {
-        FaultTable { slots: Default::default(), retired: UnsafeCell::new([null_mut(); MAX_RULES]) }
+        FaultTable {
+            round_taken: AtomicU32::new(0),
+            round: AtomicU32::new(0),
+            slots: Default::default(),
+            retired: UnsafeCell::new([null_mut(); MAX_RULES]),
+        }
     }
 
     /// The rule in `slot`, for a reader inside an RCU read-side section
@@ -150,6 +159,8 @@ impl FaultTable {
         site_name: &str,
     ) -> Option<(u64, usize)> {
         let mut known_task: Option<(u32, [u8; 16])> = None;
+        let round = Round { taken: &self.round_taken, number: self.round.load(Ordering::Relaxed) };
+        let facts = CallFacts { round: Some(round), ..facts };
         for slot in (0..MAX_RULES).filter(|s| mask & 1 << s != 0) {
             let Some(rule) = self.rule(slot) else { continue };
             if rule.rule.needs_task() && known_task.is_none() {
@@ -311,9 +322,9 @@ pub unsafe extern "C" fn hp_faults_clear(t: *const Shared, sessions: *const *con
 /// Under hp_lock; `t` is live.
 #[no_mangle]
 pub unsafe extern "C" fn hp_faults_next_round(t: *const Shared) {
-    for (_, rule) in unsafe { &*t }.faults.rules() {
-        rule.counts.systematic.next_round();
-    }
+    let table = &unsafe { &*t }.faults;
+    table.round.fetch_add(1, Ordering::Relaxed);
+    table.round_taken.store(0, Ordering::Release);
 }
 
 /// Frees the rules `clear` unpublished: a grace period after it.

@@ -1,0 +1,54 @@
+# Systematic fault injection over cr_target's init, in follow mode: each
+# allocation site of its init fails once, in its own load, and each load
+# ends as cr_target's code says (init_setup in cr_target.c): a site whose
+# NULL it tolerates loads, the others fail with ENOMEM; the leak checker's
+# report at each unload is a true leak report, and finds exactly the two
+# objects the deliberately leaky error path forgets, at their two sites.
+. /scripts/lib.sh
+mark systematic
+insmod /modules/cr_target.ko start_paused=1
+kmalloc=$(sym kmalloc); kzalloc=$(sym kzalloc); vmalloc=$(sym vmalloc)
+rmmod cr_target
+insmod $HP || fail systematic.load "insmod hp_patcher failed"
+expect_eq systematic.follow "$(hpcmd "attach cr_target fn=$kmalloc,$kzalloc,kstrdup,$vmalloc,kfree,vfree sink=none follow leaks" | field state cr_target)" awaited
+for f in $kmalloc $kzalloc kstrdup $vmalloc; do
+	hpcmd "fail cr_target fn=$f systematic init" >/dev/null || fail systematic.rule_$f "refused"
+done
+expect_refused systematic.not_with_times "Invalid argument" "fail cr_target fn=$kmalloc systematic times=1"
+
+# Init reaches 5 allocation sites: cr_init_calls' kmalloc, then
+# cr_init_setup's kzalloc, kmalloc, kstrdup and vmalloc. Six loads: one
+# per site, then one with nothing left to fail.
+results=""
+n=0
+while [ $n -lt 6 ]; do
+	n=$((n + 1))
+	if insmod /modules/cr_target.ko init_setup=1 start_paused=1 2>/dev/null; then
+		results="$results ok"
+		rmmod cr_target
+	else
+		results="$results ENOMEM"
+	fi
+done
+echo "HPINFO systematic: loads:$results"
+expect_eq systematic.loads "$results" " ok ENOMEM ENOMEM ENOMEM ok ok"
+
+hpcmd 'faults cr_target' | sed 's/^/HPINFO systematic: /'
+sites() { hpcmd 'faults cr_target' | awk '$1 == "systematic-site" { for (i = 2; i <= NF; i++) if (index($i, "caller=") == 1) { c = substr($i, 8); sub("\\+.*", "", c); print c } }' | sort | tr '\n' ' '; }
+expect_eq systematic.sites "$(sites)" "$(echo 'cr_init_calls cr_init_setup cr_init_setup cr_init_setup cr_init_setup' | tr ' ' '\n' | sort | tr '\n' ' ')"
+rounds=$(hpcmd 'faults cr_target' | awk '$1 == "systematic-site" { print $4 }' | sort -u | wc -l)
+expect_eq systematic.one_site_per_load "$rounds" 5
+failed=$(hpcmd 'faults cr_target' | awk '$1 == "fault" { for (i = 2; i <= NF; i++) if (index($i, "failed=") == 1) n += substr($i, 8) } END { print n + 0 }')
+expect_eq systematic.failed_once_each "$failed" 5
+
+# A leak report at each of the six unloads (a failed init unloads too):
+# only the kstrdup load's leaks, both of them.
+reports=$(log_since | grep -o 'hp_patcher: leaks module=cr_target mode=since_load outstanding=[0-9]*' | sed 's/.*=//' | tr '\n' ' ')
+expect_eq systematic.leak_reports "$reports" "0 0 0 2 0 0 "
+leaked=$(log_since | grep 'hp_patcher: leak module=cr_target' | sed 's/.*caller=\([a-z_]*\)+[^ ]* callee=\([^ ]*\) count=\([0-9]*\) bytes=\([0-9]*\).*/\1 \2 \3 \4/' | sort | tr '\n' ';')
+want=$(printf '%s\n' "cr_init_setup $kzalloc 1 96" "cr_init_setup $kmalloc 1 192" | sort | tr '\n' ';')
+expect_eq systematic.leaked_objects "$leaked" "$want"
+
+check systematic.detach hpcmd 'detach cr_target'
+check systematic.unload rmmod hp_patcher
+expect_no_probes systematic.no_probes
