@@ -18,18 +18,16 @@ expect_refused systematic.not_with_times "Invalid argument" "fail cr_target fn=$
 
 # Init reaches 5 allocation sites: cr_init_calls' kmalloc, then
 # cr_init_setup's kzalloc, kmalloc, kstrdup and vmalloc. Six loads: one
-# per site, then one with nothing left to fail.
-results=""
+# per site, then one with nothing left to fail. Busybox's insmod tries
+# init_module(2) again when finit_module(2) fails, so one insmod may be two
+# loads: the loads are counted, and judged, from the kernel log.
+loads() { log_since | grep -c 'hp_patcher: cr_target is loading'; }
 n=0
-while [ $n -lt 6 ]; do
+while [ "$(loads)" -lt 6 ] && [ $n -lt 12 ]; do
 	n=$((n + 1))
-	if insmod /modules/cr_target.ko init_setup=1 start_paused=1 2>/dev/null; then
-		results="$results ok"
-		rmmod cr_target
-	else
-		results="$results ENOMEM"
-	fi
+	insmod /modules/cr_target.ko init_setup=1 start_paused=1 2>/dev/null && rmmod cr_target
 done
+results=$(log_since | awk '/hp_patcher: cr_target is loading/ { if (n++) printf " %s", r; r = "ENOMEM" } /cr_target: loaded,/ { r = "ok" } END { printf " %s\n", r }' | cut -d' ' -f1-7)
 echo "HPINFO systematic: loads:$results"
 expect_eq systematic.loads "$results" " ok ENOMEM ENOMEM ENOMEM ok ok"
 
@@ -43,7 +41,7 @@ expect_eq systematic.failed_once_each "$failed" 5
 
 # A leak report at each of the six unloads (a failed init unloads too):
 # only the kstrdup load's leaks, both of them.
-reports=$(log_since | grep -o 'hp_patcher: leaks module=cr_target mode=since_load outstanding=[0-9]*' | sed 's/.*=//' | tr '\n' ' ')
+reports=$(log_since | grep -o 'hp_patcher: leaks module=cr_target mode=since_load outstanding=[0-9]*' | sed 's/.*=//' | head -n 6 | tr '\n' ' ')
 expect_eq systematic.leak_reports "$reports" "0 0 0 2 0 0 "
 leaked=$(log_since | grep 'hp_patcher: leak module=cr_target' | sed 's/.*caller=\([a-z_]*\)+[^ ]* callee=\([^ ]*\) count=\([0-9]*\) bytes=\([0-9]*\).*/\1 \2 \3 \4/' | sort | tr '\n' ';')
 want=$(printf '%s\n' "cr_init_setup $kzalloc 1 96" "cr_init_setup $kmalloc 1 192" | sort | tr '\n' ';')

@@ -60,7 +60,9 @@ fn is_err_ptr(value: u64) -> bool {
 
 impl SiteRecord {
     /// After an allocator returned `ret`: records the new object, and the
-    /// one a krealloc freed. Any context; no lock, no allocation.
+    /// one a krealloc freed. Any context; no lock, no allocation. Out of
+    /// line: a target without leak checking pays one flag test.
+    #[inline(never)]
     pub(crate) fn track_result(&self, args: &RegisterArgs, ret: u64) {
         let Some(Role::Allocates { size, resizes }) = self.role else { return };
         let session = self.session();
@@ -85,6 +87,7 @@ impl SiteRecord {
     }
 
     /// Before a free: takes its object out of the table.
+    #[inline(never)]
     pub(crate) fn track_free(&self, args: &RegisterArgs) {
         let Some(Role::Frees { object }) = self.role else { return };
         // SAFETY: as in track_result.

@@ -144,6 +144,8 @@ pub struct Session {
     /// The target's `struct module`, and whether this is its init text.
     pub(crate) module: *const core::ffi::c_void,
     pub(crate) init_text: bool,
+    /// The target was attached with `leaks`: the hooks call the checker.
+    pub(crate) checks_leaks: bool,
 }
 
 impl Drop for Session {
@@ -336,6 +338,7 @@ impl Session {
             shared: req.shared,
             module: req.module,
             init_text: req.init_text != 0,
+            checks_leaks: unsafe { req.shared.as_ref() }.is_some_and(|s| s.leaks.is_some()),
         };
         if let Some(shared) = unsafe { req.shared.as_ref() } {
             shared.get();
@@ -650,7 +653,7 @@ impl SiteRecord {
     /// Logs the call (or counts it as suppressed) and returns `ret` as is.
     pub fn exit(&self, ret: u64, ret2: u64, args: &RegisterArgs, frame: &CallFrame) -> u64 {
         self.record(args, Some(Returned { ret, ret2, start_ns: frame.start_ns }));
-        if self.role.is_some() {
+        if self.session().checks_leaks {
             self.track_result(args, ret);
         }
         // Last touch of the session: after this the detach may free it.
@@ -664,7 +667,7 @@ impl SiteRecord {
     pub fn jump_through(&self, args: &RegisterArgs) -> u64 {
         self.hits.fetch_add(1, Ordering::Relaxed);
         self.record(args, None);
-        if self.role.is_some() {
+        if self.session().checks_leaks {
             self.track_free(args);
         }
         self.real
