@@ -63,8 +63,9 @@ const SITE_NAME: usize = 64;
 unsafe impl Sync for FaultRule {}
 
 impl FaultRule {
-    /// Records the name of the site a systematic rule just failed.
-    fn name_site(&self, key: u64, name: &str) {
+    /// Records the name of the site a systematic rule just failed: once
+    /// per site, so kallsyms is asked from the hot path only then.
+    fn name_site(&self, key: u64, site: u64) {
         let Some(index) = self.counts.systematic.done().position(|(k, _)| k == key) else { return };
         if self.site_named[index].load(Ordering::Acquire) {
             return;
@@ -72,6 +73,8 @@ impl FaultRule {
         // SAFETY: see the Sync impl: this call owns the entry until it
         // sets site_named.
         let entry = unsafe { &mut (*self.site_names.get())[index] };
+        let (name, _) = site_identity(site);
+        let name = name.as_str();
         let n = name.len().min(SITE_NAME - 1);
         entry[..n].copy_from_slice(&name.as_bytes()[..n]);
         self.site_named[index].store(true, Ordering::Release);
@@ -156,7 +159,7 @@ impl FaultTable {
         mask: u8,
         facts: CallFacts<'_>,
         task: impl Fn() -> (u32, [u8; 16]),
-        site_name: &str,
+        site: u64,
     ) -> Option<(u64, usize)> {
         let mut known_task: Option<(u32, [u8; 16])> = None;
         let round = Round { taken: &self.round_taken, number: self.round.load(Ordering::Relaxed) };
@@ -173,7 +176,7 @@ impl FaultTable {
             let random = if rule.rule.percent.is_some() { unsafe { ffi::hp_c_random_u32() } } else { 0 };
             if rule.rule.decide(&rule.counts, &facts, random) == Decision::Fail {
                 if rule.rule.systematic {
-                    rule.name_site(facts.site_key, site_name);
+                    rule.name_site(facts.site_key, site);
                 }
                 return Some((rule.value, slot));
             }
@@ -398,7 +401,8 @@ impl Session {
     /// Sets every site's mask from the table's rules. Under hp_lock.
     pub(crate) fn arm_faults(&self, table: &FaultTable) {
         for site in self.sites() {
-            let at = split_site(site.name.as_str());
+            let (name, _) = site_identity(site.addr());
+            let at = split_site(name.as_str());
             site.fault_mask.store(table.mask_for(self.function_name(site.func()), at), Ordering::Relaxed);
         }
     }
@@ -419,7 +423,9 @@ fn split_site(name: &str) -> Option<(&str, u32)> {
 }
 
 /// A site's name as kallsyms gives it (`function+0xoff/0xsize`), and its
-/// key for systematic rules (0 when it has no name).
+/// key for systematic rules (0 when it has no name). Out of line: its
+/// buffer would otherwise land in hp_plan's frame.
+#[inline(never)]
 pub fn site_identity(addr: u64) -> (SiteName, u64) {
     let mut buf = [0u8; 64];
     // SAFETY: buf is writable for its length; the formatter writes at most
@@ -461,7 +467,7 @@ impl SiteRecord {
         // SAFETY: a read-side section around the reads of the mask and the
         // rules, which `clear` frees only a grace period after unpublishing.
         unsafe { ffi::hp_c_rcu_read_lock() };
-        let decided = table.decide(self.fault_mask.load(Ordering::Relaxed), facts, current_task, self.name.as_str());
+        let decided = table.decide(self.fault_mask.load(Ordering::Relaxed), facts, current_task, self.addr());
         unsafe { ffi::hp_c_rcu_read_unlock() };
         let (value, slot) = decided?;
         self.failed.fetch_add(1, Ordering::Relaxed);

@@ -26,8 +26,6 @@ const I386: bool = cfg!(target_pointer_width = "32");
 
 pub struct SiteRecord {
     site: Site,
-    /// `function+0xoff/0xsize`, as kallsyms named it at plan.
-    pub(crate) name: SiteName,
     /// The site's identity across loads (hp_core::fault::site_key).
     pub(crate) key: u64,
     /// What the trampoline calls or jumps to: the function, or its
@@ -158,6 +156,15 @@ impl Drop for Session {
     }
 }
 
+/// What `plan` hands to `into_heap`.
+struct Parts {
+    config: KernelConfig,
+    gfp: Vec<GfpName<'static>>,
+    sites: Vec<SiteRecord>,
+    skipped: Vec<(Site, &'static str)>,
+    functions: Vec<Intercepted>,
+}
+
 /// # Safety
 /// `ptr` is a NUL-terminated string that lives as long as the module.
 unsafe fn static_str(ptr: *const c_char) -> &'static str {
@@ -246,7 +253,7 @@ impl Session {
         for (list, why) in skips {
             skipped.extend(list.iter().map(|&site| (site, why)));
         }
-        crate::log::emit(ffi::HP_INFO, &mut log_line_for_sites(target, &found.sites, &functions));
+        log_sites(target, &found.sites, &functions);
 
         let gfp_names = unsafe { slice(req.gfp_names, req.num_gfp_names) };
         let mut gfp = Vec::new();
@@ -255,58 +262,22 @@ impl Session {
         let mut sites = Vec::new();
         sites.try_reserve_exact(found.sites.len()).map_err(out_of_memory)?;
         let config = KernelConfig { slab_buckets: req.slab_buckets != 0 };
-        sites.extend(found.sites.iter().map(|&site| {
-            let role = match functions[site.func].kind {
-                FunctionKind::Memory(func) => leaks::role(&MEMORY[func], config),
-                FunctionKind::Any(_) => None,
-            };
-            let (jump_through, real, track_caller, arity) = match functions[site.func].kind {
-                FunctionKind::Memory(func) => {
-                    let jump_through = MEMORY[func].ret == Kind::Void;
-                    // Only where the kernel at hand exports the _track_caller form.
-                    let via = catalogue::track_caller(func)
-                        .filter(|_| !jump_through)
-                        .and_then(|t| Some((t, catalogue::index_of(t.via).filter(|&v| available(v))?)));
-                    match via {
-                        Some((t, via)) => {
-                            (jump_through, addrs[via], Some(t.resolve(config)), MEMORY[via].arity(config))
-                        }
-                        None => (jump_through, addrs[func], None, MEMORY[func].arity(config)),
-                    }
-                }
-                // With a SPEC on x86_64, called through: the trampoline
-                // forwards 8 stack words besides the registers, and sees the
-                // result. With none (Raw), nothing says how many arguments
-                // there are, or whether it is variadic; on i386 a SPEC's
-                // letters do not say how many stack words each argument
-                // takes (a u64 takes two). Then the call is jumped into with
-                // its own return address, which is right for every call,
-                // and its result is not recorded.
-                FunctionKind::Any(spec) => (spec == Spec::Raw || I386, targets[site.func].addr, None, spec.arity()),
-            };
-            let stack_words = if I386 { catalogue::i386_stack_words(arity) as u32 } else { 0 };
-            let (name, key) = crate::faults::site_identity(site.addr);
-            SiteRecord {
-                site,
-                name,
-                key,
-                real,
-                track_caller,
-                jump_through,
-                stack_words,
-                state: AtomicU8::new(SiteState::Planned as u8),
-                hits: AtomicU64::new(0),
-                inflight: AtomicU64::new(0),
-                events: AtomicU64::new(0),
-                dropped: AtomicU64::new(0),
-                missed: AtomicU64::new(0),
-                fault_mask: AtomicU8::new(0),
-                failed: AtomicU64::new(0),
-                role,
-                unknown_frees: AtomicU64::new(0),
-                session: core::ptr::null(),
-            }
-        }));
+        for &site in &found.sites {
+            sites.push(site_record(site, &functions, &targets, addrs, config, &available));
+        }
+        // SAFETY: per this function's contract.
+        unsafe { Session::into_heap(req, target, Parts { config, gfp, sites, skipped, functions }) }
+    }
+
+    /// The session on the heap, its sites pointing at it, its fault rules
+    /// armed. Out of line: `plan`'s frame stays under the 1 kB the build
+    /// allows.
+    ///
+    /// # Safety
+    /// As for `plan`.
+    #[inline(never)]
+    unsafe fn into_heap(req: &AttachRequest, target: &str, parts: Parts) -> Result<*mut Session, i32> {
+        let Parts { config, gfp, mut sites, skipped, functions } = parts;
         let mut name = TargetName::default();
         let _ = name.write_str(target);
 
@@ -497,7 +468,13 @@ fn report_skipped(found: &Discovery, functions: &[Intercepted]) {
 }
 
 /// `target: S sites: kfree=3 (1 tail) vfree=1 ...`
-fn log_line_for_sites(target: &str, found: &[Site], functions: &[Intercepted]) -> crate::log::Line {
+/// Out of line, so that its line buffer is not in `plan`'s frame.
+#[inline(never)]
+fn log_sites(target: &str, found: &[Site], functions: &[Intercepted]) {
+    crate::log::emit(ffi::HP_INFO, &mut line_for_sites(target, found, functions));
+}
+
+fn line_for_sites(target: &str, found: &[Site], functions: &[Intercepted]) -> crate::log::Line {
     let mut line = crate::log::Line::default();
     let _ = write!(line, "{target}: {} sites:", found.len());
     for (func, f) in functions.iter().enumerate() {
@@ -572,6 +549,67 @@ fn pick_callee<'a>(target: &str, found: &'a [Callee], name: &str, spec: Option<S
         return Err(ffi::EINVAL);
     }
     Ok(callee)
+}
+
+/// One site's record, as planned. Out of line: built inside `plan`, its
+/// temporaries pushed that frame over the 1 kB the build allows.
+#[inline(never)]
+fn site_record(
+    site: Site,
+    functions: &[Intercepted],
+    targets: &[Target],
+    addrs: &[u64],
+    config: KernelConfig,
+    available: &dyn Fn(usize) -> bool,
+) -> SiteRecord {
+    let role = match functions[site.func].kind {
+        FunctionKind::Memory(func) => leaks::role(&MEMORY[func], config),
+        FunctionKind::Any(_) => None,
+    };
+    let (jump_through, real, track_caller, arity) = match functions[site.func].kind {
+        FunctionKind::Memory(func) => {
+            let jump_through = MEMORY[func].ret == Kind::Void;
+            // Only where the kernel at hand exports the _track_caller form.
+            let via = catalogue::track_caller(func)
+                .filter(|_| !jump_through)
+                .and_then(|t| Some((t, catalogue::index_of(t.via).filter(|&v| available(v))?)));
+            match via {
+                Some((t, via)) => {
+                    (jump_through, addrs[via], Some(t.resolve(config)), MEMORY[via].arity(config))
+                }
+                None => (jump_through, addrs[func], None, MEMORY[func].arity(config)),
+            }
+        }
+        // With a SPEC on x86_64, called through: the trampoline
+        // forwards 8 stack words besides the registers, and sees the
+        // result. With none (Raw), nothing says how many arguments
+        // there are, or whether it is variadic; on i386 a SPEC's
+        // letters do not say how many stack words each argument
+        // takes (a u64 takes two). Then the call is jumped into with
+        // its own return address, which is right for every call,
+        // and its result is not recorded.
+        FunctionKind::Any(spec) => (spec == Spec::Raw || I386, targets[site.func].addr, None, spec.arity()),
+    };
+    let stack_words = if I386 { catalogue::i386_stack_words(arity) as u32 } else { 0 };
+    SiteRecord {
+        site,
+        key: crate::faults::site_identity(site.addr).1,
+        real,
+        track_caller,
+        jump_through,
+        stack_words,
+        state: AtomicU8::new(SiteState::Planned as u8),
+        hits: AtomicU64::new(0),
+        inflight: AtomicU64::new(0),
+        events: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        missed: AtomicU64::new(0),
+        fault_mask: AtomicU8::new(0),
+        failed: AtomicU64::new(0),
+        role,
+        unknown_frees: AtomicU64::new(0),
+        session: core::ptr::null(),
+    }
 }
 
 impl SiteRecord {
