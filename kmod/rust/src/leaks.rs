@@ -230,10 +230,21 @@ pub unsafe extern "C" fn hp_reply_leaks(
     sessions: *const *const Session,
     n: usize,
 ) {
+    unsafe { report_from_c(&mut *r, t, target, sessions, n) }
+}
+
+/// `report` from the C side's arguments (see `hp_reply_leaks`).
+unsafe fn report_from_c(
+    out: &mut impl Write,
+    t: *const Shared,
+    target: *const c_char,
+    sessions: *const *const Session,
+    n: usize,
+) {
     let Some(leaks) = unsafe { &*t }.leaks.as_ref() else { return };
     let target = unsafe { CStr::from_ptr(target) }.to_str().unwrap_or("?");
     let sessions = unsafe { live(sessions, n) }.unwrap_or_default();
-    report(unsafe { &mut *r }, leaks, target, &sessions);
+    report(out, leaks, target, &sessions);
 }
 
 /// Whether the target checks leaks.
@@ -302,8 +313,5 @@ pub unsafe extern "C" fn hp_leaks_log(
     sessions: *const *const Session,
     n: usize,
 ) {
-    let Some(leaks) = unsafe { &*t }.leaks.as_ref() else { return };
-    let target = unsafe { CStr::from_ptr(target) }.to_str().unwrap_or("?");
-    let sessions = unsafe { live(sessions, n) }.unwrap_or_default();
-    report(&mut LogLines(Default::default()), leaks, target, &sessions);
+    unsafe { report_from_c(&mut LogLines(Default::default()), t, target, sessions, n) }
 }
