@@ -71,6 +71,7 @@ const BOOTS: &[Boot] = &[
             "callee",
             "typed",
             "detach_wait",
+            "hpctl_fault",
             "lockdown",
         ],
         host_programs: &["/usr/bin/trace-cmd"],

@@ -1,0 +1,37 @@
+# hpctl's side of fault rules and leak checking, on cr_target: `hpctl
+# attach --leaks`, `hpctl fail` (a rule, a refusal with its reason, --clear),
+# `hpctl faults` and `hpctl leaks` (table and JSON).
+. /scripts/lib.sh
+mark hpctl_fault
+HPCTL=/modules/hpctl
+grep -q '^cr_target ' /proc/modules || insmod /modules/cr_target.ko
+kstrdup=$(sym kstrdup)
+$HPCTL attach cr_target --fn $kstrdup,kfree --sink none --leaks 1024 > /tmp/attach.txt 2>&1
+expect_eq hpctl_fault.attach "$?" 0
+
+out=$($HPCTL fail cr_target --fn $kstrdup --every 10 --times 5 2>&1)
+expect_eq hpctl_fault.rule "$out" "cr_target: rule 0: fn=$kstrdup every=10 times=5 (a failed call returns NULL)"
+failed() { $HPCTL faults cr_target | awk '$1 == "cr_target" && $2 == "0" { print $4 }'; }
+n=0
+while [ "$(failed)" != 5 ] && [ $n -lt 100 ]; do sleep 0.2; n=$((n + 1)); done
+expect_eq hpctl_fault.failed "$(failed)" 5
+$HPCTL faults cr_target | sed 's/^/HPINFO hpctl_fault: /'
+
+out=$($HPCTL fail cr_target --fn kfree 2>&1)
+rc=$?
+[ $rc -ne 0 ] && pass hpctl_fault.refused_exit || fail hpctl_fault.refused_exit "exit $rc: $out"
+case "$out" in *"cannot fail kfree: it frees memory"*) pass hpctl_fault.refused_why ;; *) fail hpctl_fault.refused_why "$out" ;; esac
+out=$($HPCTL fail cr_target --fn $kstrdup --systematic --times 2 2>&1)
+[ $? -ne 0 ] && pass hpctl_fault.flags_conflict || fail hpctl_fault.flags_conflict "$out"
+
+expect_eq hpctl_fault.clear "$($HPCTL fail cr_target --clear 2>&1)" "cr_target: fault rules cleared"
+expect_eq hpctl_fault.no_rules "$($HPCTL faults cr_target 2>&1 | head -n 1)" "no fault rules"
+
+$HPCTL leaks cr_target > /tmp/leaks.txt 2>&1
+expect_eq hpctl_fault.leaks_exit "$?" 0
+head -n 3 /tmp/leaks.txt | sed 's/^/HPINFO hpctl_fault: /'
+case "$(head -n 1 /tmp/leaks.txt)" in "cr_target: "*" objects, "*" bytes, outstanding since the attach") pass hpctl_fault.leaks_table ;; *) fail hpctl_fault.leaks_table "$(head -n 1 /tmp/leaks.txt)" ;; esac
+json=$($HPCTL leaks cr_target --json | head -n 1)
+case "$json" in '{"schema":1,"type":"leaks","module":"cr_target","mode":"since_attach",'*) pass hpctl_fault.leaks_json ;; *) fail hpctl_fault.leaks_json "$json" ;; esac
+
+check hpctl_fault.detach $HPCTL detach cr_target
