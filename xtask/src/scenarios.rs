@@ -79,7 +79,7 @@ const BOOTS: &[Boot] = &[
     },
     Boot {
         name: "ext4",
-        scripts: &["ext4", "hpctl_ext4", "callees_ext4", "ext4_fault"],
+        scripts: &["ext4", "hpctl_ext4", "callees_ext4", "ext4_fault", "systematic_brd"],
         in_tree: &["ext4", "brd"],
         ext4_image: true,
         callees_truth: &["ext4"],

@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::ffi::{c_char, CStr};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use hp_core::control::Sink;
 
@@ -42,7 +42,12 @@ pub struct SiteRecord {
     state: AtomicU8,
     hits: AtomicU64,
     /// Calls inside the real function right now; detach waits for 0.
-    inflight: AtomicU64,
+    /// A word, not a u64: on i386 a u64 decrement is `adc $-1` into a
+    /// `lock cmpxchg8b` loop, after which QEMU 7.2's TCG can compute EFLAGS
+    /// from stale flag state (all ones: VM, NT, TF) and double-fault on the
+    /// next interrupt; seen in 4 of 4 i386 runs with one code layout. A
+    /// word is `lock xadd`, and no more callers than that can be inside.
+    inflight: AtomicUsize,
     /// Trace events written or lines logged.
     events: AtomicU64,
     /// Calls that became no event (no tracer enabled, or rate-limited).
@@ -350,7 +355,7 @@ impl Session {
     }
 
     pub fn inflight(&self) -> u64 {
-        self.sites.iter().map(|s| s.inflight.load(Ordering::SeqCst)).sum()
+        self.sites.iter().map(|s| s.inflight.load(Ordering::SeqCst) as u64).sum()
     }
 
     /// The calls inside a real function now, and into `out` the names of
@@ -375,7 +380,7 @@ impl Session {
         let mut total = 0;
         for (func, f) in self.functions.iter().enumerate() {
             let inside: u64 =
-                self.sites.iter().filter(|s| s.site.func == func).map(|s| s.inflight.load(Ordering::SeqCst)).sum();
+                self.sites.iter().filter(|s| s.site.func == func).map(|s| s.inflight.load(Ordering::SeqCst) as u64).sum();
             if inside > 0 {
                 let _ = write!(names, "{}{}", if total == 0 { "" } else { " " }, f.name());
                 total += inside;
@@ -600,7 +605,7 @@ fn site_record(
         stack_words,
         state: AtomicU8::new(SiteState::Planned as u8),
         hits: AtomicU64::new(0),
-        inflight: AtomicU64::new(0),
+        inflight: AtomicUsize::new(0),
         events: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
         missed: AtomicU64::new(0),
@@ -660,7 +665,8 @@ impl SiteRecord {
 
     /// hits, inflight, events, dropped, missed.
     pub fn counters(&self) -> [u64; 5] {
-        [&self.hits, &self.inflight, &self.events, &self.dropped, &self.missed].map(|c| c.load(Ordering::Relaxed))
+        let inflight = self.inflight.load(Ordering::Relaxed) as u64;
+        [self.hits.load(Ordering::Relaxed), inflight, self.events.load(Ordering::Relaxed), self.dropped.load(Ordering::Relaxed), self.missed.load(Ordering::Relaxed)]
     }
 
     /// Counts the call and says what to call with which arguments; the C
