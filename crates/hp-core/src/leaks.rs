@@ -15,7 +15,7 @@
 //! while calls run may see a slot being filled; it takes what it sees.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::catalogue::{Function, KernelConfig, Kind};
 
@@ -69,9 +69,11 @@ const EMPTY: u64 = 0;
 const FREED: u64 = 1;
 
 /// One slot. Its address is the key; 0 and 1 are never object addresses.
+/// The key is a word: kernel addresses fit one, and on i386 a u64 would
+/// make every compare-and-swap a `cmpxchg8b` loop.
 #[derive(Debug, Default)]
 pub struct Slot {
-    address: AtomicU64,
+    address: AtomicUsize,
     /// The allocating site's index in the attachment's site list.
     site: AtomicU64,
     size: AtomicU64,
@@ -125,7 +127,7 @@ impl Table {
     /// Forgets every object and count: for a new load of a followed target.
     pub fn clear(&self) {
         for slot in &self.slots {
-            slot.address.store(EMPTY, Ordering::Relaxed);
+            slot.address.store(EMPTY as usize, Ordering::Relaxed);
         }
         self.overflowed.store(0, Ordering::Relaxed);
         self.replaced.store(0, Ordering::Relaxed);
@@ -158,7 +160,7 @@ impl Table {
             let start = self.start(object.address);
             for step in 0..self.probe_len() {
                 let index = (start + step) % self.slots.len();
-                match self.slots[index].address.load(Ordering::Acquire) {
+                match self.slots[index].address.load(Ordering::Acquire) as u64 {
                     a if a == object.address => {
                         self.fill(index, object);
                         self.replaced.fetch_add(1, Ordering::Relaxed);
@@ -198,7 +200,7 @@ impl Table {
         let start = self.start(address);
         for step in 0..self.probe_len() {
             let slot = &self.slots[(start + step) % self.slots.len()];
-            match slot.address.load(Ordering::Acquire) {
+            match slot.address.load(Ordering::Acquire) as u64 {
                 EMPTY => return None,
                 a if a == address => {
                     let object = Object {
@@ -211,7 +213,7 @@ impl Table {
                     // finds nothing the second time.
                     return slot
                         .address
-                        .compare_exchange(address, FREED, Ordering::AcqRel, Ordering::Relaxed)
+                        .compare_exchange(address as usize, FREED as usize, Ordering::AcqRel, Ordering::Relaxed)
                         .ok()
                         .map(|_| object);
                 }
@@ -224,7 +226,7 @@ impl Table {
     /// The objects outstanding now.
     pub fn outstanding(&self) -> impl Iterator<Item = Object> + '_ {
         self.slots.iter().filter_map(|slot| {
-            let address = slot.address.load(Ordering::Acquire);
+            let address = slot.address.load(Ordering::Acquire) as u64;
             (address > FREED).then(|| Object {
                 address,
                 site: slot.site.load(Ordering::Relaxed),
@@ -235,7 +237,7 @@ impl Table {
     }
 
     fn claim(&self, index: usize, was: u64, address: u64) -> bool {
-        self.slots[index].address.compare_exchange(was, address, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        self.slots[index].address.compare_exchange(was as usize, address as usize, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     fn fill(&self, index: usize, object: Object) {
