@@ -419,6 +419,11 @@ fn run(command: Cmd) -> Result<()> {
             } else {
                 print!("{}", table::status(&targets));
                 Detaching::all(&records)?.iter().for_each(|d| println!("{}", d.describe()));
+                // The targets' fault rules and their counts, if any.
+                let rules = hpctl::faults::rules(&send(&Command::Faults { module: None })?)?;
+                if !rules.is_empty() {
+                    print!("\n{}", hpctl::faults::table(&rules, &[], &[]));
+                }
             }
         }
         Cmd::Plan { module, functions, set, raw, json, ko } => {

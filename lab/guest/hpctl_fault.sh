@@ -16,6 +16,8 @@ n=0
 while [ "$(failed)" != 5 ] && [ $n -lt 100 ]; do sleep 0.2; n=$((n + 1)); done
 expect_eq hpctl_fault.failed "$(failed)" 5
 $HPCTL faults cr_target | sed 's/^/HPINFO hpctl_fault: /'
+status_rule=$($HPCTL status | awk '$1 == "cr_target" && $2 == "0" { print $4, $7, $8, $9 }')
+expect_eq hpctl_fault.status_shows_rules "$status_rule" "5 fn=$kstrdup every=10 times=5"
 
 out=$($HPCTL fail cr_target --fn kfree 2>&1)
 rc=$?
