@@ -3,7 +3,9 @@
 //! `fault` and `fault-site` records the module replies with.
 
 use anyhow::{bail, Result};
-use hp_core::fault::Rule;
+use hp_core::fault::{Returns, Rule};
+
+use crate::prototype::{CType, Shape};
 
 use crate::records::Record;
 
@@ -58,7 +60,9 @@ pub struct RuleArgs {
 impl RuleArgs {
     /// The rule's words for `fail <module> ...`, checked by the same
     /// grammar the module parses with.
-    pub fn to_rule_text(&self) -> Result<String> {
+    /// `returns`: what the function returns, for one outside the catalogue
+    /// (from BTF: [`returns_of`]).
+    pub fn to_rule_text(&self, returns: Option<Returns>) -> Result<String> {
         let Some(function) = self.function.as_deref() else { bail!("a rule needs --fn") };
         let site = match self.site.as_deref() {
             Some(s) => {
@@ -89,10 +93,25 @@ impl RuleArgs {
             errno: self.errno,
             err_ptr: self.err_ptr,
             systematic: self.systematic,
+            returns,
         };
         let text = rule.to_string();
         Rule::parse(text.split(' ')).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(text)
+    }
+}
+
+/// What a function's BTF return type means for failing it: a signed
+/// integer carries a negative errno, a pointer an error pointer (with
+/// `--err-ptr`); the module refuses the rest with the reason.
+pub fn returns_of(ret: &CType) -> Returns {
+    match &ret.shape {
+        Shape::Void => Returns::Void,
+        Shape::Int { signed: true, .. } => Returns::Int,
+        Shape::Int { signed: false, .. } | Shape::Bool | Shape::Enum { .. } => Returns::Unsigned,
+        Shape::Ptr { .. } => Returns::Pointer,
+        Shape::Aggregate { .. } => Returns::Aggregate,
+        _ => Returns::Unknown,
     }
 }
 
@@ -228,10 +247,16 @@ mod tests {
             gfp: Some("0x20".into()),
             ..RuleArgs::default()
         };
-        assert_eq!(args.to_rule_text().unwrap(), "fn=kstrdup site=cr_round+0x9d every=3 times=2 gfp=0x20");
-        assert!(RuleArgs { every: Some(0), ..args.clone() }.to_rule_text().is_err());
-        assert!(RuleArgs { function: None, ..args.clone() }.to_rule_text().is_err());
-        assert!(RuleArgs { site: Some("cr_round".into()), ..args }.to_rule_text().is_err());
+        assert_eq!(args.to_rule_text(None).unwrap(), "fn=kstrdup site=cr_round+0x9d every=3 times=2 gfp=0x20");
+        assert!(RuleArgs { every: Some(0), ..args.clone() }.to_rule_text(None).is_err());
+        assert!(RuleArgs { function: None, ..args.clone() }.to_rule_text(None).is_err());
+        assert!(RuleArgs { site: Some("cr_round".into()), ..args }.to_rule_text(None).is_err());
+        let typed = RuleArgs { function: Some("cr_mixed".into()), errno: Some(5), ..RuleArgs::default() };
+        assert_eq!(typed.to_rule_text(Some(Returns::Int)).unwrap(), "fn=cr_mixed errno=5 returns=int");
+        assert_eq!(returns_of(&CType::new("long", Shape::Int { bytes: 8, signed: true })), Returns::Int);
+        assert_eq!(returns_of(&CType::new("u64", Shape::Int { bytes: 8, signed: false })), Returns::Unsigned);
+        assert_eq!(returns_of(&CType::new("bool", Shape::Bool)), Returns::Unsigned);
+        assert_eq!(returns_of(&CType::void()), Returns::Void);
     }
 
     #[test]

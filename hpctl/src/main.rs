@@ -483,14 +483,21 @@ fn run(command: Cmd) -> Result<()> {
                 send(&Command::FailNext { module: &module })?;
                 println!("{module}: next round");
             } else {
-                let text = rule.to_rule_text()?;
+                // Outside the catalogue, the module needs the return type: BTF's.
+                let returns = match rule.function.as_deref() {
+                    Some(name) if !is_catalogue(name) => {
+                        Btfs::load().ok().and_then(|mut b| b.prototype(name)).map(|p| hpctl::faults::returns_of(&p.ret))
+                    }
+                    _ => None,
+                };
+                let text = rule.to_rule_text(returns)?;
                 let rules = hpctl::faults::rules(&send(&Command::Fail { module: &module, rule: &text })?)?;
                 match rules.iter().rev().find(|r| r.text == text) {
                     Some(r) => println!(
                         "{module}: rule {}: {} (a failed call returns {})",
                         r.slot,
                         r.text,
-                        hpctl::faults::value_name(r.value, rule.err_ptr)
+                        hpctl::faults::value_name(r.value, rule.err_ptr || returns == Some(hp_core::fault::Returns::Pointer))
                     ),
                     None => println!("{module}: rule added: {text}"),
                 }

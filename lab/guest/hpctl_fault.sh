@@ -37,3 +37,20 @@ json=$($HPCTL leaks cr_target --json | head -n 1)
 case "$json" in '{"schema":1,"type":"leaks","module":"cr_target","mode":"since_attach",'*) pass hpctl_fault.leaks_json ;; *) fail hpctl_fault.leaks_json "$json" ;; esac
 
 check hpctl_fault.detach $HPCTL detach cr_target
+
+# Any callee, typed from BTF: cr_mixed returns long, so a failed call
+# returns -errno, and cr_target counts each result that is not what
+# cr_mixed would have computed; cr_wide returns a u64, which no errno fits.
+wrong() { awk -v f="$1" '$1 == f { print $3 }' $CR/typed; }
+before=$(wrong cr_mixed)
+$HPCTL attach cr_target --fn cr_mixed,cr_wide --sink none > /tmp/attach.txt 2>&1
+expect_eq hpctl_fault.typed_attach "$?" 0
+out=$($HPCTL fail cr_target --fn cr_mixed --times 3 --errno 5 2>&1)
+expect_eq hpctl_fault.typed_rule "$out" "cr_target: rule 0: fn=cr_mixed times=3 errno=5 returns=int (a failed call returns -5)"
+n=0
+while [ "$(failed)" != 3 ] && [ $n -lt 100 ]; do sleep 0.2; n=$((n + 1)); done
+expect_eq hpctl_fault.typed_failed "$(failed)" 3
+expect_eq hpctl_fault.typed_target_saw "$(( $(wrong cr_mixed) - before ))" 3
+out=$($HPCTL fail cr_target --fn cr_wide 2>&1)
+case "$out" in *"cannot fail cr_wide: it returns an unsigned value"*) pass hpctl_fault.typed_unsigned ;; *) fail hpctl_fault.typed_unsigned "$out" ;; esac
+check hpctl_fault.typed_detach $HPCTL detach cr_target

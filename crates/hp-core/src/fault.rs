@@ -68,6 +68,9 @@ pub struct Rule<'a> {
     /// Fails each site it selects once, the first time it is reached, one
     /// site per round (see [`Systematic`]).
     pub systematic: bool,
+    /// What `function` returns, for one outside the catalogue: hpctl says
+    /// it from BTF (`returns=int|ptr|void|struct|unsigned`).
+    pub returns: Option<Returns>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +88,7 @@ pub enum RuleError<'a> {
     NeverFires(&'a str),
     /// `systematic` with `every`, `percent`, `after` or `times`.
     SystematicAlone,
+    BadReturns(&'a str),
 }
 
 impl fmt::Display for RuleError<'_> {
@@ -99,6 +103,7 @@ impl fmt::Display for RuleError<'_> {
             RuleError::BadErrno(e) => write!(f, "'{e}' is not an errno from 1 to {MAX_ERRNO}"),
             RuleError::Unexpected(a) => write!(f, "unexpected or repeated argument '{a}'"),
             RuleError::NeverFires(a) => write!(f, "'{a}': this rule would never fail a call"),
+            RuleError::BadReturns(r) => write!(f, "'{r}' is not a return kind (int, ptr, void, struct, unsigned)"),
             RuleError::SystematicAlone => {
                 write!(f, "systematic chooses the calls itself: it takes no every, percent, after or times")
             }
@@ -138,6 +143,7 @@ impl<'a> Rule<'a> {
                 "errno" => rule.errno = Some(errno(value)?),
                 "err_ptr" => rule.err_ptr = true,
                 "systematic" => rule.systematic = true,
+                "returns" => rule.returns = Some(Returns::from_word(value).ok_or(RuleError::BadReturns(value))?),
                 _ => unreachable!("every key of KEYS has an arm"),
             }
         }
@@ -231,7 +237,7 @@ impl<'a> Rule<'a> {
 /// The words a rule takes, in the order Display writes them.
 const KEYS: &[&str] = &[
     "fn", "site", "every", "percent", "after", "times", "min_size", "gfp", "pid", "comm", "init", "errno", "err_ptr",
-    "systematic",
+    "systematic", "returns",
 ];
 
 impl fmt::Display for Rule<'_> {
@@ -275,6 +281,9 @@ impl fmt::Display for Rule<'_> {
         }
         if self.systematic {
             write!(f, " systematic")?;
+        }
+        if let Some(r) = self.returns {
+            write!(f, " returns={}", r.word())?;
         }
         Ok(())
     }
@@ -415,6 +424,8 @@ pub enum Decision {
 pub enum Returns {
     /// A pointer that is NULL on failure (the allocators, kstrdup, kmemdup).
     NullablePointer,
+    /// An unsigned integer, a bool or an enum: no errno fits.
+    Unsigned,
     /// Some other pointer: fails only as an error pointer, if the user says so.
     Pointer,
     /// An integer that is a negative errno on failure.
@@ -424,6 +435,26 @@ pub enum Returns {
     Aggregate,
     /// No prototype known.
     Unknown,
+}
+
+impl Returns {
+    /// The words of `returns=`; the catalogue's NULL-failing pointers are
+    /// not one of them: only the catalogue knows a function fails with NULL.
+    const WORDS: [(&'static str, Returns); 5] = [
+        ("int", Returns::Int),
+        ("ptr", Returns::Pointer),
+        ("void", Returns::Void),
+        ("struct", Returns::Aggregate),
+        ("unsigned", Returns::Unsigned),
+    ];
+
+    pub fn from_word(word: &str) -> Option<Returns> {
+        Self::WORDS.iter().find(|(w, _)| *w == word).map(|&(_, r)| r)
+    }
+
+    pub fn word(self) -> &'static str {
+        Self::WORDS.iter().find(|(_, r)| *r == self).map_or("?", |(w, _)| w)
+    }
 }
 
 /// Why a rule's failure cannot be returned from its function.
@@ -439,6 +470,7 @@ pub enum CannotFail {
     ErrPtrOnInt,
     /// `err_ptr` on a function known to fail with NULL.
     FailsWithNull,
+    Unsigned,
 }
 
 impl fmt::Display for CannotFail {
@@ -451,6 +483,7 @@ impl fmt::Display for CannotFail {
             CannotFail::PointerNeedsErrPtr => "it returns a pointer that is not known to fail with NULL: add err_ptr if it fails with ERR_PTR",
             CannotFail::ErrPtrOnInt => "err_ptr given, but it does not return a pointer",
             CannotFail::FailsWithNull => "err_ptr given, but it fails with NULL, never with an error pointer",
+            CannotFail::Unsigned => "it returns an unsigned value, a bool or an enum: no errno fits",
         })
     }
 }
@@ -474,6 +507,7 @@ pub fn failure_value(rule: &Rule<'_>, returns: Returns, is_free: bool) -> Result
         Returns::Void => Err(CannotFail::Void),
         Returns::Aggregate => Err(CannotFail::Aggregate),
         Returns::Unknown => Err(CannotFail::UnknownPrototype),
+        Returns::Unsigned => Err(CannotFail::Unsigned),
         Returns::NullablePointer if rule.err_ptr => Err(CannotFail::FailsWithNull),
         Returns::Pointer if rule.err_ptr => Ok(minus_errno),
         Returns::NullablePointer => Ok(0),
@@ -535,6 +569,7 @@ mod tests {
     use super::*;
     use std::format;
     use std::string::String;
+    use std::string::ToString;
     use std::vec::Vec;
 
     fn parse(line: &str) -> Result<Rule<'_>, RuleError<'_>> {
@@ -717,6 +752,14 @@ mod tests {
         assert_eq!(failure_value(&plain, Returns::Void, true), Err(CannotFail::Free));
         assert_eq!(failure_value(&plain, Returns::Aggregate, false), Err(CannotFail::Aggregate));
         assert_eq!(failure_value(&plain, Returns::Unknown, false), Err(CannotFail::UnknownPrototype));
+        assert_eq!(failure_value(&plain, Returns::Unsigned, false), Err(CannotFail::Unsigned));
+        let typed = parse("fn=cr_mixed errno=5 returns=int").unwrap();
+        assert_eq!(typed.returns, Some(Returns::Int));
+        assert_eq!(typed.to_string(), "fn=cr_mixed errno=5 returns=int");
+        assert_eq!(parse("fn=f returns=float"), Err(RuleError::BadReturns("float")));
+        for (word, r) in Returns::WORDS {
+            assert_eq!((Returns::from_word(word), r.word()), (Some(r), word));
+        }
     }
 
     #[test]
@@ -739,7 +782,7 @@ mod tests {
     /// accepts prints back to a line that parses to the same rule.
     #[test]
     fn fuzzed_lines_never_panic_and_round_trip() {
-        let alphabet: &[u8] = b"fn=kmalloc site+0x9d every=10 percent after times min_size gfp pid comm init errno err_ptr systematic 0123456789abcdefx_-";
+        let alphabet: &[u8] = b"fn=kmalloc site+0x9d every=10 percent after times min_size gfp pid comm init errno err_ptr systematic returns=int 0123456789abcdefx_-";
         let seeds = ["fn=kfree every=3 times=2", "fn=__kmalloc_noprof site=cr_round+0x1c percent=5 gfp=0x20 init"];
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {

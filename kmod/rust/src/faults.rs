@@ -21,7 +21,7 @@ use core::fmt::Write;
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
-use hp_core::catalogue::{self, Kind, MEMORY};
+use hp_core::catalogue::{Kind, MEMORY};
 use hp_core::event::RegisterArgs;
 use hp_core::fault::{
     catalogue_returns, failure_value, site_key, CallFacts, CannotFail, Decision, Returns, Round, Rule, RuleCounts,
@@ -205,11 +205,14 @@ fn free_rule(rule: *mut FaultRule) {
     }
 }
 
-/// How a function of the catalogue fails, or why it cannot. Other callees
-/// are refused for now: their return type would have to come from BTF.
+/// How a function fails, or why it cannot: the catalogue says it for its
+/// own; for any other callee, the rule's `returns=` (hpctl fills it in from
+/// BTF), else its prototype is unknown.
 fn how_it_fails(rule: &Rule<'_>) -> Result<u64, CannotFail> {
-    let entry = MEMORY.iter().find(|f| f.name == rule.function);
-    let (returns, is_free) = entry.map_or((Returns::Unknown, false), catalogue_returns);
+    let (returns, is_free) = match MEMORY.iter().find(|f| f.name == rule.function) {
+        Some(entry) => catalogue_returns(entry),
+        None => (rule.returns.unwrap_or(Returns::Unknown), false),
+    };
     failure_value(rule, returns, is_free)
 }
 
@@ -259,13 +262,19 @@ pub unsafe extern "C" fn hp_faults_add(
             return -ffi::EINVAL;
         }
     };
-    if catalogue::index_of(rule.function).is_none() {
-        error!("{target}: cannot fail {}: not in the catalogue", rule.function);
-        return -ffi::EINVAL;
-    }
     let attached = sessions().next().is_some();
     if attached && !sessions().any(|s| s.function_names().any(|f| f == rule.function)) {
         error!("{target}: cannot fail {}: {target} has no intercepted call to it (attach with fn={})", rule.function, rule.function);
+        return -ffi::EINVAL;
+    }
+    // A callee attached without a SPEC (or any callee on i386) is jumped
+    // into: its result never passes through us, so there is no call to
+    // replace with a value.
+    let jumped_into = sessions().any(|s| {
+        s.sites().iter().any(|site| s.function_name(site.func()) == rule.function && site.is_jump_through())
+    });
+    if jumped_into {
+        error!("{target}: cannot fail {}: it is jumped into (attached without a SPEC, or on i386), so its result never passes through hp_patcher", rule.function);
         return -ffi::EINVAL;
     }
     // Built in place: the rule is too large for a kernel stack frame.
