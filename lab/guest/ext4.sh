@@ -2,12 +2,7 @@
 # unmount and mount again, detach; then ext4 unloads normally.
 . /scripts/lib.sh
 mark ext4
-# ext4.order has its soft dependencies too (crc32c on 6.x): nobody runs modprobe here.
-for m in $(cat /modules/ext4.order /modules/brd.order); do
-	grep -q "^$(echo $m | tr - _) " /proc/modules || insmod /modules/$m.ko || fail ext4.load_$m "insmod $m"
-done
-dd if=/ext4.img of=/dev/ram0 bs=1M 2>/dev/null
-check ext4.mount mount -t ext4 /dev/ram0 /mnt
+mount_ext4_ramdisk ext4
 t0=$(uptime_ms)
 check ext4.attach insmod $HP target_name=ext4 log_burst=50
 t1=$(uptime_ms)

@@ -5,11 +5,7 @@
 # remount the files written before are intact.
 . /scripts/lib.sh
 mark ext4_fault
-for m in $(cat /modules/ext4.order /modules/brd.order); do
-	grep -q "^$(echo $m | tr - _) " /proc/modules || insmod /modules/$m.ko || fail ext4_fault.load_$m "insmod $m"
-done
-dd if=/ext4.img of=/dev/ram0 bs=1M 2>/dev/null
-check ext4_fault.mount mount -t ext4 /dev/ram0 /mnt
+mount_ext4_ramdisk ext4_fault
 i=0
 while [ $i -lt 10 ]; do
 	i=$((i + 1))

@@ -3,11 +3,7 @@
 . /scripts/lib.sh
 mark hpctl_ext4
 HPCTL=/modules/hpctl
-for m in $(cat /modules/ext4.order /modules/brd.order); do
-	grep -q "^$(echo $m | tr - _) " /proc/modules || insmod /modules/$m.ko || fail hpctl_ext4.load_$m "insmod $m"
-done
-dd if=/ext4.img of=/dev/ram0 bs=1M 2>/dev/null
-check hpctl_ext4.mount mount -t ext4 /dev/ram0 /mnt
+mount_ext4_ramdisk hpctl_ext4
 grep -q '^hp_patcher ' /proc/modules && rmmod hp_patcher
 
 show() { echo "HPSHOW # $*"; "$@" 2>&1 | sed 's/^/HPSHOW /'; }

@@ -211,3 +211,15 @@ as_user() {
 	}
 	su hpuser -c "$1" 2>&1
 }
+
+# mount_ext4_ramdisk NAME: loads Debian's ext4 and brd (ext4.order has
+# ext4's soft dependencies too, crc32c on 6.x: nobody runs modprobe here),
+# writes the lab's ext4 image to /dev/ram0 and mounts it on /mnt; checks
+# NAME.load_<module> and NAME.mount.
+mount_ext4_ramdisk() {
+	for m in $(cat /modules/ext4.order /modules/brd.order); do
+		grep -q "^$(echo $m | tr - _) " /proc/modules || insmod /modules/$m.ko || fail $1.load_$m "insmod $m"
+	done
+	dd if=/ext4.img of=/dev/ram0 bs=1M 2>/dev/null
+	check $1.mount mount -t ext4 /dev/ram0 /mnt
+}
