@@ -29,7 +29,11 @@ else
 	sed 's/^/HPINFO pointers: /' /tmp/lines | head -n 60
 fi
 mark pointers_raw
+# Paused here too: while sites are armed one by one, a tail call's kfree
+# (armed before any allocation in cr_target's layout) can fill the burst.
+echo 1 > $CR/pause
 check pointers.raw_attach insmod $HP target_name=cr_target log_burst=20 raw_pointers=1
+echo 0 > $CR/pause
 sleep 1
 check pointers.raw_detach rmmod hp_patcher
 # Any allocation's result: which functions the first log_burst lines show
