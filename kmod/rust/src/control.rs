@@ -201,9 +201,9 @@ pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: usize, out: *mu
 /// A value as a C formatter of the kernel's prints it: `symbol+off/size`
 /// (hp_c_format_symbol, without ` [module]`) or an address as `%p` shows it
 /// (hp_c_format_ptr, raw with raw_pointers=1).
-struct CFormatted {
-    value: u64,
-    format: unsafe extern "C" fn(usize, *mut c_char, u32) -> u32,
+pub(crate) struct CFormatted {
+    pub(crate) value: u64,
+    pub(crate) format: unsafe extern "C" fn(usize, *mut c_char, u32) -> u32,
 }
 
 impl fmt::Display for CFormatted {

@@ -28,7 +28,7 @@ use hp_core::fault::{
     MAX_SYSTEMATIC_SITES,
 };
 
-use crate::control::Reply;
+use crate::control::{CFormatted, Reply};
 use crate::ffi;
 use crate::log::error;
 use crate::session::{Session, SiteName, SiteRecord};
@@ -392,13 +392,10 @@ pub unsafe extern "C" fn hp_reply_faults(
     let sessions = unsafe { core::slice::from_raw_parts(sessions, n) };
     for s in sessions.iter().filter(|s| !s.is_null()).map(|&s| unsafe { &*s }) {
         for site in s.sites().iter().filter(|site| site.failed.load(Ordering::Relaxed) != 0) {
-            let mut buf = [0u8; 128];
-            // SAFETY: as in site_symbol.
-            let len = unsafe { ffi::hp_c_format_symbol(site.addr() as usize, buf.as_mut_ptr().cast(), buf.len() as u32) };
-            let caller = core::str::from_utf8(&buf[..(len as usize).min(buf.len())]).unwrap_or("?");
             let _ = writeln!(
                 r,
-                "fault-site module={target} caller={caller} callee={} failed={}",
+                "fault-site module={target} caller={} callee={} failed={}",
+                CFormatted { value: site.addr(), format: ffi::hp_c_format_symbol },
                 s.function_name(site.func()),
                 site.failed.load(Ordering::Relaxed)
             );
@@ -409,10 +406,14 @@ pub unsafe extern "C" fn hp_reply_faults(
 impl Session {
     /// Sets every site's mask from the table's rules. Under hp_lock.
     pub(crate) fn arm_faults(&self, table: &FaultTable) {
+        if table.rules().next().is_none() {
+            return; // every mask is 0 already
+        }
         for site in self.sites() {
-            let (name, _) = site_identity(site.addr());
+            let (name, key) = site_identity(site.addr());
+            site.key.store(key, Ordering::Relaxed);
             let at = split_site(name.as_str());
-            site.fault_mask.store(table.mask_for(self.function_name(site.func()), at), Ordering::Relaxed);
+            site.fault_mask.store(table.mask_for(self.function_name(site.func()), at), Ordering::Release);
         }
     }
 
@@ -466,7 +467,7 @@ impl SiteRecord {
         let entry = function.memory_index().map(|i| &MEMORY[i]);
         let arg = |kind| entry.and_then(|f| f.first_of(session.config, kind)).map(|k| args[k]);
         let facts = CallFacts {
-            site_key: self.key,
+            site_key: self.key.load(Ordering::Relaxed),
             size: arg(Kind::Size),
             gfp: arg(Kind::Gfp),
             // SAFETY: the module outlives every session of it.

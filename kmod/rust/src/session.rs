@@ -26,8 +26,9 @@ const I386: bool = cfg!(target_pointer_width = "32");
 
 pub struct SiteRecord {
     site: Site,
-    /// The site's identity across loads (hp_core::fault::site_key).
-    pub(crate) key: u64,
+    /// The site's identity across loads (hp_core::fault::site_key), set
+    /// with its fault mask: only a site some rule selects needs it.
+    pub(crate) key: AtomicU64,
     /// What the trampoline calls or jumps to: the function, or its
     /// `_track_caller` form.
     real: u64,
@@ -598,7 +599,7 @@ fn site_record(
     let stack_words = if I386 { catalogue::i386_stack_words(arity) as u32 } else { 0 };
     SiteRecord {
         site,
-        key: crate::faults::site_identity(site.addr).1,
+        key: AtomicU64::new(0),
         real,
         track_caller,
         jump_through,
@@ -684,7 +685,8 @@ impl SiteRecord {
             None => *args,
         };
         frame.stack_words = u64::from(self.stack_words);
-        if self.fault_mask.load(Ordering::Relaxed) != 0 {
+        // Acquire: pairs with arm_faults, so the site's key is seen too.
+        if self.fault_mask.load(Ordering::Acquire) != 0 {
             if let Some(value) = self.injected_failure(args) {
                 // hp_fail_return hands args[0] back as the result.
                 frame.args[0] = value;
