@@ -18,6 +18,12 @@ esac
 
 pass() { echo "HPTEST $1 PASS"; }
 fail() { echo "HPTEST $1 FAIL $2"; }
+# skip CHECK WHY: the kernel under test cannot support CHECK (listed at the
+# run's end, neither passed nor failed).
+skip() { echo "HPSKIP $1 $2"; }
+# have_btf: the kernel has BTF (the debug kernel is built without DWARF,
+# and so without BTF, to halve its build).
+have_btf() { [ -s /sys/kernel/btf/vmlinux ]; }
 
 # check NAME COMMAND...: passes when the command succeeds.
 check() {
@@ -50,6 +56,18 @@ wait_gate() {
 	_wait_gate_n=0
 	while ! log_since | grep -q "cr_target: $1 gate shut" && [ $_wait_gate_n -lt 600 ]; do
 		sleep 0.2; _wait_gate_n=$((_wait_gate_n + 1))
+	done
+}
+
+# wait_hpctl_tracing: waits (up to 120 s) until an `hpctl trace` has
+# enabled hp_call in its tracefs instance: a gate a test opens once the
+# reader is ready, where a fixed delay closes before a slow (debug) kernel
+# gets there.
+wait_hpctl_tracing() {
+	_wait_trace_n=0
+	while ! cat /sys/kernel/tracing/instances/hpctl-*/events/hp_patcher/hp_call/enable 2>/dev/null | grep -q 1 &&
+		[ $_wait_trace_n -lt 600 ]; do
+		sleep 0.2; _wait_trace_n=$((_wait_trace_n + 1))
 	done
 }
 

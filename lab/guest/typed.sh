@@ -13,6 +13,26 @@ grep -q '^cr_target ' /proc/modules || insmod /modules/cr_target.ko
 crc=$(cat $CR/text_crc)
 typed() { awk -v f="$1" -v c="$2" '$1 == f { print $c }' $CR/typed; }
 
+if ! have_btf; then
+	skip typed "no /sys/kernel/btf/vmlinux in $(uname -r): nothing to type callees from"
+	# Without BTF hpctl still answers, says why it cannot type, and attaches nothing.
+	$HPCTL callees cr_target > /tmp/callees.txt 2>&1
+	expect_eq typed.no_btf.callees_exit "$?" 0
+	grep -q 'no BTF, so no prototypes' /tmp/callees.txt && pass typed.no_btf.said ||
+		fail typed.no_btf.said "$(head -n 1 /tmp/callees.txt)"
+	out=$($HPCTL attach cr_target --fn cr_mixed 2>&1)
+	case "$? $out" in
+	"0 "*) fail typed.no_btf.refused "accepted: $out" ;;
+	*"no BTF to type it"*) pass typed.no_btf.refused ;;
+	*) fail typed.no_btf.refused "said: $out" ;;
+	esac
+	expect_eq typed.no_btf.unchanged "$(hpcmd targets | grep -c 'name=cr_target ')" 0
+	expect_eq typed.crc "$(cat $CR/text_crc)" "$crc"
+	check typed.unload rmmod hp_patcher
+	expect_no_probes typed.no_probes
+	exit 0
+fi
+
 # The joined list.
 $HPCTL callees cr_target > /tmp/callees.txt 2>&1
 expect_eq typed.callees_exit "$?" 0

@@ -2,7 +2,9 @@
 //!
 //! The scripts in lab/guest/ print `HPTEST <check> PASS` or
 //! `HPTEST <check> FAIL <why>`; a boot passes when every check passed, every
-//! script ran to its end, and the kernel log shows no trouble.
+//! script ran to its end, and the kernel log shows no trouble. A check that
+//! the kernel under test cannot support prints `HPSKIP <check> <why>`: it is
+//! neither passed nor failed, and the run lists it at its end.
 
 use std::process::Command;
 
@@ -188,6 +190,8 @@ pub fn demo(kernel: &Kernel) -> Result<()> {
 pub struct Outcome {
     pub passed: usize,
     pub failed: usize,
+    /// `<check> <why>` of each check the kernel could not run.
+    pub skipped: Vec<String>,
 }
 
 impl Outcome {
@@ -235,6 +239,7 @@ fn run_boots(kernel: &Kernel, runs: Vec<(&Boot, Vec<&str>)>) -> Result<Outcome> 
     let started = std::time::Instant::now();
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut problems = Vec::new();
+    let mut skipped = Vec::new();
     for (boot, scripts) in runs {
         if scripts.is_empty() {
             continue;
@@ -260,6 +265,9 @@ fn run_boots(kernel: &Kernel, runs: Vec<(&Boot, Vec<&str>)>) -> Result<Outcome> 
                     failed += 1;
                     problems.push(format!("{}: {rest}", boot.name));
                 }
+            } else if let Some(rest) = line.strip_prefix("HPSKIP ") {
+                println!("  {rest} SKIPPED");
+                skipped.push(format!("{}: {rest}", boot.name));
             } else if line.starts_with("HPINFO ") || line.starts_with("HPSHOW ") {
                 println!("  {line}");
             }
@@ -268,9 +276,17 @@ fn run_boots(kernel: &Kernel, runs: Vec<(&Boot, Vec<&str>)>) -> Result<Outcome> 
         failed += trouble.len();
         problems.extend(trouble);
     }
+    for s in &skipped {
+        println!("SKIPPED {}: {s}", kernel.release);
+    }
     for p in &problems {
         println!("FAILED {}: {p}", kernel.release);
     }
-    println!("guest {}: {passed} passed, {failed} failed, {:.1} s", kernel.release, started.elapsed().as_secs_f64());
-    Ok(Outcome { passed, failed })
+    println!(
+        "guest {}: {passed} passed, {failed} failed, {} skipped, {:.1} s",
+        kernel.release,
+        skipped.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Outcome { passed, failed, skipped })
 }
