@@ -9,6 +9,7 @@
 #include <linux/rcupdate.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
+#include <linux/stacktrace.h>
 #include <linux/string.h>
 
 #include "hp_glue.h"
@@ -48,4 +49,24 @@ bool hp_c_module_coming(const struct module *mod)
 u32 hp_c_cache_size(unsigned long cache)
 {
 	return kmem_cache_size((struct kmem_cache *)cache);
+}
+
+/*
+ * The stack of the allocation being recorded, from the target's call site
+ * up: our own frames (the hook, the trampoline) are left out, so the first
+ * frame is the target's. The unwinder neither sleeps nor locks, and works
+ * in any context we hook (hard IRQ included); it stops early where it
+ * cannot go on, which only shortens the stack.
+ */
+u32 hp_c_stack_save(unsigned long *frames, u32 max)
+{
+	unsigned long all[16];
+	unsigned int n = stack_trace_save(all, ARRAY_SIZE(all), 0);
+	unsigned int i = 0, k = 0;
+
+	while (i < n && within_module(all[i], THIS_MODULE))
+		i++;
+	while (i < n && k < max)
+		frames[k++] = all[i++];
+	return k;
 }

@@ -142,29 +142,33 @@ SYM_FUNC_END(hp_fail_return)
  * where C puts them.
  */
 
-/* Above %ebp. */
-#define SITE32	4
-#define RETADDR	8
-#define STACK32	12	/* the caller's stack arguments */
-/* Below %ebp. */
-#define ARGS32	-48	/* u64 args[6]: eax, edx, ecx, then 3 stack words */
-#define CALL32	-112	/* struct hp_call_frame (64 bytes) */
-#define REAL32	-116	/* what to call */
-#define RET32	-124	/* eax, edx after the real call */
-#define EBX32	-128
-#define FRAME32	128
+/*
+ * hp_trampoline's frame is an ordinary one: the caller's return address
+ * right above the saved %ebp, where the kernel's frame-pointer unwinder
+ * (and the leak checker's stacks) look for it. The site the pre-handler
+ * pushed moves below %ebp.
+ */
+#define RETADDR	4
+#define STACK32	8	/* the caller's stack arguments */
+#define SITE32	-4
+/* Also below %ebp. */
+#define ARGS32	-64	/* u64 args[6]: eax, edx, ecx, then 3 stack words */
+#define CALL32	-128	/* struct hp_call_frame (64 bytes) */
+#define REAL32	-132	/* what to call */
+#define RET32	-140	/* eax, edx after the real call */
+#define EBX32	-144
+#define FRAME32	144
 
-/* args[i] as u64: the 32-bit value, zero-extended. */
-.macro SAVE_ARGS32
-	push	%ebp
-	mov	%esp, %ebp
-	sub	$FRAME32, %esp
+/* args[i] as u64: the 32-bit value, zero-extended. %ebp is set; \stack is
+ * where the caller's stack arguments start above it. */
+.macro SAVE_ARGS32 stack
+	lea	-FRAME32(%ebp), %esp
 	mov	%eax, ARGS32+0(%ebp)
 	mov	%edx, ARGS32+8(%ebp)
 	mov	%ecx, ARGS32+16(%ebp)
 	/* Words the function may not take: read only, from the caller's frame. */
 	.irp i, 0, 1, 2
-	mov	STACK32+4*\i(%ebp), %eax
+	mov	\stack+4*\i(%ebp), %eax
 	mov	%eax, ARGS32+24+8*\i(%ebp)
 	.endr
 	.irp i, 0, 1, 2, 3, 4, 5
@@ -174,7 +178,12 @@ SYM_FUNC_END(hp_fail_return)
 
 	.text
 HP_FUNC_START(hp_trampoline)
-	SAVE_ARGS32
+	/* (%esp) is the site, 4(%esp) the return address: make it
+	 * site, caller's %ebp, return address, with %ebp on the middle one. */
+	pushl	(%esp)
+	mov	%ebp, 4(%esp)
+	lea	4(%esp), %ebp
+	SAVE_ARGS32 STACK32
 	mov	%ebx, EBX32(%ebp)
 
 	pushl	RETADDR(%ebp)		/* caller: the return address the real function would see */
@@ -215,14 +224,20 @@ HP_FUNC_START(hp_trampoline)
 	mov	RET32+4(%ebp), %edx
 
 	mov	EBX32(%ebp), %ebx
-	leave
-	lea	4(%esp), %esp		/* drop the site; flags untouched */
+	leave				/* the site is dropped with the frame */
 	RET
 SYM_FUNC_END(hp_trampoline)
 
+/* Above %ebp in hp_trampoline_jump's frame, which keeps the site above
+ * the saved %ebp: `ret` leaves through that slot. */
+#define JUMP_SITE	4
+#define JUMP_STACK	12
+
 HP_FUNC_START(hp_trampoline_jump)
-	SAVE_ARGS32
-	mov	SITE32(%ebp), %eax
+	push	%ebp
+	mov	%esp, %ebp
+	SAVE_ARGS32 JUMP_STACK
+	mov	JUMP_SITE(%ebp), %eax
 	lea	ARGS32(%ebp), %edx
 	call	hp_on_jump_through	/* counts and logs, returns the real function */
 	/*
@@ -230,7 +245,7 @@ HP_FUNC_START(hp_trampoline_jump)
 	 * goes there with the original return address on top and the caller's
 	 * stack arguments untouched, as if the target had called it.
 	 */
-	mov	%eax, SITE32(%ebp)
+	mov	%eax, JUMP_SITE(%ebp)
 	mov	ARGS32+0(%ebp), %eax
 	mov	ARGS32+8(%ebp), %edx
 	mov	ARGS32+16(%ebp), %ecx

@@ -1,7 +1,10 @@
 //! `hpctl leaks`: the leak checker's records (`leaks`, `leak`,
-//! `unknown-free`, docs/control.md) as a table or JSON lines.
+//! `leak-stack`, `stack`, `unknown-free`, docs/control.md) as a table or
+//! JSON lines.
 
-use anyhow::Result;
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::json;
@@ -23,6 +26,8 @@ pub struct Summary {
     pub unknown_frees: u64,
     /// Sites that free but kprobes refused: what they free stays outstanding.
     pub unwatched_free_sites: u64,
+    /// Allocations whose stack found no room: counted in their site only.
+    pub stacks_overflowed: u64,
 }
 
 /// Outstanding objects of one allocating site.
@@ -34,6 +39,18 @@ pub struct Leak {
     pub count: u64,
     pub bytes: u64,
     pub oldest_ms: u64,
+    /// The site's objects by allocation stack, most objects first.
+    pub stacks: Vec<LeakStack>,
+}
+
+/// Outstanding objects of one site allocated through one stack.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct LeakStack {
+    pub count: u64,
+    pub bytes: u64,
+    pub oldest_ms: u64,
+    /// Innermost first: the site's own function, then its callers.
+    pub frames: Vec<String>,
 }
 
 /// Frees at one site of objects the checker had not seen allocated.
@@ -55,6 +72,12 @@ pub struct Report {
 impl Report {
     pub fn from_records(records: &[Record]) -> Result<Report> {
         let mut report = Report::default();
+        // `stack` records come after the `leak-stack` records that use them.
+        let mut frames: HashMap<(String, u64), Vec<(u64, String)>> = HashMap::new();
+        for r in records.iter().filter(|r| r.kind == "stack") {
+            let key = (r.get("module")?.to_string(), r.num("id")?);
+            frames.entry(key).or_default().push((r.num("frame")?, r.get("at")?.to_string()));
+        }
         for r in records {
             match r.kind.as_str() {
                 "leaks" => report.summaries.push(Summary {
@@ -67,6 +90,7 @@ impl Report {
                     replaced: r.num("replaced")?,
                     unknown_frees: r.num("unknown_frees")?,
                     unwatched_free_sites: r.num("unwatched_free_sites")?,
+                    stacks_overflowed: r.num("stacks_overflowed")?,
                 }),
                 "leak" => report.leaks.push(Leak {
                     module: r.get("module")?.into(),
@@ -75,7 +99,25 @@ impl Report {
                     count: r.num("count")?,
                     bytes: r.num("bytes")?,
                     oldest_ms: r.num("oldest_ms")?,
+                    stacks: Vec::new(),
                 }),
+                "leak-stack" => {
+                    let (module, caller) = (r.get("module")?, r.get("caller")?);
+                    let leak = report
+                        .leaks
+                        .iter_mut()
+                        .rfind(|l| l.module == module && l.caller == caller)
+                        .with_context(|| format!("a leak-stack record before its site's leak record: {caller}"))?;
+                    let mut at = frames.get(&(module.to_string(), r.num("stack")?)).cloned().unwrap_or_default();
+                    at.sort_by_key(|(depth, _)| *depth);
+                    leak.stacks.push(LeakStack {
+                        count: r.num("count")?,
+                        bytes: r.num("bytes")?,
+                        oldest_ms: r.num("oldest_ms")?,
+                        frames: at.into_iter().map(|(_, f)| f).collect(),
+                    });
+                    leak.stacks.sort_by(|a, b| b.count.cmp(&a.count));
+                }
                 "unknown-free" => report.unknown_frees.push(UnknownFree {
                     module: r.get("module")?.into(),
                     caller: r.get("caller")?.into(),
@@ -112,6 +154,9 @@ impl Report {
                     s.unwatched_free_sites
                 ));
             }
+            if s.stacks_overflowed > 0 {
+                out.push_str(&format!("  {} allocations found no room for their stack: counted by site only\n", s.stacks_overflowed));
+            }
             if s.replaced > 0 {
                 out.push_str(&format!("  {} addresses came back while still tracked: their frees went unseen\n", s.replaced));
             }
@@ -120,6 +165,12 @@ impl Report {
                 out.push_str(&format!("  {:<44} {:<28} {:>7} {:>10} {:>10}\n", "SITE", "CALLEE", "COUNT", "BYTES", "OLDEST_MS"));
                 for l in leaks {
                     out.push_str(&format!("  {:<44} {:<28} {:>7} {:>10} {:>10}\n", l.caller, l.callee, l.count, l.bytes, l.oldest_ms));
+                    for k in &l.stacks {
+                        out.push_str(&format!("    {} objects, {} bytes, allocated from:\n", k.count, k.bytes));
+                        for f in &k.frames {
+                            out.push_str(&format!("      {f}\n"));
+                        }
+                    }
                 }
             }
             let frees: Vec<&UnknownFree> = self.unknown_frees.iter().filter(|u| u.module == s.module).collect();
@@ -141,17 +192,28 @@ mod tests {
 
     #[test]
     fn the_report_reads_back_and_prints() {
-        let reply = "leaks module=cr_target mode=since_load outstanding=3 bytes=600 slots=16384 overflowed=0 replaced=0 unknown_frees=2 unwatched_free_sites=0 complete=1\n\
+        let reply = "leaks module=cr_target mode=since_load outstanding=3 bytes=600 slots=16384 overflowed=0 replaced=0 unknown_frees=2 unwatched_free_sites=0 stacks_overflowed=0 complete=1\n\
             leak module=cr_target caller=cr_leak+0x1c/0x40 callee=__kmalloc_noprof count=3 bytes=600 oldest_ms=12\n\
+            leak-stack module=cr_target caller=cr_leak+0x1c/0x40 stack=4 count=1 bytes=200 oldest_ms=12\n\
+            leak-stack module=cr_target caller=cr_leak+0x1c/0x40 stack=2 count=2 bytes=400 oldest_ms=10\n\
+            stack module=cr_target id=2 frame=1 at=cr_leak_write+0x30/0x80\n\
+            stack module=cr_target id=2 frame=0 at=cr_leak+0x21/0x40\n\
+            stack module=cr_target id=4 frame=0 at=cr_leak+0x21/0x40\n\
             unknown-free module=cr_target caller=cr_hold_release+0x22/0x60 callee=kfree count=2\n";
         let report = Report::from_records(&parse_reply(reply).unwrap()).unwrap();
         assert_eq!(report.leaks[0].count, 3);
+        let stacks = &report.leaks[0].stacks;
+        assert_eq!(stacks.len(), 2);
+        assert_eq!((stacks[0].count, stacks[0].frames.clone()), (2, vec!["cr_leak+0x21/0x40".to_string(), "cr_leak_write+0x30/0x80".into()]));
+        assert_eq!((stacks[1].count, stacks[1].frames.len()), (1, 1));
         assert_eq!(report.unknown_frees[0].count, 2);
         let table = report.table();
         assert!(table.contains("3 objects, 600 bytes, not freed since its load"), "{table}");
         assert!(table.contains("cr_hold_release+0x22/0x60"));
+        assert!(table.contains("    2 objects, 400 bytes, allocated from:\n      cr_leak+0x21/0x40\n      cr_leak_write+0x30/0x80\n"), "{table}");
         let json = report.json_lines();
         assert_eq!(json.len(), 3);
         assert!(json[1].starts_with(r#"{"schema":1,"type":"leak","module":"cr_target""#), "{}", json[1]);
+        assert!(json[1].contains(r#""stacks":[{"count":2,"bytes":400,"oldest_ms":10,"frames":["cr_leak+0x21/0x40","cr_leak_write+0x30/0x80"]}"#), "{}", json[1]);
     }
 }

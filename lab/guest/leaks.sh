@@ -36,6 +36,18 @@ case "$(echo "$report" | grep '^leak ')" in
 "leak module=cr_target caller=cr_leak_objects+0x"*" callee=$kmalloc count=3 bytes=$((3 * size)) "*) pass leaks.site ;;
 *) fail leaks.site "$(echo "$report" | grep '^leak ')" ;;
 esac
+# Grouped by stack: the 3 share one, which starts at the site's own
+# function and goes up through the debugfs write that asked for them.
+stacks=$(echo "$report" | grep '^leak-stack ')
+expect_eq leaks.one_stack "$(echo "$stacks" | grep -c "caller=cr_leak_objects+0x.* count=3 bytes=$((3 * size)) ")" 1
+id=$(echo "$stacks" | sed -n 's/.* stack=\([0-9]*\) .*/\1/p' | head -n 1)
+frames=$(echo "$report" | grep "^stack module=cr_target id=$id " | sed 's/.* at=//' | tr '\n' ' ')
+echo "HPINFO leaks: stack $id: $frames"
+case "$frames" in
+"cr_leak_objects+0x"*" cr_leak_write+0x"*) pass leaks.stack_frames ;;
+*) fail leaks.stack_frames "$frames" ;;
+esac
+case "$header" in *" stacks_overflowed=0 "*) pass leaks.stacks_no_overflow ;; *) fail leaks.stacks_no_overflow "$header" ;; esac
 # No false leak from the objects freed in hard IRQ, none from the rounds.
 echo "$report" | grep -q 'caller=cr_handoff_objects' && fail leaks.hardirq_frees "$(echo "$report" | grep cr_handoff)" || pass leaks.hardirq_frees
 # Objects allocated before the attach, freed after: unknown frees at their

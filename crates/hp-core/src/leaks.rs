@@ -15,7 +15,7 @@
 //! while calls run may see a slot being filled; it takes what it sees.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::catalogue::{Function, KernelConfig, Kind};
 
@@ -79,6 +79,8 @@ pub struct Slot {
     size: AtomicU64,
     /// When it was allocated (ns, the caller's clock).
     since: AtomicU64,
+    /// Its allocation's stack in [`Stacks`], 0 if none.
+    stack: AtomicU32,
 }
 
 /// One outstanding object, as a report sees it.
@@ -88,6 +90,8 @@ pub struct Object {
     pub site: u64,
     pub size: u64,
     pub since: u64,
+    /// The allocation's stack ([`Stacks::intern`]), 0 if none.
+    pub stack: u32,
 }
 
 /// What an allocation did to the table.
@@ -208,6 +212,7 @@ impl Table {
                         site: slot.site.load(Ordering::Relaxed),
                         size: slot.size.load(Ordering::Relaxed),
                         since: slot.since.load(Ordering::Relaxed),
+                        stack: slot.stack.load(Ordering::Relaxed),
                     };
                     // Only one free of an address can win; a double free
                     // finds nothing the second time.
@@ -232,6 +237,7 @@ impl Table {
                 site: slot.site.load(Ordering::Relaxed),
                 size: slot.size.load(Ordering::Relaxed),
                 since: slot.since.load(Ordering::Relaxed),
+                stack: slot.stack.load(Ordering::Relaxed),
             })
         })
     }
@@ -244,7 +250,131 @@ impl Table {
         let slot = &self.slots[index];
         slot.site.store(object.site, Ordering::Relaxed);
         slot.size.store(object.size, Ordering::Relaxed);
+        slot.stack.store(object.stack, Ordering::Relaxed);
         slot.since.store(object.since, Ordering::Release);
+    }
+}
+
+/// Frames kept of an allocation's stack, from its caller up.
+pub const STACK_DEPTH: usize = 8;
+
+/// A stack entry being written: a lookup goes past it.
+const WRITING: u64 = u64::MAX;
+
+/// One distinct stack. Its hash is the key (never EMPTY or WRITING).
+#[derive(Debug, Default)]
+struct StackEntry {
+    key: AtomicU64,
+    frames: [AtomicUsize; STACK_DEPTH],
+}
+
+/// The distinct allocation stacks of a leak table, each stored once, so
+/// that the table's slots hold a 32-bit id each instead of the frames.
+/// Lock-free like [`Table`], bounded the same way, and allocated at attach.
+/// Two stacks with the same 64-bit hash share an entry (and a report
+/// group): FNV-1a over at most eight code addresses makes that unlikely
+/// enough for a report's grouping.
+pub struct Stacks {
+    entries: Vec<StackEntry>,
+    overflowed: AtomicU64,
+}
+
+/// Frames of one stack, as `Stacks::get` returns them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Frames {
+    frames: [usize; STACK_DEPTH],
+    len: usize,
+}
+
+impl Frames {
+    pub fn as_slice(&self) -> &[usize] {
+        &self.frames[..self.len]
+    }
+}
+
+fn stack_key(frames: &[usize]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &f in frames {
+        for b in (f as u64).to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    match h {
+        EMPTY | WRITING => 2,
+        h => h,
+    }
+}
+
+impl Stacks {
+    /// Room for `entries` distinct stacks; None if memory runs out.
+    pub fn new(entries: usize) -> Option<Stacks> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(entries).ok()?;
+        v.resize_with(entries, StackEntry::default);
+        Some(Stacks { entries: v, overflowed: AtomicU64::new(0) })
+    }
+
+    /// Stacks that found no entry: their objects are reported without one.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// Forgets every stack. Only while nothing records (before an attach
+    /// arms its probes).
+    pub fn clear(&self) {
+        for e in &self.entries {
+            e.key.store(EMPTY, Ordering::Relaxed);
+        }
+        self.overflowed.store(0, Ordering::Relaxed);
+    }
+
+    /// The id of `frames` (its first [`STACK_DEPTH`]), stored if new: 1 and
+    /// up, or 0 for an empty stack or a full table (counted).
+    pub fn intern(&self, frames: &[usize]) -> u32 {
+        let frames = &frames[..frames.len().min(STACK_DEPTH)];
+        if frames.is_empty() || self.entries.is_empty() {
+            return 0;
+        }
+        let key = stack_key(frames);
+        let start = (key % self.entries.len() as u64) as usize;
+        for step in 0..self.entries.len().min(MAX_PROBE) {
+            let index = (start + step) % self.entries.len();
+            let entry = &self.entries[index];
+            loop {
+                match entry.key.load(Ordering::Acquire) {
+                    k if k == key => return index as u32 + 1,
+                    EMPTY => {
+                        if entry.key.compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                            continue; // someone claimed it first: look again
+                        }
+                        for (slot, f) in entry.frames.iter().zip(frames.iter().copied().chain(core::iter::repeat(0))) {
+                            slot.store(f, Ordering::Relaxed);
+                        }
+                        entry.key.store(key, Ordering::Release);
+                        return index as u32 + 1;
+                    }
+                    // Another stack, or one being written (if it is this
+                    // one, it will be stored twice: the report merges them).
+                    _ => break,
+                }
+            }
+        }
+        self.overflowed.fetch_add(1, Ordering::Relaxed);
+        0
+    }
+
+    /// The frames of stack `id`, if it is stored whole.
+    pub fn get(&self, id: u32) -> Option<Frames> {
+        let entry = self.entries.get((id as usize).checked_sub(1)?)?;
+        if matches!(entry.key.load(Ordering::Acquire), EMPTY | WRITING) {
+            return None;
+        }
+        let mut out = Frames::default();
+        for (o, f) in out.frames.iter_mut().zip(&entry.frames) {
+            *o = f.load(Ordering::Relaxed);
+        }
+        out.len = out.frames.iter().position(|&f| f == 0).unwrap_or(STACK_DEPTH);
+        Some(out)
     }
 }
 
@@ -259,7 +389,53 @@ mod tests {
     }
 
     fn object(address: u64, site: u64) -> Object {
-        Object { address, site, size: 64, since: address }
+        Object { address, site, size: 64, since: address, stack: 0 }
+    }
+
+    #[test]
+    fn a_stack_is_stored_once_and_read_back() {
+        let stacks = Stacks::new(16).unwrap();
+        let a = [0xffff_ffff_c000_1000usize, 0xffff_ffff_8100_0000, 0xffff_ffff_8200_0000];
+        let b = [0xffff_ffff_c000_2000usize];
+        let id = stacks.intern(&a);
+        assert_ne!(id, 0);
+        assert_eq!(stacks.intern(&a), id);
+        let other = stacks.intern(&b);
+        assert!(other != 0 && other != id);
+        assert_eq!(stacks.get(id).unwrap().as_slice(), a);
+        assert_eq!(stacks.get(other).unwrap().as_slice(), b);
+        assert_eq!(stacks.get(0), None);
+        assert_eq!(stacks.get(17), None);
+        assert_eq!(stacks.intern(&[]), 0);
+        // Deeper than STACK_DEPTH: its first frames.
+        let deep: Vec<usize> = (1..=20).map(|k| 0xffff_ffff_8000_0000 + k * 16).collect();
+        let id = stacks.intern(&deep);
+        assert_eq!(stacks.get(id).unwrap().as_slice(), &deep[..STACK_DEPTH]);
+    }
+
+    #[test]
+    fn a_full_stack_table_counts_and_gives_no_id() {
+        let stacks = Stacks::new(2).unwrap();
+        assert_ne!(stacks.intern(&[0x10]), 0);
+        assert_ne!(stacks.intern(&[0x20]), 0);
+        assert_eq!(stacks.intern(&[0x30]), 0);
+        assert_eq!(stacks.overflowed(), 1);
+        stacks.clear();
+        assert_eq!(stacks.overflowed(), 0);
+        assert_ne!(stacks.intern(&[0x30]), 0);
+    }
+
+    #[test]
+    fn concurrent_interns_of_one_stack_agree_or_merge() {
+        let stacks = Stacks::new(64).unwrap();
+        let frames = [0xffff_ffff_c000_1234usize, 0xffff_ffff_8100_4321];
+        let ids: Vec<u32> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| stacks.intern(&frames))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for id in ids {
+            assert_eq!(stacks.get(id).unwrap().as_slice(), frames);
+        }
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! allocating site: `leaks <module>` on the device, and in the kernel log
 //! when a followed target unloads.
 //!
+//! Each object also keeps its allocation's stack (the target's caller and
+//! up, [`STACK_DEPTH`] frames, stored once per distinct stack), so the
+//! report groups by stack within a site, as kmemleak's backtraces do.
+//!
 //! Frees the target makes of objects the table does not hold are "unknown
 //! frees": allocated before the attach, by someone else, or a bad free.
 //! Objects the target hands to the kernel, which frees them elsewhere, stay
@@ -15,7 +19,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hp_core::event::RegisterArgs;
-use hp_core::leaks::{Object, Role, Size, Table};
+use hp_core::leaks::{Object, Role, Size, Stacks, Table, STACK_DEPTH};
 
 use crate::control::Reply;
 use crate::ffi;
@@ -25,6 +29,7 @@ use crate::shared::Shared;
 
 pub struct Leaks {
     table: Table,
+    stacks: Stacks,
     unknown_frees: AtomicU64,
     /// The table holds everything since the target's load (it was
     /// followed from COMING), not only since an attach to it live.
@@ -38,6 +43,9 @@ impl Leaks {
     pub fn new(slots: usize) -> Option<Leaks> {
         Some(Leaks {
             table: Table::new(slots)?,
+            // A stack per 4 objects: most of a module's objects share
+            // their path with many others.
+            stacks: Stacks::new((slots / 4).clamp(256, 1 << 16))?,
             unknown_frees: AtomicU64::new(0),
             since_load: AtomicBool::new(false),
             recording: AtomicBool::new(false),
@@ -83,7 +91,12 @@ impl SiteRecord {
         };
         // SAFETY: reads a clock, any context.
         let since = unsafe { ffi::hp_c_now_ns() };
-        leaks.table.allocated(Object { address: ret, site: self.addr(), size, since });
+        let mut frames = [0usize; STACK_DEPTH];
+        // SAFETY: frames has room for the count passed; the unwinder does
+        // not sleep, lock or allocate.
+        let depth = unsafe { ffi::hp_c_stack_save(frames.as_mut_ptr(), STACK_DEPTH as u32) } as usize;
+        let stack = leaks.stacks.intern(&frames[..depth.min(STACK_DEPTH)]);
+        leaks.table.allocated(Object { address: ret, site: self.addr(), size, since, stack });
     }
 
     /// Before a free: takes its object out of the table.
@@ -105,21 +118,25 @@ impl SiteRecord {
     }
 }
 
-/// Outstanding objects of one allocating site.
-struct BySite {
+/// Outstanding objects of one allocating site, or of one stack of it.
+struct Group {
     site: u64,
+    /// 0 for a site's group; its objects' stack for a stack's.
+    stack: u32,
     count: u64,
     bytes: u64,
     oldest: u64,
 }
 
-/// The outstanding objects grouped by site; None if memory runs out. A
-/// linear search per object: a module has tens to hundreds of allocating
-/// sites, and a sort's scratch space would not fit a kernel stack frame.
-fn by_site(table: &Table) -> Option<Vec<BySite>> {
-    let mut groups: Vec<BySite> = Vec::new();
+/// The outstanding objects grouped by site, or by site and stack; None if
+/// memory runs out. A linear search per object: a module has tens to
+/// hundreds of allocating sites, and a sort's scratch space would not fit a
+/// kernel stack frame.
+fn grouped(table: &Table, by_stack: bool) -> Option<Vec<Group>> {
+    let mut groups: Vec<Group> = Vec::new();
     for o in table.outstanding() {
-        match groups.iter_mut().find(|g| g.site == o.site) {
+        let stack = if by_stack { o.stack } else { 0 };
+        match groups.iter_mut().find(|g| g.site == o.site && g.stack == stack) {
             Some(g) => {
                 g.count += 1;
                 g.bytes += o.size;
@@ -127,7 +144,7 @@ fn by_site(table: &Table) -> Option<Vec<BySite>> {
             }
             None => {
                 groups.try_reserve(1).ok()?;
-                groups.push(BySite { site: o.site, count: 1, bytes: o.size, oldest: o.since });
+                groups.push(Group { site: o.site, stack, count: 1, bytes: o.size, oldest: o.since });
             }
         }
     }
@@ -143,10 +160,12 @@ fn callee_at<'a>(sessions: &[&'a Session], site: u64) -> &'a str {
 }
 
 /// Writes the report: a `leaks` header, a `leak` line per allocating site,
-/// an `unknown-free` line per freeing site that freed what it was not seen
-/// to allocate. docs/control.md describes the records.
+/// a `leak-stack` line per stack of each, a `stack` line per frame of each
+/// stack, an `unknown-free` line per freeing site that freed what it was
+/// not seen to allocate. docs/control.md describes the records.
 fn report(out: &mut impl Write, leaks: &Leaks, target: &str, sessions: &[&Session]) {
-    let groups = by_site(&leaks.table);
+    let groups = grouped(&leaks.table, false);
+    let stacks = grouped(&leaks.table, true);
     // Sites that free but kprobes refused: what they free stays outstanding.
     let blind = sessions
         .iter()
@@ -156,13 +175,14 @@ fn report(out: &mut impl Write, leaks: &Leaks, target: &str, sessions: &[&Sessio
     let (count, bytes) = groups.iter().flatten().fold((0, 0), |(c, b), g| (c + g.count, b + g.bytes));
     let _ = writeln!(
         out,
-        "leaks module={target} mode={} outstanding={count} bytes={bytes} slots={} overflowed={} replaced={} unknown_frees={} unwatched_free_sites={blind} complete={}",
+        "leaks module={target} mode={} outstanding={count} bytes={bytes} slots={} overflowed={} replaced={} unknown_frees={} unwatched_free_sites={blind} stacks_overflowed={} complete={}",
         leaks.mode(),
         leaks.table.capacity(),
         leaks.table.overflowed(),
         leaks.table.replaced(),
         leaks.unknown_frees.load(Ordering::Relaxed),
-        groups.is_some() as u32,
+        leaks.stacks.overflowed(),
+        (groups.is_some() && stacks.is_some()) as u32,
     );
     // SAFETY: reads a clock.
     let now = unsafe { ffi::hp_c_now_ns() };
@@ -177,6 +197,34 @@ fn report(out: &mut impl Write, leaks: &Leaks, target: &str, sessions: &[&Sessio
             g.bytes,
             now.saturating_sub(g.oldest) / 1_000_000
         );
+        for k in stacks.iter().flatten().filter(|k| k.site == g.site && k.stack != 0) {
+            let _ = writeln!(
+                out,
+                "leak-stack module={target} caller={} stack={} count={} bytes={} oldest_ms={}",
+                format_symbol(g.site, &mut caller),
+                k.stack,
+                k.count,
+                k.bytes,
+                now.saturating_sub(k.oldest) / 1_000_000
+            );
+        }
+    }
+    // Each stack once, in the order of first use.
+    let stacks = stacks.unwrap_or_default();
+    for (i, k) in stacks.iter().enumerate().filter(|(_, k)| k.stack != 0) {
+        if stacks[..i].iter().any(|earlier| earlier.stack == k.stack) {
+            continue;
+        }
+        let Some(frames) = leaks.stacks.get(k.stack) else { continue };
+        for (depth, &frame) in frames.as_slice().iter().enumerate() {
+            let mut at = [0u8; 128];
+            let _ = writeln!(
+                out,
+                "stack module={target} id={} frame={depth} at={}",
+                k.stack,
+                format_symbol(frame as u64, &mut at)
+            );
+        }
     }
     for s in sessions {
         for site in s.sites().iter().filter(|r| r.unknown_frees.load(Ordering::Relaxed) != 0) {
@@ -266,6 +314,7 @@ pub unsafe extern "C" fn hp_leaks_restart(t: *const Shared, since_load: bool) {
     if let Some(leaks) = unsafe { &*t }.leaks.as_ref() {
         leaks.recording.store(false, Ordering::Relaxed);
         leaks.table.clear();
+        leaks.stacks.clear();
         leaks.unknown_frees.store(0, Ordering::Relaxed);
         leaks.since_load.store(since_load, Ordering::Relaxed);
     }
