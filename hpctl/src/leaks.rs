@@ -116,7 +116,7 @@ impl Report {
                         oldest_ms: r.num("oldest_ms")?,
                         frames: at.into_iter().map(|(_, f)| f).collect(),
                     });
-                    leak.stacks.sort_by(|a, b| b.count.cmp(&a.count));
+                    leak.stacks.sort_by_key(|k| std::cmp::Reverse(k.count));
                 }
                 "unknown-free" => report.unknown_frees.push(UnknownFree {
                     module: r.get("module")?.into(),
