@@ -48,6 +48,13 @@ case "$frames" in
 *) fail leaks.stack_frames "$frames" ;;
 esac
 case "$header" in *" stacks_overflowed=0 "*) pass leaks.stacks_no_overflow ;; *) fail leaks.stacks_no_overflow "$header" ;; esac
+# hpctl's table of the same (README's leak report); hpctl is x86_64 only.
+if [ "$(uname -m)" = x86_64 ]; then
+	/modules/hpctl leaks cr_target > /tmp/leaks_table.txt 2>&1
+	head -n 14 /tmp/leaks_table.txt | sed 's/^/HPSHOW /'
+	grep -A 1 "^    3 objects, $((3 * size)) bytes, allocated from:" /tmp/leaks_table.txt | grep -q '^      cr_leak_objects+0x' &&
+		pass leaks.hpctl_stacks || fail leaks.hpctl_stacks "$(head -n 8 /tmp/leaks_table.txt)"
+fi
 # No false leak from the objects freed in hard IRQ, none from the rounds.
 echo "$report" | grep -q 'caller=cr_handoff_objects' && fail leaks.hardirq_frees "$(echo "$report" | grep cr_handoff)" || pass leaks.hardirq_frees
 # Objects allocated before the attach, freed after: unknown frees at their
