@@ -144,6 +144,7 @@ enum cr_fn {
 	CR_KVMALLOC,		/* kvmalloc()                     */
 	CR_KVFREE,		/* kvfree()                       */
 	CR_KFREE,		/* kfree(), incl. tail jmp        */
+	CR_KFREE_RCU,		/* kfree_rcu(), kvfree_rcu_mightsleep() */
 	CR_KFREE_UNPROBEABLE,	/* kfree() from .kprobes.text     */
 	CR_NR_FN,
 };
@@ -183,6 +184,8 @@ static const struct cr_fn_desc cr_fns[CR_NR_FN] = {
 				    CR_SYM("__kvmalloc_node_noprof", "kvmalloc_node") },
 	[CR_KVFREE]		= { "kvfree", "kvfree" },
 	[CR_KFREE]		= { "kfree", "kfree" },
+	/* Both macros call it (the object freed a grace period later). */
+	[CR_KFREE_RCU]		= { "kfree_rcu", "kvfree_call_rcu" },
 	/* Not a symbol: the '@' tells the tests this call cannot be probed. */
 	[CR_KFREE_UNPROBEABLE]	= { "kfree_unprobeable", "kfree@kprobes.text" },
 };
@@ -913,6 +916,8 @@ static const struct file_operations cr_gate_fops = {
  *   leak K     K objects of leak_size bytes allocated and dropped: a real leak
  *   hold K     K objects kept (allocate them before an attach...)
  *   release    ...and free them after it: frees of objects it never saw
+ *   rcu K      K objects allocated and given up with kfree_rcu()
+ *   rcu1 K     the same with kvfree_rcu_mightsleep() (no rcu_head)
  *   handoff K  K objects allocated here and freed by the hard-IRQ timer
  * All from noinline functions, so that each has a site of its own.
  */
@@ -995,6 +1000,34 @@ static noinline void cr_free_handoff(enum cr_ctx ctx)
 	}
 }
 
+/* An object freed with kfree_rcu(): its rcu_head not at its start, so that
+ * 6.1's kvfree_call_rcu(head, offset) names it by a nonzero offset. */
+struct cr_rcu_object {
+	unsigned long payload[4];
+	struct rcu_head rcu;
+};
+
+/* k objects given up with kfree_rcu() (and, with `single`, with the
+ * headless kvfree_rcu_mightsleep()): none of them is a leak. */
+static noinline void cr_rcu_free_objects(unsigned int k, bool single)
+{
+	struct cr_rcu_object *p;
+
+	while (k--) {
+		CR_COUNT(CR_CTX_TASK, CR_KMALLOC);
+		p = kmalloc(max_t(size_t, READ_ONCE(leak_size), sizeof(*p)), GFP_KERNEL);
+		CR_NULL(CR_CTX_TASK, CR_KMALLOC, p);
+		if (!p)
+			continue;
+		cr_touch(p, k);
+		CR_COUNT(CR_CTX_TASK, CR_KFREE_RCU);
+		if (single)
+			kvfree_rcu_mightsleep(p);
+		else
+			kfree_rcu(p, rcu);
+	}
+}
+
 static ssize_t cr_leak_write(struct file *file, const char __user *ubuf, size_t count, loff_t *ppos)
 {
 	char buf[32];
@@ -1013,6 +1046,10 @@ static ssize_t cr_leak_write(struct file *file, const char __user *ubuf, size_t 
 		cr_release_held();
 	else if (sscanf(buf, "handoff %u", &k) == 1)
 		cr_handoff_objects(k);
+	else if (sscanf(buf, "rcu1 %u", &k) == 1)	/* before "rcu %u", which "rcu1" matches */
+		cr_rcu_free_objects(min(k, 1000u), true);
+	else if (sscanf(buf, "rcu %u", &k) == 1)
+		cr_rcu_free_objects(min(k, 1000u), false);
 	else
 		count = -EINVAL;
 	mutex_unlock(&cr_kept_lock);

@@ -1,9 +1,10 @@
 # The leak checker (`attach ... leaks`, `leaks <module>`): cr_target leaks
 # exactly 3 objects at one site, and the report shows exactly that site,
 # count and bytes, and nothing else; objects it hands to its hard-IRQ timer
-# to free leave no false leak; frees of objects allocated before the attach
-# are unknown frees at their site; and a target followed from its load
-# gets a true leak report in the kernel log at its unload.
+# to free leave no false leak, nor do those given up with kfree_rcu; frees
+# of objects allocated before the attach are unknown frees at their site;
+# and a target followed from its load gets a true leak report in the kernel
+# log at its unload.
 . /scripts/lib.sh
 mark leaks
 insmod /modules/cr_target.ko
@@ -20,6 +21,10 @@ all=$(cr_functions | grep -vx "$(sym kstrdup)" | tr '\n' ',' | sed 's/,$//')
 expect_eq leaks.attach "$(hpcmd "attach cr_target fn=$all sink=none leaks=4096" | field state cr_target)" attached
 echo "leak 3" > $CR/leak
 echo "handoff 16" > $CR/leak
+# Given up with kfree_rcu() and kvfree_rcu_mightsleep(): freed by the
+# kernel a grace period later, but not leaks of the module's.
+echo "rcu 4" > $CR/leak
+echo "rcu1 2" > $CR/leak
 echo release > $CR/leak
 # Quiesce: the rounds stop with all they allocated freed, and the hard-IRQ
 # timer has freed what was handed to it.
@@ -56,6 +61,8 @@ if [ "$(uname -m)" = x86_64 ]; then
 		pass leaks.hpctl_stacks || fail leaks.hpctl_stacks "$(head -n 8 /tmp/leaks_table.txt)"
 fi
 # No false leak from the objects freed in hard IRQ, none from the rounds.
+echo "$report" | grep -q 'caller=cr_rcu_free_objects' && fail leaks.kfree_rcu "$(echo "$report" | grep cr_rcu_free)" || pass leaks.kfree_rcu
+expect_eq leaks.kfree_rcu.calls "$(cr_count $(sym kfree_rcu))" 6
 echo "$report" | grep -q 'caller=cr_handoff_objects' && fail leaks.hardirq_frees "$(echo "$report" | grep cr_handoff)" || pass leaks.hardirq_frees
 # Objects allocated before the attach, freed after: unknown frees at their
 # site (the rounds in flight at the attach may add a few at theirs).

@@ -130,12 +130,11 @@ pub fn build_all(kernel: &Kernel) -> Result<Built> {
     let rust_object = build_rust_object(&out, kernel.arch())?;
     let hp_dir = stage_sources(&repo_root().join("kmod"), &out.join("build/hp_patcher"))?;
     write_if_changed(&hp_dir.join("hp_catalogue.h"), &catalogue_header(kernel)?)?;
-    // A prebuilt object, which Kbuild links as it finds it (its `%_shipped`
-    // rule no longer applies to external modules since 6.13); modpost wants
-    // a .cmd file for every object.
+    // A prebuilt object, which Kbuild copies to hp_rust.o through objtool
+    // (kmod/Kbuild says why). The `%_shipped` rule no longer applies to
+    // external modules since 6.13.
     let _ = std::fs::remove_file(hp_dir.join("hp_rust.o_shipped"));
-    copy_if_changed(&rust_object, &hp_dir.join("hp_rust.o"))?;
-    write_if_changed(&hp_dir.join(".hp_rust.o.cmd"), "savedcmd_hp_rust.o := cargo xtask build (kmod/rust)\n")?;
+    copy_if_changed(&rust_object, &hp_dir.join("hp_rust.prebuilt"))?;
     let hp_patcher = kbuild(kernel, &hp_dir, "hp_patcher.ko", &out)?;
     check_entries_endbr(kernel, &hp_patcher)?;
     if let Ok(su) = std::fs::read_to_string(hp_dir.join("hp_main.su")) {
@@ -356,12 +355,25 @@ fn catalogue_header(kernel: &Kernel) -> Result<String> {
         if !exported.contains(func.name) || chosen.contains(&func.name) {
             continue;
         }
-        let params = btf.as_mut().map(|b| {
-            b.prototype(func.name).map(|p| p.params.into_iter().map(|p| p.name).collect::<Vec<String>>())
-        });
+        let layouts = MEMORY.iter().filter(|f| f.name == func.name).count();
+        let params = match btf.as_mut() {
+            Some(b) => {
+                Some(b.prototype(func.name).map(|p| p.params.into_iter().map(|p| p.name).collect::<Vec<String>>()))
+            }
+            // Without BTF, a symbol of several layouts is told apart by its
+            // prototype in the headers, where one reads plainly (a macro in
+            // a parameter list does not: then the first layout, as before).
+            None if layouts > 1 => {
+                let names = crate::header_params::find(&kernel.source_tree()?, func.name)?.unwrap_or_default();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let told = MEMORY.iter().any(|f| f.name == func.name && f.matches_params(config, &names));
+                told.then(|| Some(names.iter().map(|n| n.to_string()).collect()))
+            }
+            None => None,
+        };
         let matches = match &params {
             None => true,
-            Some(None) => bail!("{}: the kernel exports {} but its BTF has no prototype for it", kernel.release, func.name),
+            Some(None) => bail!("{}: the kernel exports {} but has no prototype for it", kernel.release, func.name),
             Some(Some(names)) => func.matches_params(config, &names.iter().map(String::as_str).collect::<Vec<_>>()),
         };
         if matches {

@@ -230,6 +230,20 @@ impl Kernel {
         }
     }
 
+    /// The kernel's source (or common headers) tree: where the Makefile the
+    /// build directory includes lives, or the build directory itself.
+    pub fn source_tree(&self) -> Result<PathBuf> {
+        let text = std::fs::read_to_string(self.kdir.join("Makefile"))?;
+        let Some(included) = text.lines().find_map(|l| l.strip_prefix("include ")).map(|p| Path::new(p.trim())) else {
+            return Ok(self.kdir.clone());
+        };
+        let included = match &self.root {
+            Some(root) if !included.exists() => root.join(included.strip_prefix("/").unwrap_or(included)),
+            _ => included.to_path_buf(),
+        };
+        Ok(included.parent().map_or_else(|| self.kdir.clone(), Path::to_path_buf))
+    }
+
     /// How much slower its guests run: KASAN and lockdep cost several times.
     pub fn slowdown(&self) -> u32 {
         if self.release.ends_with(crate::debug_kernel::LOCALVERSION) {

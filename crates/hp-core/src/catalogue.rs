@@ -134,6 +134,9 @@ pub const MEMORY: &[Function] = &[
     f("__kvmalloc_node_noprof", &[SIZE, BUCKETS, FLAGS, NODE], Kind::Ptr),
     f("kmemdup_noprof", &[arg("p", Kind::Ptr), SIZE, arg("gfp", Kind::Gfp)], Kind::Ptr),
     f("kstrdup", &[arg("s", Kind::Ptr), arg("gfp", Kind::Gfp)], Kind::Ptr),
+    // kfree_rcu()/kvfree_rcu(): the object is freed a grace period later,
+    // by the kernel, but the module gave it up here.
+    f("kvfree_call_rcu", &[arg("head", Kind::Ptr), arg("ptr", Kind::Ptr)], Kind::Void),
     // Linux 6.1 (Debian 12's first kernel): same roles, older names.
     f("__kmalloc", &[SIZE, FLAGS], Kind::Ptr),
     f("__kmalloc_node", &[SIZE, FLAGS, NODE], Kind::Ptr),
@@ -151,6 +154,9 @@ pub const MEMORY: &[Function] = &[
     f("__vmalloc", &[SIZE, arg("gfp_mask", Kind::Gfp)], Kind::Ptr),
     f("kvmalloc_node", &[SIZE, FLAGS, NODE], Kind::Ptr),
     f("kmemdup", &[arg("p", Kind::Ptr), SIZE, arg("gfp", Kind::Gfp)], Kind::Ptr),
+    // 6.1's kfree_rcu passes the rcu_head inside the object and, as `func`,
+    // the head's offset in it; kvfree_rcu(p) passes a NULL head and p.
+    f("kvfree_call_rcu", &[arg("head", Kind::Ptr), arg("func", Kind::Ptr)], Kind::Void),
     // Linux 7.x: krealloc and kvrealloc take an alignment and a node, and
     // __kvmalloc_node an alignment before the flags.
     f("krealloc_node_align_noprof", &[REALLOC_OBJ, arg("new_size", Kind::Size), ALIGN, FLAGS, arg("nid", Kind::Node)], Kind::Ptr),

@@ -41,6 +41,27 @@ pub enum Role {
     Allocates { size: Size, resizes: Option<usize> },
     /// Frees the object in this argument.
     Frees { object: usize },
+    /// Linux 6.1's `kvfree_call_rcu(head, func)`: the object is `func`
+    /// when `head` is NULL, else `head - func` (`func` is the rcu_head's
+    /// offset in the object).
+    FreesByHead { head: usize, offset: usize },
+}
+
+impl Role {
+    /// The object a free with these arguments releases (0: none).
+    pub fn freed_object(self, args: &[u64]) -> Option<u64> {
+        match self {
+            Role::Frees { object } => Some(args[object]),
+            Role::FreesByHead { head, offset } => {
+                Some(if args[head] == 0 { args[offset] } else { args[head].wrapping_sub(args[offset]) })
+            }
+            Role::Allocates { .. } => None,
+        }
+    }
+
+    pub fn is_free(self) -> bool {
+        !matches!(self, Role::Allocates { .. })
+    }
 }
 
 /// The role of a catalogue function on a kernel with `config`.
@@ -55,6 +76,9 @@ pub fn role(function: &Function, config: KernelConfig) -> Option<Role> {
             },
             resizes: if function.name.contains("realloc") { args().position(|a| a.name == "p") } else { None },
         }),
+        Kind::Void if function.name == "kvfree_call_rcu" && args().any(|a| a.name == "func") => {
+            Some(Role::FreesByHead { head: 0, offset: 1 })
+        }
         Kind::Void if function.name.contains("free") => {
             let last_pointer = args().enumerate().filter(|(_, a)| a.kind == Kind::Ptr).last()?;
             Some(Role::Frees { object: last_pointer.0 })
@@ -456,8 +480,18 @@ mod tests {
                     assert_eq!(size, want, "{}", f.name);
                 }
                 Role::Frees { object } => assert_eq!(f.args[object].kind, Kind::Ptr),
+                Role::FreesByHead { head, offset } => {
+                    assert_eq!((f.name, f.args[head].name, f.args[offset].name), ("kvfree_call_rcu", "head", "func"))
+                }
             }
         }
+        // kfree_rcu(p, rcu) on 6.12 and later: the object is `ptr`; on 6.1,
+        // the head minus its offset, or, with no head, `func` itself.
+        let rcu = |param: &str| MEMORY.iter().find(|f| f.name == "kvfree_call_rcu" && f.args[1].name == param).unwrap();
+        let object = |f, args: &[u64]| role(f, config).unwrap().freed_object(args);
+        assert_eq!(object(rcu("ptr"), &[0x1010, 0x1000]), Some(0x1000));
+        assert_eq!(object(rcu("func"), &[0x1010, 0x10]), Some(0x1000));
+        assert_eq!(object(rcu("func"), &[0, 0x2000]), Some(0x2000));
         let free = MEMORY.iter().find(|f| f.name == "kmem_cache_free").unwrap();
         assert_eq!(role(free, config), Some(Role::Frees { object: 1 }));
         let krealloc = MEMORY.iter().find(|f| f.name == "krealloc_noprof").unwrap();

@@ -102,11 +102,11 @@ impl SiteRecord {
     /// Before a free: takes its object out of the table.
     #[inline(never)]
     pub(crate) fn track_free(&self, args: &RegisterArgs) {
-        let Some(Role::Frees { object }) = self.role else { return };
+        let Some(object) = self.role.and_then(|r| r.freed_object(args)) else { return };
         // SAFETY: as in track_result.
         let Some(leaks) = unsafe { self.session().shared.as_ref() }.and_then(|s| s.leaks.as_ref()) else { return };
-        if args[object] != 0 {
-            self.forget(leaks, args[object]);
+        if object != 0 {
+            self.forget(leaks, object);
         }
     }
 
@@ -170,7 +170,7 @@ fn report(out: &mut impl Write, leaks: &Leaks, target: &str, sessions: &[&Sessio
     let blind = sessions
         .iter()
         .flat_map(|s| s.sites())
-        .filter(|r| matches!(r.role, Some(Role::Frees { .. })) && !r.is_armed())
+        .filter(|r| r.role.is_some_and(Role::is_free) && !r.is_armed())
         .count();
     let (count, bytes) = groups.iter().flatten().fold((0, 0), |(c, b), g| (c + g.count, b + g.bytes));
     let _ = writeln!(
