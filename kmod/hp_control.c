@@ -105,7 +105,8 @@ static int hp_cmd_attach(const struct hp_command *cmd, struct hp_reply *r)
 		return PTR_ERR(mod);
 	}
 	err = hp_target_add(cmd->module, cmd->functions, cmd->sink, cmd->burst,
-			    cmd->leak_slots, cmd->follow, IS_ERR(mod) ? NULL : mod, &t);
+			    cmd->leak_slots, cmd->kernel_frees, cmd->follow,
+			    IS_ERR(mod) ? NULL : mod, &t);
 	if (!IS_ERR(mod))
 		module_put(mod);
 	if (err)
@@ -231,6 +232,8 @@ static int hp_cmd_list(const struct hp_command *cmd, struct hp_reply *r)
 				return -EINVAL;
 			}
 			hp_reply_leaks(r, t->shared, t->name, sessions, ARRAY_SIZE(sessions));
+			if (t->kfrees)
+				hp_kfrees_reply(r, t->name, t->kfrees);
 		} else {
 			if (t->core.session)
 				hp_reply_sites(r, t->core.session);

@@ -89,6 +89,7 @@ struct hp_command {
 	u32 has_module;
 	u64 burst;		/* printk lines per window; U64_MAX: log_burst= */
 	u64 leak_slots;		/* attach: the leak table's size, 0: no leak checking */
+	u32 kernel_frees;	/* attach: watch the kernel's frees of its objects */
 	char module[64];
 	char functions[HP_MAX_COMMAND + 1];	/* fail: the rule's words */
 };
@@ -120,6 +121,7 @@ u64 hp_on_exit(const struct hp_site *site, unsigned long ret, const u64 *args,
 	       const struct hp_call_frame *frame, unsigned long ret2);
 u64 hp_on_jump_through(const struct hp_site *site, const u64 *args);
 struct hp_shared *hp_shared_new(unsigned long leak_slots);
+void hp_leaks_kernel_free(const struct hp_shared *t, unsigned long object);
 void hp_shared_put(struct hp_shared *t);
 int hp_faults_add(struct hp_shared *t, const char *target, const char *rule,
 		  unsigned long len, const struct hp_session *const *sessions, unsigned long n);

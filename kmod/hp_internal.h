@@ -51,6 +51,7 @@ struct hp_target {
 	struct module *mod;	/* while attached; compared, only dereferenced under hp_lock */
 	struct hp_attachment core, init;
 	struct hp_shared *shared;	/* fault rules, leak table (Rust), shared with its sessions */
+	struct hp_kfrees *kfrees;	/* probes on the kernel's frees (kernel_frees), or NULL */
 };
 
 /* Everything below is protected by hp_lock. */
@@ -62,8 +63,14 @@ size_t hp_gfp_name_count(void);	/* the names before any { 0, NULL } end */
 
 struct hp_target *hp_find_target(const char *name);
 int hp_target_add(const char *name, const char *functions, u32 sink, u64 burst,
-		  u64 leak_slots, bool follow, struct module *mod, struct hp_target **out);
+		  u64 leak_slots, bool kernel_frees, bool follow, struct module *mod,
+		  struct hp_target **out);
 void hp_target_free(struct hp_target *t);
+
+/* hp_kfrees.c: the kernel's own frees of a target's objects (kernel_frees). */
+struct hp_kfrees *hp_kfrees_start(struct hp_shared *shared, const char *target);
+void hp_kfrees_stop(struct hp_kfrees *k);
+void hp_kfrees_reply(struct hp_reply *r, const char *target, const struct hp_kfrees *k);
 struct module *hp_get_module(const char *name);
 int hp_target_attach(struct hp_target *t, struct module *mod);
 u64 hp_target_detach(struct hp_target *t, const char *why);

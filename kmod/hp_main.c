@@ -409,7 +409,8 @@ struct hp_target *hp_find_target(const char *name)
 
 /* Not yet on the list; nothing attached. burst U64_MAX: log_burst=. */
 static struct hp_target *hp_target_new(const char *name, const char *functions,
-				       u32 sink, u64 burst, u64 leak_slots, bool follow)
+				       u32 sink, u64 burst, u64 leak_slots, bool kernel_frees,
+				       bool follow)
 {
 	struct hp_target *t = hp_alloc(sizeof(*t));
 	size_t len = strlen(functions) + 1;
@@ -424,6 +425,17 @@ static struct hp_target *hp_target_new(const char *name, const char *functions,
 		hp_shared_put(t->shared);
 		kvfree(t);
 		goto oom;
+	}
+	if (kernel_frees) {
+		t->kfrees = hp_kfrees_start(t->shared, name);
+		if (IS_ERR(t->kfrees)) {
+			hp_err("%s: the kernel's free functions cannot be probed (%ld)",
+			       name, PTR_ERR(t->kfrees));
+			kvfree(t->functions);
+			hp_shared_put(t->shared);
+			kvfree(t);
+			return NULL;
+		}
 	}
 	memcpy(t->functions, functions, len);
 	strscpy(t->name, name, sizeof(t->name));
@@ -444,6 +456,8 @@ void hp_target_free(struct hp_target *t)
 	if (!t)
 		return;
 	kvfree(t->functions);
+	/* No probe on the kernel's frees looks at the table after this. */
+	hp_kfrees_stop(t->kfrees);
 	/* Its sessions, still draining, may hold the table a while longer. */
 	hp_shared_put(t->shared);
 	kvfree(t);
@@ -953,9 +967,11 @@ u64 hp_target_detach(struct hp_target *t, const char *why)
  * awaited when mod is null. All or nothing: on failure nothing is left.
  */
 int hp_target_add(const char *name, const char *functions, u32 sink, u64 burst,
-		  u64 leak_slots, bool follow, struct module *mod, struct hp_target **out)
+		  u64 leak_slots, bool kernel_frees, bool follow, struct module *mod,
+		  struct hp_target **out)
 {
-	struct hp_target *t = hp_target_new(name, functions, sink, burst, leak_slots, follow);
+	struct hp_target *t = hp_target_new(name, functions, sink, burst, leak_slots,
+					    kernel_frees, follow);
 	int err = t ? 0 : -ENOMEM;
 
 	lockdep_assert_held(&hp_lock);
@@ -1090,7 +1106,7 @@ static int hp_attach_at_load(void)
 		}
 	}
 	err = hp_target_add(target_name, functions ? functions : "", HP_SINK_PRINTK,
-			    U64_MAX, 0, false, mod, &t);
+			    U64_MAX, 0, false, false, mod, &t);
 	/*
 	 * From here on the notifier, not a reference, follows the target. Put
 	 * under the lock: a forced unload's notifier waits for it, so mod is

@@ -192,9 +192,9 @@ mod tests {
     #[test]
     fn command_lines() {
         let attach =
-            Command::Attach { module: "cr_target", functions: "kfree,vfree", sink: Sink::Printk, follow: true, burst: None, leaks: None };
+            Command::Attach { module: "cr_target", functions: "kfree,vfree", sink: Sink::Printk, follow: true, burst: None, leaks: None, kernel_frees: false };
         assert_eq!(attach.to_string(), "attach cr_target fn=kfree,vfree sink=printk follow");
-        let attach = Command::Attach { module: "ext4", functions: "", sink: Sink::Trace, follow: false, burst: None, leaks: None };
+        let attach = Command::Attach { module: "ext4", functions: "", sink: Sink::Trace, follow: false, burst: None, leaks: None, kernel_frees: false };
         assert_eq!(attach.to_string(), "attach ext4 sink=trace");
         assert_eq!(Command::Plan { module: "ext4", functions: "kfree" }.to_string(), "plan ext4 fn=kfree");
         assert_eq!(Command::Plan { module: "ext4", functions: "" }.to_string(), "plan ext4");

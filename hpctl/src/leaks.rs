@@ -62,11 +62,33 @@ pub struct UnknownFree {
     pub count: u64,
 }
 
+/// Objects of one allocating site that the kernel freed (`--kernel-frees`).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct KernelFreed {
+    pub module: String,
+    pub caller: String,
+    pub callee: String,
+    pub count: u64,
+}
+
+/// What watching the kernel's frees cost: every call of the watched free
+/// functions, by any caller, paid a probe; `timed` of them were timed.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct KernelFreesCost {
+    pub module: String,
+    pub functions: u64,
+    pub calls: u64,
+    pub timed: u64,
+    pub timed_ns: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
     pub summaries: Vec<Summary>,
     pub leaks: Vec<Leak>,
     pub unknown_frees: Vec<UnknownFree>,
+    pub kernel_freed: Vec<KernelFreed>,
+    pub kernel_frees: Vec<KernelFreesCost>,
 }
 
 impl Report {
@@ -124,6 +146,19 @@ impl Report {
                     callee: r.get("callee")?.into(),
                     count: r.num("count")?,
                 }),
+                "kernel-freed" => report.kernel_freed.push(KernelFreed {
+                    module: r.get("module")?.into(),
+                    caller: r.get("caller")?.into(),
+                    callee: r.get("callee")?.into(),
+                    count: r.num("count")?,
+                }),
+                "kernel-frees" => report.kernel_frees.push(KernelFreesCost {
+                    module: r.get("module")?.into(),
+                    functions: r.num("functions")?,
+                    calls: r.num("calls")?,
+                    timed: r.num("timed")?,
+                    timed_ns: r.num("timed_ns")?,
+                }),
                 _ => {}
             }
         }
@@ -134,7 +169,9 @@ impl Report {
         let summaries = self.summaries.iter().map(|s| json::line("leaks", s));
         let leaks = self.leaks.iter().map(|l| json::line("leak", l));
         let frees = self.unknown_frees.iter().map(|u| json::line("unknown_free", u));
-        summaries.chain(leaks).chain(frees).collect()
+        let kernel_freed = self.kernel_freed.iter().map(|k| json::line("kernel_freed", k));
+        let cost = self.kernel_frees.iter().map(|k| json::line("kernel_frees", k));
+        summaries.chain(leaks).chain(frees).chain(kernel_freed).chain(cost).collect()
     }
 
     pub fn table(&self) -> String {
@@ -173,6 +210,20 @@ impl Report {
                     }
                 }
             }
+            let by_kernel: Vec<&KernelFreed> = self.kernel_freed.iter().filter(|k| k.module == s.module).collect();
+            if !by_kernel.is_empty() {
+                out.push_str("  freed by the kernel, not by the module (handed over, so not leaks):\n");
+                for k in by_kernel {
+                    out.push_str(&format!("  {:<44} {:<28} {:>7}\n", k.caller, k.callee, k.count));
+                }
+            }
+            for c in self.kernel_frees.iter().filter(|c| c.module == s.module) {
+                let mean = if c.timed > 0 { format!("{} ns", c.timed_ns / c.timed) } else { "not timed yet".into() };
+                out.push_str(&format!(
+                    "  watching the kernel's frees ({} functions) cost {} calls by any caller a lookup each: {mean} per call (mean of {} timed), plus the probe\n",
+                    c.functions, c.calls, c.timed
+                ));
+            }
             let frees: Vec<&UnknownFree> = self.unknown_frees.iter().filter(|u| u.module == s.module).collect();
             if !frees.is_empty() {
                 out.push_str("  unknown frees (allocated before the attach, by someone else, or a bad free):\n");
@@ -199,7 +250,9 @@ mod tests {
             stack module=cr_target id=2 frame=1 at=cr_leak_write+0x30/0x80\n\
             stack module=cr_target id=2 frame=0 at=cr_leak+0x21/0x40\n\
             stack module=cr_target id=4 frame=0 at=cr_leak+0x21/0x40\n\
-            unknown-free module=cr_target caller=cr_hold_release+0x22/0x60 callee=kfree count=2\n";
+            unknown-free module=cr_target caller=cr_hold_release+0x22/0x60 callee=kfree count=2\n\
+            kernel-freed module=cr_target caller=cr_handed+0x10/0x40 callee=__kmalloc_noprof count=4\n\
+            kernel-frees module=cr_target functions=5 calls=12800 timed=200 timed_ns=40000\n";
         let report = Report::from_records(&parse_reply(reply).unwrap()).unwrap();
         assert_eq!(report.leaks[0].count, 3);
         let stacks = &report.leaks[0].stacks;
@@ -211,8 +264,11 @@ mod tests {
         assert!(table.contains("3 objects, 600 bytes, not freed since its load"), "{table}");
         assert!(table.contains("cr_hold_release+0x22/0x60"));
         assert!(table.contains("    2 objects, 400 bytes, allocated from:\n      cr_leak+0x21/0x40\n      cr_leak_write+0x30/0x80\n"), "{table}");
+        assert!(table.contains("freed by the kernel, not by the module"), "{table}");
+        assert!(table.contains("cost 12800 calls by any caller a lookup each: 200 ns per call (mean of 200 timed)"), "{table}");
         let json = report.json_lines();
-        assert_eq!(json.len(), 3);
+        assert_eq!(json.len(), 5);
+        assert!(json[4].starts_with(r#"{"schema":1,"type":"kernel_frees","module":"cr_target","functions":5,"calls":12800"#), "{}", json[4]);
         assert!(json[1].starts_with(r#"{"schema":1,"type":"leak","module":"cr_target""#), "{}", json[1]);
         assert!(json[1].contains(r#""stacks":[{"count":2,"bytes":400,"oldest_ms":10,"frames":["cr_leak+0x21/0x40","cr_leak_write+0x30/0x80"]}"#), "{}", json[1]);
     }

@@ -156,6 +156,11 @@ enum Cmd {
         /// Check the target for leaks, in a table of this many objects (default 16384); see `hpctl leaks`.
         #[arg(long, value_name = "OBJECTS", num_args = 0..=1, default_missing_value = "16384")]
         leaks: Option<u32>,
+        /// With --leaks: also watch the kernel's own frees of the target's objects, at
+        /// kfree, kvfree, kfree_sensitive, vfree and kmem_cache_free themselves (every
+        /// caller in the kernel pays: `hpctl leaks` says how much).
+        #[arg(long, requires = "leaks")]
+        kernel_frees: bool,
         /// hp_patcher.ko to load if hp_patcher is not loaded.
         #[arg(long, value_name = "PATH")]
         ko: Option<PathBuf>,
@@ -447,12 +452,13 @@ fn run(command: Cmd) -> Result<()> {
                 print!("{}", table::callees(&judged));
             }
         }
-        Cmd::Attach { module, functions, set, raw, sink, burst, follow, leaks, ko } => {
+        Cmd::Attach { module, functions, set, raw, sink, burst, follow, leaks, kernel_frees, ko } => {
             let (module, items) = (module_arg(&module)?, typed_functions(&functions, raw)?);
             kmod::ensure_loaded(ko.as_deref())?;
             let functions = functions_to_send(items, set)?;
             let sink = sink.into();
-            let records = send(&Command::Attach { module: &module, functions: &functions, sink, follow, burst, leaks })?;
+            let command = Command::Attach { module: &module, functions: &functions, sink, follow, burst, leaks, kernel_frees };
+            let records = send(&command)?;
             match Target::all(&records)?.first() {
                 Some(t) => println!("{}", table::attached(t)),
                 None => bail!("attach {module}: the reply has no target line"),

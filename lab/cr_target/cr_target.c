@@ -918,6 +918,7 @@ static const struct file_operations cr_gate_fops = {
  *   release    ...and free them after it: frees of objects it never saw
  *   rcu K      K objects allocated and given up with kfree_rcu()
  *   rcu1 K     the same with kvfree_rcu_mightsleep() (no rcu_head)
+ *   kernel K   K objects handed to the kernel, which frees them (kfree_const)
  *   handoff K  K objects allocated here and freed by the hard-IRQ timer
  * All from noinline functions, so that each has a site of its own.
  */
@@ -1028,6 +1029,21 @@ static noinline void cr_rcu_free_objects(unsigned int k, bool single)
 	}
 }
 
+/* k objects handed to a kernel function that frees them: the module's
+ * call is kfree_const (outside the catalogue), the free is the kernel's. */
+static noinline void cr_kernel_frees_objects(unsigned int k)
+{
+	void *p;
+
+	while (k--) {
+		CR_COUNT(CR_CTX_TASK, CR_KMALLOC);
+		p = kmalloc(READ_ONCE(leak_size), GFP_KERNEL);
+		CR_NULL(CR_CTX_TASK, CR_KMALLOC, p);
+		cr_touch(p, k);
+		kfree_const(p);
+	}
+}
+
 static ssize_t cr_leak_write(struct file *file, const char __user *ubuf, size_t count, loff_t *ppos)
 {
 	char buf[32];
@@ -1046,6 +1062,8 @@ static ssize_t cr_leak_write(struct file *file, const char __user *ubuf, size_t 
 		cr_release_held();
 	else if (sscanf(buf, "handoff %u", &k) == 1)
 		cr_handoff_objects(k);
+	else if (sscanf(buf, "kernel %u", &k) == 1)
+		cr_kernel_frees_objects(min(k, 1000u));
 	else if (sscanf(buf, "rcu1 %u", &k) == 1)	/* before "rcu %u", which "rcu1" matches */
 		cr_rcu_free_objects(min(k, 1000u), true);
 	else if (sscanf(buf, "rcu %u", &k) == 1)

@@ -75,6 +75,36 @@ hpcmd "attach cr_target fn=$kmalloc sink=none" >/dev/null
 expect_refused leaks.not_asked "Invalid argument" "leaks cr_target"
 expect_log leaks.not_asked.why "cr_target was attached without leaks"
 hpcmd 'detach cr_target' >/dev/null
+
+# Objects the module hands to the kernel, which frees them (kfree_const):
+# outstanding when only the module's sites are watched; with kernel_frees,
+# freed by the kernel, at their allocating site, and what the watching
+# cost is reported. The rounds are paused: only these calls run.
+expect_eq leaks.handed.attach "$(hpcmd "attach cr_target fn=$kmalloc,kfree sink=none leaks=1024" | field state cr_target)" attached
+echo "kernel 4" > $CR/leak
+report=$(hpcmd 'leaks cr_target')
+echo "$report" | grep -E '^(leaks|leak) ' | sed 's/^/HPINFO leaks: handed: /'
+# Each is outstanding, or its address came back from kmalloc while still
+# recorded (the unseen free shows as `replaced`): 4 in all.
+outstanding=$(echo "$report" | grep '^leak .*caller=cr_kernel_frees_objects+' | sed 's/.* count=\([0-9]*\) .*/\1/')
+replaced=$(echo "$report" | grep '^leaks ' | sed 's/.* replaced=\([0-9]*\) .*/\1/')
+expect_eq leaks.handed.outstanding "$((${outstanding:-0} + ${replaced:-0})) $([ "${outstanding:-0}" -ge 1 ] && echo some)" "4 some"
+hpcmd 'detach cr_target' >/dev/null
+expect_eq leaks.kernel_frees.attach "$(hpcmd "attach cr_target fn=$kmalloc,kfree sink=none leaks=1024 kernel_frees" | field state cr_target)" attached
+echo "kernel 4" > $CR/leak
+report=$(hpcmd 'leaks cr_target')
+echo "$report" | grep -E '^(leaks|kernel-freed|kernel-frees) ' | sed 's/^/HPINFO leaks: /'
+expect_eq leaks.kernel_frees.site "$(echo "$report" | grep -cE "^kernel-freed module=cr_target caller=cr_kernel_frees_objects\+0x[0-9a-f]+/0x[0-9a-f]+ callee=$kmalloc count=4\$")" 1
+expect_eq leaks.kernel_frees.not_outstanding "$(echo "$report" | grep -c '^leak ')" 0
+case "$(echo "$report" | grep '^kernel-frees ')" in
+"kernel-frees module=cr_target functions=5 calls="[1-9]*) pass leaks.kernel_frees.cost ;;
+*) fail leaks.kernel_frees.cost "$(echo "$report" | grep '^kernel-frees ')" ;;
+esac
+check leaks.kernel_frees.detach hpcmd 'detach cr_target'
+# Nothing of ours is left on the kernel's free functions.
+expect_eq leaks.kernel_frees.unprobed "$(grep -cE ' (kfree|kvfree|kfree_sensitive|vfree|kmem_cache_free)\+0x0' /sys/kernel/debug/kprobes/list)" 0
+expect_refused leaks.kernel_frees.needs_leaks "Invalid argument" "attach cr_target kernel_frees"
+
 rmmod cr_target
 
 # Followed from its load to its unload: a true leak report, in the log.

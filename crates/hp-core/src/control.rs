@@ -60,7 +60,17 @@ pub enum Command<'a> {
     /// `burst`: with sink printk, lines per 5 s window (0: unlimited).
     /// `leaks`: the leak table's size in objects, when the target is
     /// checked for leaks (`leaks` alone: [`DEFAULT_LEAK_SLOTS`]).
-    Attach { module: &'a str, functions: &'a str, sink: Sink, follow: bool, burst: Option<u32>, leaks: Option<u32> },
+    /// `kernel_frees` (needs `leaks`): the kernel's own frees of the
+    /// target's objects are watched too, callee-side.
+    Attach {
+        module: &'a str,
+        functions: &'a str,
+        sink: Sink,
+        follow: bool,
+        burst: Option<u32>,
+        leaks: Option<u32>,
+        kernel_frees: bool,
+    },
     Detach { module: &'a str },
     DetachAll,
     Plan { module: &'a str, functions: &'a str },
@@ -100,6 +110,7 @@ pub enum ParseError<'a> {
     BadNumber(&'a str),
     BadRule(RuleError<'a>),
     BadLeakSlots(&'a str),
+    KernelFreesWithoutLeaks,
 }
 
 impl fmt::Display for ParseError<'_> {
@@ -123,6 +134,7 @@ impl fmt::Display for ParseError<'_> {
             ParseError::BadNumber(n) => write!(f, "'{n}' is not a decimal number up to {MAX_BURST}"),
             ParseError::BadRule(e) => write!(f, "fault rule: {e}"),
             ParseError::BadLeakSlots(n) => write!(f, "leaks={n}: the leak table holds 1 to {MAX_LEAK_SLOTS} objects"),
+            ParseError::KernelFreesWithoutLeaks => write!(f, "kernel_frees needs leaks: it watches the leak table's objects"),
         }
     }
 }
@@ -145,6 +157,7 @@ pub fn parse(bytes: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
         "attach" => {
             let module = target_module(words.next())?;
             let (mut functions, mut sink, mut follow, mut burst, mut leaks) = (None, None, false, None, None);
+            let mut kernel_frees = false;
             for word in words.by_ref() {
                 if let Some(list) = word.strip_prefix("fn=").filter(|_| functions.is_none()) {
                     functions = Some(function_list(list)?);
@@ -158,11 +171,17 @@ pub fn parse(bytes: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
                     leaks = Some(DEFAULT_LEAK_SLOTS);
                 } else if let Some(n) = word.strip_prefix("leaks=").filter(|_| leaks.is_none()) {
                     leaks = Some(number(n, MAX_LEAK_SLOTS).ok().filter(|&n| n > 0).ok_or(ParseError::BadLeakSlots(n))?);
+                } else if word == "kernel_frees" && !kernel_frees {
+                    kernel_frees = true;
                 } else {
                     return Err(ParseError::UnexpectedArgument(word));
                 }
             }
-            Command::Attach { module, functions: functions.unwrap_or(""), sink: sink.unwrap_or_default(), follow, burst, leaks }
+            if kernel_frees && leaks.is_none() {
+                return Err(ParseError::KernelFreesWithoutLeaks);
+            }
+            let (functions, sink) = (functions.unwrap_or(""), sink.unwrap_or_default());
+            Command::Attach { module, functions, sink, follow, burst, leaks, kernel_frees }
         }
         "plan" => {
             let module = target_module(words.next())?;
@@ -258,7 +277,7 @@ impl fmt::Display for Command<'_> {
             None => Ok(()),
         };
         match *self {
-            Command::Attach { module, functions: list, sink, follow, burst, leaks } => {
+            Command::Attach { module, functions: list, sink, follow, burst, leaks, kernel_frees } => {
                 write!(f, "attach {module}")?;
                 functions(f, list)?;
                 write!(f, " sink={}", sink.name())?;
@@ -267,6 +286,9 @@ impl fmt::Display for Command<'_> {
                 }
                 if let Some(n) = leaks {
                     write!(f, " leaks={n}")?;
+                }
+                if kernel_frees {
+                    write!(f, " kernel_frees")?;
                 }
                 if follow {
                     write!(f, " follow")?;
@@ -323,12 +345,21 @@ mod tests {
                 sink: Sink::Printk,
                 follow: true,
                 burst: Some(0),
-                leaks: None
+                leaks: None,
+                kernel_frees: false
             }
         );
         assert_eq!(
             parse(b"attach  ext4").unwrap(),
-            Command::Attach { module: "ext4", functions: "", sink: Sink::Trace, follow: false, burst: None, leaks: None }
+            Command::Attach {
+                module: "ext4",
+                functions: "",
+                sink: Sink::Trace,
+                follow: false,
+                burst: None,
+                leaks: None,
+                kernel_frees: false
+            }
         );
     }
 
@@ -351,6 +382,9 @@ mod tests {
         let with_leaks = parse(b"attach cr_target leaks").unwrap();
         assert_eq!(with_leaks.to_string(), "attach cr_target sink=trace leaks=16384");
         assert_eq!(parse(with_leaks.to_string().as_bytes()).unwrap(), with_leaks);
+        let kernel_frees = parse(b"attach cr_target kernel_frees leaks=64").unwrap();
+        assert_eq!(kernel_frees.to_string(), "attach cr_target sink=trace leaks=64 kernel_frees");
+        assert_eq!(parse(kernel_frees.to_string().as_bytes()).unwrap(), kernel_frees);
         assert_eq!(parse(b"fail cr_target next").unwrap(), Command::FailNext { module: "cr_target" });
         for line in ["fail cr_target fn=kstrdup every=3", "fail cr_target clear", "fail cr_target next", "faults ext4"] {
             assert_eq!(parse(line.as_bytes()).unwrap().to_string(), line);
@@ -398,6 +432,8 @@ mod tests {
             (b"attach ext4 leaks=0", ParseError::BadLeakSlots("0")),
             (b"attach ext4 leaks=4194305", ParseError::BadLeakSlots("4194305")),
             (b"attach ext4 leaks leaks", ParseError::UnexpectedArgument("leaks")),
+            (b"attach ext4 kernel_frees", ParseError::KernelFreesWithoutLeaks),
+            (b"attach ext4 leaks kernel_frees kernel_frees", ParseError::UnexpectedArgument("kernel_frees")),
         ];
         for (input, want) in cases {
             assert_eq!(parse(input), Err(*want), "{:?}", std::string::String::from_utf8_lossy(input));

@@ -279,6 +279,81 @@ impl Table {
     }
 }
 
+/// A count per site (a site's address is its key), lock-free and bounded
+/// like [`Table`]: how many of a site's objects the kernel freed.
+pub struct SiteCounts {
+    keys: Vec<AtomicU64>,
+    counts: Vec<AtomicU64>,
+    overflowed: AtomicU64,
+}
+
+impl SiteCounts {
+    /// Room for `sites` sites; None if memory runs out.
+    pub fn new(sites: usize) -> Option<SiteCounts> {
+        let (mut keys, mut counts) = (Vec::new(), Vec::new());
+        keys.try_reserve_exact(sites).ok()?;
+        counts.try_reserve_exact(sites).ok()?;
+        keys.resize_with(sites, AtomicU64::default);
+        counts.resize_with(sites, AtomicU64::default);
+        Some(SiteCounts { keys, counts, overflowed: AtomicU64::new(0) })
+    }
+
+    /// Counts one for `site` (never 0).
+    pub fn add(&self, site: u64) {
+        if site == EMPTY || self.keys.is_empty() {
+            return;
+        }
+        let start = (site.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17) as usize % self.keys.len();
+        for step in 0..self.keys.len().min(MAX_PROBE) {
+            let index = (start + step) % self.keys.len();
+            let key = &self.keys[index];
+            let claimed = match key.load(Ordering::Acquire) {
+                k if k == site => true,
+                EMPTY => match key.compare_exchange(EMPTY, site, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => true,
+                    Err(k) => k == site,
+                },
+                _ => false,
+            };
+            if claimed {
+                self.counts[index].fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.overflowed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The count of `site` (0 if none).
+    pub fn get(&self, site: u64) -> u64 {
+        self.keys
+            .iter()
+            .position(|k| k.load(Ordering::Acquire) == site)
+            .map_or(0, |i| self.counts[i].load(Ordering::Relaxed))
+    }
+
+    /// Every site counted, with its count.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.keys.iter().zip(&self.counts).filter_map(|(k, c)| {
+            let k = k.load(Ordering::Acquire);
+            (k != EMPTY).then(|| (k, c.load(Ordering::Relaxed)))
+        })
+    }
+
+    /// Counts that found no room.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// Forgets everything; only while nothing counts.
+    pub fn clear(&self) {
+        for (k, c) in self.keys.iter().zip(&self.counts) {
+            k.store(EMPTY, Ordering::Relaxed);
+            c.store(0, Ordering::Relaxed);
+        }
+        self.overflowed.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Frames kept of an allocation's stack, from its caller up.
 pub const STACK_DEPTH: usize = 8;
 
@@ -435,6 +510,30 @@ mod tests {
         let deep: Vec<usize> = (1..=20).map(|k| 0xffff_ffff_8000_0000 + k * 16).collect();
         let id = stacks.intern(&deep);
         assert_eq!(stacks.get(id).unwrap().as_slice(), &deep[..STACK_DEPTH]);
+    }
+
+    #[test]
+    fn site_counts_count_per_site_and_overflow_when_full() {
+        let counts = SiteCounts::new(4).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        counts.add(0xffff_ffff_c000_1000);
+                        counts.add(0xffff_ffff_c000_2000);
+                    }
+                });
+            }
+        });
+        assert_eq!(counts.get(0xffff_ffff_c000_1000), 4000);
+        assert_eq!(counts.get(0xffff_ffff_c000_2000), 4000);
+        for site in 1..=3u64 {
+            counts.add(site * 0x10);
+        }
+        assert_eq!(counts.iter().count(), 4);
+        assert_eq!(counts.overflowed(), 1);
+        counts.clear();
+        assert_eq!((counts.iter().count(), counts.overflowed()), (0, 0));
     }
 
     #[test]

@@ -38,7 +38,7 @@ proptest! {
         burst in proptest::option::of(0u32..=hp_core::control::MAX_BURST), pick in 0u8..9,
     ) {
         let command = match pick {
-            0 => Command::Attach { module: &m, functions: &f, sink: s, follow, burst, leaks: None },
+            0 => Command::Attach { module: &m, functions: &f, sink: s, follow, burst, leaks: None, kernel_frees: false },
             1 => Command::Detach { module: &m },
             2 => Command::DetachAll,
             3 => Command::Plan { module: &m, functions: &f },

@@ -132,6 +132,8 @@ pub struct ControlCommand {
     pub burst: u64,
     /// attach: the leak table's size; 0: no leak checking.
     pub leak_slots: u64,
+    /// attach: watch the kernel's own frees of the table's objects.
+    pub kernel_frees: u32,
     pub module: [u8; 64],
     pub functions: [u8; MAX_COMMAND + 1],
 }
@@ -162,11 +164,12 @@ pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: usize, out: *mu
         }
     };
     let mut burst = u64::MAX;
-    let mut leak_slots = 0;
+    let (mut leak_slots, mut kernel_frees) = (0, false);
     let (verb, module, functions, sink, follow) = match command {
-        Command::Attach { module, functions, sink, follow, burst: b, leaks } => {
+        Command::Attach { module, functions, sink, follow, burst: b, leaks, kernel_frees: k } => {
             burst = b.map_or(u64::MAX, u64::from);
             leak_slots = leaks.map_or(0, u64::from);
+            kernel_frees = k;
             (HP_CMD_ATTACH, Some(module), functions, sink, follow)
         }
         Command::Detach { module } => (HP_CMD_DETACH, Some(module), "", Sink::Trace, false),
@@ -193,6 +196,7 @@ pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: usize, out: *mu
     out.has_module = module.is_some() as u32;
     out.burst = burst;
     out.leak_slots = leak_slots;
+    out.kernel_frees = kernel_frees as u32;
     copy_c(&mut out.module, module.unwrap_or(""));
     copy_c(&mut out.functions, functions);
     0

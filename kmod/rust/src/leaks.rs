@@ -19,7 +19,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hp_core::event::RegisterArgs;
-use hp_core::leaks::{Object, Role, Size, Stacks, Table, STACK_DEPTH};
+use hp_core::leaks::{Object, Role, SiteCounts, Size, Stacks, Table, STACK_DEPTH};
 
 use crate::control::Reply;
 use crate::ffi;
@@ -30,6 +30,9 @@ use crate::shared::Shared;
 pub struct Leaks {
     table: Table,
     stacks: Stacks,
+    /// Per allocating site, its objects the kernel freed (`kernel_frees`,
+    /// seen by kmod/hp_kfrees.c's probes on the free functions).
+    kernel_freed: SiteCounts,
     unknown_frees: AtomicU64,
     /// The table holds everything since the target's load (it was
     /// followed from COMING), not only since an attach to it live.
@@ -46,6 +49,7 @@ impl Leaks {
             // A stack per 4 objects: most of a module's objects share
             // their path with many others.
             stacks: Stacks::new((slots / 4).clamp(256, 1 << 16))?,
+            kernel_freed: SiteCounts::new(1024)?,
             unknown_frees: AtomicU64::new(0),
             since_load: AtomicBool::new(false),
             recording: AtomicBool::new(false),
@@ -226,6 +230,15 @@ fn report(out: &mut impl Write, leaks: &Leaks, target: &str, sessions: &[&Sessio
             );
         }
     }
+    for (site, count) in leaks.kernel_freed.iter() {
+        let mut caller = [0u8; 128];
+        let _ = writeln!(
+            out,
+            "kernel-freed module={target} caller={} callee={} count={count}",
+            format_symbol(site, &mut caller),
+            callee_at(sessions, site)
+        );
+    }
     for s in sessions {
         for site in s.sites().iter().filter(|r| r.unknown_frees.load(Ordering::Relaxed) != 0) {
             let mut caller = [0u8; 128];
@@ -315,6 +328,7 @@ pub unsafe extern "C" fn hp_leaks_restart(t: *const Shared, since_load: bool) {
         leaks.recording.store(false, Ordering::Relaxed);
         leaks.table.clear();
         leaks.stacks.clear();
+        leaks.kernel_freed.clear();
         leaks.unknown_frees.store(0, Ordering::Relaxed);
         leaks.since_load.store(since_load, Ordering::Relaxed);
     }
@@ -330,6 +344,21 @@ pub unsafe extern "C" fn hp_leaks_restart(t: *const Shared, since_load: bool) {
 pub unsafe extern "C" fn hp_leaks_start(t: *const Shared) {
     if let Some(leaks) = unsafe { &*t }.leaks.as_ref() {
         leaks.recording.store(true, Ordering::Release);
+    }
+}
+
+/// From a probe on a kernel free function (kmod/hp_kfrees.c), any caller,
+/// any context: if `object` is one of the target's, it is gone, and its
+/// site counts one freed by the kernel. The target's own frees took their
+/// objects out at its sites, before the call, so they are not found here.
+///
+/// # Safety
+/// `t` is live (the probes are unregistered before the target lets it go).
+#[no_mangle]
+pub unsafe extern "C" fn hp_leaks_kernel_free(t: *const Shared, object: usize) {
+    let Some(leaks) = unsafe { &*t }.leaks.as_ref() else { return };
+    if let Some(o) = leaks.table.freed(object as u64) {
+        leaks.kernel_freed.add(o.site);
     }
 }
 
