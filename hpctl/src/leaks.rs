@@ -218,7 +218,7 @@ impl Report {
                 }
             }
             for c in self.kernel_frees.iter().filter(|c| c.module == s.module) {
-                let mean = if c.timed > 0 { format!("{} ns", c.timed_ns / c.timed) } else { "not timed yet".into() };
+                let mean = c.timed_ns.checked_div(c.timed).map_or_else(|| "not timed yet".into(), |ns| format!("{ns} ns"));
                 out.push_str(&format!(
                     "  watching the kernel's frees ({} functions) cost {} calls by any caller a lookup each: {mean} per call (mean of {} timed), plus the probe\n",
                     c.functions, c.calls, c.timed
