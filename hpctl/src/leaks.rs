@@ -236,9 +236,51 @@ impl Report {
     }
 }
 
+/// `--pair ALLOC:FREE[@N]`: a module's own allocator and free, for the
+/// leak checker: ALLOC's result is a new object, FREE's argument N
+/// (default 0) the object it frees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pair {
+    pub alloc: String,
+    pub free: String,
+    pub object: u8,
+}
+
+impl Pair {
+    pub fn parse(text: &str) -> Result<Pair, String> {
+        let bad = || format!("--pair {text}: ALLOC:FREE or ALLOC:FREE@N (N from 0 to 5, the argument freed)");
+        let (alloc, free) = text.split_once(':').ok_or_else(bad)?;
+        let (free, object) = match free.split_once('@') {
+            Some((free, n)) => (free, n.parse::<u8>().ok().filter(|&n| n <= 5).ok_or_else(bad)?),
+            None => (free, 0),
+        };
+        if !hp_core::proto::is_symbol_name(alloc) || !hp_core::proto::is_symbol_name(free) {
+            return Err(bad());
+        }
+        Ok(Pair { alloc: alloc.into(), free: free.into(), object })
+    }
+
+    /// The two `fn=` items, from each function's item as typed for
+    /// `--fn` (`name:SPEC`).
+    pub fn items(&self, alloc_item: &str, free_item: &str) -> [String; 2] {
+        [format!("{alloc_item}+alloc"), format!("{free_item}+free{}", self.object)]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pairs_parse_and_become_fn_items() {
+        let p = Pair::parse("my_get:my_put@1").unwrap();
+        assert_eq!(p, Pair { alloc: "my_get".into(), free: "my_put".into(), object: 1 });
+        assert_eq!(p.items("my_get:x", "my_put:xx"), ["my_get:x+alloc".to_string(), "my_put:xx+free1".into()]);
+        assert_eq!(Pair::parse("a:b").unwrap().object, 0);
+        for bad in ["a", "a:b@6", "a:b@x", "a b:c", ":b"] {
+            assert!(Pair::parse(bad).is_err(), "{bad}");
+        }
+    }
     use crate::records::parse_reply;
 
     #[test]

@@ -161,6 +161,10 @@ enum Cmd {
         /// caller in the kernel pays: `hpctl leaks` says how much).
         #[arg(long, requires = "leaks")]
         kernel_frees: bool,
+        /// With --leaks: the module's own allocator and free, ALLOC:FREE[@N] (FREE's argument N,
+        /// default 0, is the object; both typed from BTF); repeatable.
+        #[arg(long, value_name = "ALLOC:FREE[@N]", requires = "leaks")]
+        pair: Vec<String>,
         /// hp_patcher.ko to load if hp_patcher is not loaded.
         #[arg(long, value_name = "PATH")]
         ko: Option<PathBuf>,
@@ -452,8 +456,19 @@ fn run(command: Cmd) -> Result<()> {
                 print!("{}", table::callees(&judged));
             }
         }
-        Cmd::Attach { module, functions, set, raw, sink, burst, follow, leaks, kernel_frees, ko } => {
-            let (module, items) = (module_arg(&module)?, typed_functions(&functions, raw)?);
+        Cmd::Attach { module, functions, set, raw, sink, burst, follow, leaks, kernel_frees, pair, ko } => {
+            let (module, mut items) = (module_arg(&module)?, typed_functions(&functions, raw)?);
+            for text in &pair {
+                let pair = hpctl::leaks::Pair::parse(text).map_err(anyhow::Error::msg)?;
+                if let Some(name) = [&pair.alloc, &pair.free].into_iter().find(|n| is_catalogue(n)) {
+                    bail!("--pair {text}: {name} is in the memory catalogue, which knows what it allocates or frees");
+                }
+                let typed = typed_functions(&Some(format!("{},{}", pair.alloc, pair.free)), false)?;
+                items.retain(|i| [&pair.alloc, &pair.free].iter().all(|n| i.split(':').next() != Some(n.as_str())));
+                items.extend(pair.items(&typed[0], &typed[typed.len() - 1]));
+            }
+            // Pairs alone still check the catalogue's allocators and frees.
+            let set = if functions.is_none() && !pair.is_empty() { Some(SetArg::Memory) } else { set };
             kmod::ensure_loaded(ko.as_deref())?;
             let functions = functions_to_send(items, set)?;
             let sink = sink.into();

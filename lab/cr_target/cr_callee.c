@@ -19,6 +19,7 @@
 #include <linux/string.h>
 #include <linux/jiffies.h>
 #include <linux/kmod.h>
+#include <linux/slab.h>
 #include "cr_callee.h"
 
 long cr_mixed(int level, size_t len, const void *cookie, const char *label,
@@ -66,6 +67,19 @@ long cr_sum(int n, ...)
 	return sum;
 }
 EXPORT_SYMBOL_GPL(cr_sum);
+
+void *cr_buf_get(size_t size)
+{
+	return kzalloc(size, GFP_KERNEL);
+}
+EXPORT_SYMBOL_GPL(cr_buf_get);
+
+/* The object is the second argument, so that --pair must say which. */
+void cr_buf_put(int reason, void *buf)
+{
+	kfree(buf);
+}
+EXPORT_SYMBOL_GPL(cr_buf_put);
 
 static DECLARE_COMPLETION(cr_gate);
 /* Set by a "load NAME" write before it wakes the caller. */

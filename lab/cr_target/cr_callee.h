@@ -35,6 +35,10 @@ u64 cr_by_value(struct cr_triple t);
 u64 cr_wide(int a, u64 b, int c);
 /* Variadic: the sum of its n long arguments after n. */
 long cr_sum(int n, ...);
+/* An allocator and its free of cr_callee's own, outside the catalogue: the
+ * leak checker learns them from `--pair cr_buf_get:cr_buf_put@1`. */
+void *cr_buf_get(size_t size);
+void cr_buf_put(int reason, void *buf);
 /*
  * Sleeps until /sys/kernel/debug/cr_callee/gate is written (or 120 s pass:
  * -ETIMEDOUT), then returns 2 * ticket + 1.

@@ -919,6 +919,8 @@ static const struct file_operations cr_gate_fops = {
  *   rcu K      K objects allocated and given up with kfree_rcu()
  *   rcu1 K     the same with kvfree_rcu_mightsleep() (no rcu_head)
  *   kernel K   K objects handed to the kernel, which frees them (kfree_const)
+ *   pair K     K buffers from cr_callee's cr_buf_get, all but the last given
+ *              back with cr_buf_put: one leaks
  *   handoff K  K objects allocated here and freed by the hard-IRQ timer
  * All from noinline functions, so that each has a site of its own.
  */
@@ -1044,6 +1046,17 @@ static noinline void cr_kernel_frees_objects(unsigned int k)
 	}
 }
 
+static noinline void cr_pair_objects(unsigned int k)
+{
+	void *p;
+
+	while (k--) {
+		p = cr_buf_get(READ_ONCE(leak_size));
+		if (k)
+			cr_buf_put(0, p);
+	}
+}
+
 static ssize_t cr_leak_write(struct file *file, const char __user *ubuf, size_t count, loff_t *ppos)
 {
 	char buf[32];
@@ -1062,6 +1075,8 @@ static ssize_t cr_leak_write(struct file *file, const char __user *ubuf, size_t 
 		cr_release_held();
 	else if (sscanf(buf, "handoff %u", &k) == 1)
 		cr_handoff_objects(k);
+	else if (sscanf(buf, "pair %u", &k) == 1)
+		cr_pair_objects(min(k, 1000u));
 	else if (sscanf(buf, "kernel %u", &k) == 1)
 		cr_kernel_frees_objects(min(k, 1000u));
 	else if (sscanf(buf, "rcu1 %u", &k) == 1)	/* before "rcu %u", which "rcu1" matches */

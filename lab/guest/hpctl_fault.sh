@@ -54,3 +54,24 @@ expect_eq hpctl_fault.typed_target_saw "$(( $(wrong cr_mixed) - before ))" 3
 out=$($HPCTL fail cr_target --fn cr_wide 2>&1)
 case "$out" in *"cannot fail cr_wide: it returns an unsigned value"*) pass hpctl_fault.typed_unsigned ;; *) fail hpctl_fault.typed_unsigned "$out" ;; esac
 check hpctl_fault.typed_detach $HPCTL detach cr_target
+
+# The module's own allocator and free (--pair): cr_callee's cr_buf_get and
+# cr_buf_put, whose second argument is the buffer. `pair 5` gets 5 and
+# gives back 4: one leak, at cr_pair_objects, of cr_buf_get's.
+if have_btf; then
+	$HPCTL attach cr_target --fn kfree --sink none --leaks 1024 --pair cr_buf_get:cr_buf_put@1 > /tmp/attach.txt 2>&1
+	expect_eq hpctl_fault.pair_attach "$?" 0
+	echo "pair 5" > $CR/leak
+	$HPCTL leaks cr_target > /tmp/leaks.txt 2>&1
+	grep -A 3 'cr_pair_objects' /tmp/leaks.txt | sed 's/^/HPINFO hpctl_fault: /'
+	expect_eq hpctl_fault.pair_leak "$(grep -c '^  cr_pair_objects+0x[0-9a-f]*/0x[0-9a-f]* *cr_buf_get *1 ' /tmp/leaks.txt)" 1
+	expect_eq hpctl_fault.pair_frees_seen "$(grep -c 'cr_buf_put' /tmp/leaks.txt)" 0
+	check hpctl_fault.pair_detach $HPCTL detach cr_target
+	out=$($HPCTL attach cr_target --leaks --pair cr_buf_get:kfree 2>&1)
+	case "$?:$out" in 0:*) fail hpctl_fault.pair_catalogue "accepted" ;; *"in the memory catalogue"*) pass hpctl_fault.pair_catalogue ;; *) fail hpctl_fault.pair_catalogue "$out" ;; esac
+	out=$($HPCTL attach cr_target --leaks --pair cr_buf_get:cr_buf_put@4 2>&1)
+	case "$?:$out" in 0:*) fail hpctl_fault.pair_bad_argument "accepted" ;; *"does not take"*) pass hpctl_fault.pair_bad_argument ;; *) fail hpctl_fault.pair_bad_argument "$out" ;; esac
+	expect_eq hpctl_fault.pair_refused_unchanged "$(hpcmd targets | grep -c 'name=cr_target ')" 0
+else
+	skip hpctl_fault.pair "no BTF in $(uname -r): --pair types its functions from BTF"
+fi

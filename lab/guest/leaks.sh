@@ -104,6 +104,10 @@ check leaks.kernel_frees.detach hpcmd 'detach cr_target'
 # Nothing of ours is left on the kernel's free functions.
 expect_eq leaks.kernel_frees.unprobed "$(grep -cE ' (kfree|kvfree|kfree_sensitive|vfree|kmem_cache_free)\+0x0' /sys/kernel/debug/kprobes/list)" 0
 expect_refused leaks.kernel_frees.needs_leaks "Invalid argument" "attach cr_target kernel_frees"
+# A pair's allocator must be called through, to see its result: with no
+# SPEC (and on i386 with one) it is jumped into, and refused.
+expect_refused leaks.pair_raw_alloc "Invalid argument" "attach cr_target fn=cr_buf_get+alloc leaks"
+expect_log leaks.pair_raw_alloc.why "'cr_buf_get' refused: \+alloc needs its result"
 
 rmmod cr_target
 

@@ -296,6 +296,9 @@ pub enum SelectError<'a> {
     BadName(&'a str),
     /// In the catalogue, but this kernel lacks it or does not export it.
     Unavailable(&'a str),
+    /// A pair's role (`+alloc`, `+free`) on a catalogue function, whose
+    /// role is the catalogue's.
+    CatalogueRole(&'a str),
     /// More names than one attachment takes.
     TooMany,
     OutOfMemory,
@@ -313,6 +316,9 @@ impl fmt::Display for SelectError<'_> {
                 f,
                 "'{name}' is not a function name or name:SPEC (SPEC: x value, s string, S struct, final . variadic)"
             ),
+            SelectError::CatalogueRole(name) => {
+                write!(f, "'{name}' is in the memory catalogue, which knows what it allocates or frees: no +role")
+            }
             SelectError::Unavailable(name) => {
                 write!(f, "function '{name}' is not exported by this kernel")
             }
@@ -353,6 +359,7 @@ pub fn select(list: &str, available: impl Fn(usize) -> bool) -> Result<Choice<'_
         // A symbol with one entry per layout: the kernel has one of them.
         let entries = || MEMORY.iter().enumerate().filter(|(_, f)| f.name == wanted.name).map(|(i, _)| i);
         match entries().next().filter(|_| wanted.spec.is_none()) {
+            Some(_) if wanted.role.is_some() => return Err(SelectError::CatalogueRole(wanted.name)),
             Some(_) if !entries().any(&available) => return Err(SelectError::Unavailable(wanted.name)),
             Some(_) => entries().filter(|&i| available(i)).for_each(|i| choice.memory.insert(i)),
             None => {
@@ -457,6 +464,10 @@ mod tests {
         );
         assert_eq!(select("kfree,;;%%", |_| true), Err(SelectError::BadName(";;%%")));
         assert_eq!(select("f:q", |_| true), Err(SelectError::BadName("f:q")));
+        assert_eq!(select("kfree+free", |_| true), Err(SelectError::CatalogueRole("kfree")));
+        assert_eq!(select("my_put+free9", |_| true), Err(SelectError::BadName("my_put+free9")));
+        let pair = select("my_get:x+alloc,my_put:x+free", |_| true).unwrap();
+        assert_eq!(pair.callees().map(|w| (w.name, w.role)).collect::<Vec<_>>().len(), 2);
         let many: std::string::String = (0..=MAX_CALLEES).map(|i| std::format!("f{i},")).collect();
         assert_eq!(select(&many, |_| true), Err(SelectError::TooMany));
     }

@@ -128,6 +128,8 @@ impl fmt::Display for Refusal {
 pub enum SpecError {
     BadLetter(u8),
     TooLong,
+    /// A `+` suffix that is not `alloc`, `free` or `free0` to `free5`.
+    BadPairRole,
 }
 
 impl fmt::Display for SpecError {
@@ -137,6 +139,9 @@ impl fmt::Display for SpecError {
                 write!(f, "'{}' is not an argument letter (x value, s string, S struct, final . variadic)", *b as char)
             }
             SpecError::TooLong => write!(f, "more than {} arguments described", Proto::MAX_SPEC),
+            SpecError::BadPairRole => {
+                write!(f, "a role is +alloc (the result is a new object) or +free, +free0 to +free5 (the argument freed)")
+            }
         }
     }
 }
@@ -231,19 +236,56 @@ impl Spec {
     }
 }
 
-/// `name` or `name:SPEC`, as in `fn=`.
+/// What a user's allocator/free pair (`hpctl attach --pair`) makes of a
+/// callee for the leak checker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairRole {
+    /// Its result is a new object (NULL and error pointers are none).
+    Allocates,
+    /// It frees the object in this register argument.
+    Frees(u8),
+}
+
+impl PairRole {
+    fn parse(word: &str) -> Result<PairRole, SpecError> {
+        match word {
+            "alloc" => Ok(PairRole::Allocates),
+            "free" => Ok(PairRole::Frees(0)),
+            _ => match word.strip_prefix("free").map(str::as_bytes) {
+                Some(&[d @ b'0'..=b'5']) => Ok(PairRole::Frees(d - b'0')),
+                _ => Err(SpecError::BadPairRole),
+            },
+        }
+    }
+}
+
+impl fmt::Display for PairRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PairRole::Allocates => write!(f, "alloc"),
+            PairRole::Frees(k) => write!(f, "free{k}"),
+        }
+    }
+}
+
+/// `name`, `name:SPEC`, and either with `+ROLE` (a pair's role), as in `fn=`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Wanted<'a> {
     pub name: &'a str,
     /// `None`: no `:SPEC` was given.
     pub spec: Option<Spec>,
+    pub role: Option<PairRole>,
 }
 
 impl<'a> Wanted<'a> {
     pub fn parse(item: &'a str) -> Result<Wanted<'a>, SpecError> {
+        let (item, role) = match item.split_once('+') {
+            Some((item, role)) => (item, Some(PairRole::parse(role)?)),
+            None => (item, None),
+        };
         match item.split_once(':') {
-            None => Ok(Wanted { name: item, spec: None }),
-            Some((name, spec)) => Ok(Wanted { name, spec: Some(Spec::parse(spec)?) }),
+            None => Ok(Wanted { name: item, spec: None, role }),
+            Some((name, spec)) => Ok(Wanted { name, spec: Some(Spec::parse(spec)?), role }),
         }
     }
 }
@@ -351,9 +393,16 @@ mod tests {
 
     #[test]
     fn wanted_splits_name_and_spec() {
-        assert_eq!(Wanted::parse("kfree").unwrap(), Wanted { name: "kfree", spec: None });
+        assert_eq!(Wanted::parse("kfree").unwrap(), Wanted { name: "kfree", spec: None, role: None });
         let w = Wanted::parse("kstrtoint:sxx").unwrap();
         assert_eq!((w.name, w.spec.unwrap().to_string()), ("kstrtoint", "sxx".to_string()));
+        let w = Wanted::parse("my_get:x+alloc").unwrap();
+        assert_eq!((w.name, w.role), ("my_get", Some(PairRole::Allocates)));
+        assert_eq!(Wanted::parse("my_put:xx+free1").unwrap().role, Some(PairRole::Frees(1)));
+        assert_eq!(Wanted::parse("my_put+free").unwrap().role, Some(PairRole::Frees(0)));
+        for bad in ["my_put+free6", "my_put+frees", "my_put+", "my_get:x+alloc+alloc"] {
+            assert_eq!(Wanted::parse(bad), Err(SpecError::BadPairRole), "{bad}");
+        }
     }
 
     #[test]

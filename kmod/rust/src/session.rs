@@ -10,9 +10,9 @@ use hp_core::control::Sink;
 
 use hp_core::catalogue::{self, CallerArgs, KernelConfig, Kind, MEMORY};
 use hp_core::event::{write_any_call, write_call, LineBuf, RegisterArgs};
-use hp_core::proto::{strings, Spec};
+use hp_core::proto::{strings, PairRole, Spec};
 use hp_core::gfp::GfpName;
-use hp_core::leaks::{self, Role};
+use hp_core::leaks::{self, Role, Size};
 use hp_core::ratelimit::RateLimit;
 use hp_core::sites::{self, Discovery, DisturbanceKind, Options, Site, SiteKind, Symbol, Target};
 
@@ -90,6 +90,9 @@ pub type CalleeName = LineBuf<64>;
 pub struct Intercepted {
     name: CalleeName,
     kind: FunctionKind,
+    /// A user's pair (`+alloc`, `+freeN`): what the leak checker makes of
+    /// a callee outside the catalogue.
+    pair_role: Option<PairRole>,
 }
 
 #[derive(Clone, Copy)]
@@ -104,7 +107,7 @@ impl Intercepted {
     fn new(name: &str, kind: FunctionKind) -> Intercepted {
         let mut n = CalleeName::default();
         let _ = n.write_str(name);
-        Intercepted { name: n, kind }
+        Intercepted { name: n, kind, pair_role: None }
     }
 
     pub fn name(&self) -> &str {
@@ -526,8 +529,12 @@ fn intercepted(
                 continue;
             }
             let callee = pick_callee(target, &found, wanted.name, wanted.spec)?;
+            let spec = wanted.spec.unwrap_or(Spec::Raw);
+            check_pair_role(target, wanted.name, spec, wanted.role)?;
             targets.push(Target { addr: callee.dest, func: functions.len() });
-            functions.push(Intercepted::new(wanted.name, FunctionKind::Any(wanted.spec.unwrap_or(Spec::Raw))));
+            let mut function = Intercepted::new(wanted.name, FunctionKind::Any(spec));
+            function.pair_role = wanted.role;
+            functions.push(function);
         }
     }
     Ok((functions, targets))
@@ -542,6 +549,21 @@ fn take_static_call_sites(sites: &mut Vec<Site>, static_call_sites: &[u64]) -> R
     taken.extend(sites.iter().filter(|s| is_static(s)).copied());
     sites.retain(|s| !is_static(s));
     Ok(taken)
+}
+
+/// Whether a pair's role can be kept for a callee attached as `spec`: an
+/// allocator's result is only seen through the trampoline (a SPEC, on
+/// x86_64), and a free's object must be one of its arguments.
+fn check_pair_role(target: &str, name: &str, spec: Spec, role: Option<PairRole>) -> Result<(), i32> {
+    let why = match role {
+        Some(PairRole::Allocates) if spec == Spec::Raw || I386 => {
+            "+alloc needs its result, which a call jumped into (no SPEC, or i386) returns unseen"
+        }
+        Some(PairRole::Frees(k)) if usize::from(k) >= spec.arity() => "+free names an argument it does not take",
+        _ => return Ok(()),
+    };
+    error!("{target}: '{name}' refused: {why}");
+    Err(ffi::EINVAL)
 }
 
 /// The callee `name` of the module, if it may be intercepted as `spec` says.
@@ -570,7 +592,10 @@ fn site_record(
 ) -> SiteRecord {
     let role = match functions[site.func].kind {
         FunctionKind::Memory(func) => leaks::role(&MEMORY[func], config),
-        FunctionKind::Any(_) => None,
+        FunctionKind::Any(_) => functions[site.func].pair_role.map(|r| match r {
+            PairRole::Allocates => Role::Allocates { size: Size::Unknown, resizes: None },
+            PairRole::Frees(k) => Role::Frees { object: usize::from(k) },
+        }),
     };
     let (jump_through, real, track_caller, arity) = match functions[site.func].kind {
         FunctionKind::Memory(func) => {
@@ -685,6 +710,11 @@ impl SiteRecord {
             None => *args,
         };
         frame.stack_words = u64::from(self.stack_words);
+        // A user's free that returns a value (+freeN) is called through;
+        // the catalogue's frees are void, and jumped into.
+        if self.session().checks_leaks {
+            self.track_free(args);
+        }
         // Acquire: pairs with arm_faults, so the site's key is seen too.
         if self.fault_mask.load(Ordering::Acquire) != 0 {
             if let Some(value) = self.injected_failure(args) {
