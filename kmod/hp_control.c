@@ -272,7 +272,7 @@ static int hp_cmd_fail(const struct hp_command *cmd, struct hp_reply *r)
 		return err;
 	}
 	if (cmd->verb == HP_CMD_FAIL_NEXT) {
-		hp_faults_next_round(t->shared);
+		hp_faults_next_round(t->shared, false);
 		hp_reply_faults(r, t->shared, t->name, sessions, 0);
 		return 0;
 	}

@@ -128,7 +128,8 @@ int hp_faults_add(struct hp_shared *t, const char *target, const char *rule,
 u32 hp_faults_clear(struct hp_shared *t, const struct hp_session *const *sessions,
 		    unsigned long n);
 void hp_faults_reap(struct hp_shared *t);	/* a grace period after clear */
-void hp_faults_next_round(struct hp_shared *t);
+void hp_faults_next_round(const struct hp_shared *t, bool is_load);
+void hp_faults_load_event(const struct hp_shared *t, bool going);
 void hp_reply_faults(struct hp_reply *r, const struct hp_shared *t, const char *target,
 		     const struct hp_session *const *sessions, unsigned long n);
 bool hp_leaks_enabled(const struct hp_shared *t);

@@ -924,7 +924,7 @@ int hp_target_attach(struct hp_target *t, struct module *mod)
 	}
 	hp_leaks_restart(t->shared, coming);
 	if (coming)
-		hp_faults_next_round(t->shared);	/* each load takes another error path */
+		hp_faults_next_round(t->shared, true);	/* each load takes another error path */
 	if (coming) {
 		/* Stable here: only do_init_module, after our LIVE, replaces it. */
 		const struct mod_kallsyms *all = rcu_dereference_raw(mod->kallsyms);
@@ -1026,6 +1026,8 @@ static int hp_module_event(struct notifier_block *nb, unsigned long state,
 	case MODULE_STATE_LIVE:
 		/* Before kprobes' notifier and before the kernel frees init text. */
 		t = hp_target_of(mod);
+		if (t)
+			hp_faults_load_event(t->shared, false);
 		if (t && t->init.session)
 			hp_attachment_detach(t->name, &t->init, "init done");
 		break;
@@ -1039,6 +1041,7 @@ static int hp_module_event(struct notifier_block *nb, unsigned long state,
 			const struct hp_session *sessions[] = { t->core.session, t->init.session };
 
 			hp_leaks_log(t->shared, t->name, sessions, ARRAY_SIZE(sessions));
+			hp_faults_load_event(t->shared, true);
 		}
 		hp_target_detach(t, "target unloaded");
 		if (t->follow) {

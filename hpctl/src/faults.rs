@@ -177,6 +177,29 @@ pub struct SystematicSite {
     pub slot: u64,
     pub round: u64,
     pub caller: String,
+    /// How that round's load went: `in_init`, `loaded`, `init_failed`,
+    /// `unloaded`, or `-` (a round of a live module, ended by --next).
+    pub load: String,
+    /// With leak checking, at the load's end: objects and bytes it left.
+    pub leaked: Option<(u64, u64)>,
+}
+
+impl SystematicSite {
+    /// What came back of the failure, in words.
+    pub fn came_back(&self) -> String {
+        let load = match self.load.as_str() {
+            "in_init" => "init running",
+            "loaded" => "survived: loaded",
+            "init_failed" => "init failed cleanly",
+            "unloaded" => "survived: loaded, then unloaded",
+            _ => "a live module's round",
+        };
+        match self.leaked {
+            Some((0, _)) => format!("{load}, nothing leaked"),
+            Some((n, bytes)) => format!("{load}, leaked {n} objects ({bytes} bytes)"),
+            None => load.to_string(),
+        }
+    }
 }
 
 pub fn systematic_sites(records: &[Record]) -> Result<Vec<SystematicSite>> {
@@ -189,6 +212,11 @@ pub fn systematic_sites(records: &[Record]) -> Result<Vec<SystematicSite>> {
                 slot: r.num("rule")?,
                 round: r.num("round")?,
                 caller: r.get("caller")?.to_string(),
+                load: r.get("load").unwrap_or("-").to_string(),
+                leaked: match (r.num("leaked"), r.num("leaked_bytes")) {
+                    (Ok(n), Ok(bytes)) => Some((n, bytes)),
+                    _ => None,
+                },
             })
         })
         .collect()
@@ -218,9 +246,14 @@ pub fn table(rules: &[FaultRule], sites: &[FaultSite], systematic: &[SystematicS
         }
     }
     if !systematic.is_empty() {
-        out.push_str(&format!("\n{:<16} {:>4} {:>6}  SITE FAILED (systematic, one per round)\n", "MODULE", "SLOT", "ROUND"));
-        for s in systematic {
-            out.push_str(&format!("{:<16} {:>4} {:>6}  {}\n", s.module, s.slot, s.round, s.caller));
+        out.push_str(&format!(
+            "\n{:<16} {:>4} {:>6}  {:<40} WHAT CAME BACK (systematic: one site failed per round)\n",
+            "MODULE", "SLOT", "ROUND", "SITE FAILED"
+        ));
+        let mut by_round: Vec<&SystematicSite> = systematic.iter().collect();
+        by_round.sort_by(|a, b| (&a.module, a.round).cmp(&(&b.module, b.round)));
+        for s in by_round {
+            out.push_str(&format!("{:<16} {:>4} {:>6}  {:<40} {}\n", s.module, s.slot, s.round, s.caller, s.came_back()));
         }
     }
     if !sites.is_empty() {
@@ -268,7 +301,10 @@ mod tests {
         assert_eq!((r.failed, r.value, r.text.as_str()), (5, 0, "fn=kstrdup every=3 times=5"));
         assert_eq!(sites(&records).unwrap()[0].failed, 5);
         assert!(table(&rules(&records).unwrap(), &sites(&records).unwrap(), &[]).contains("NULL"));
-        let s = systematic_sites(&parse_reply("systematic-site module=cr_target rule=0 round=3 caller=cr_init_setup+0x2c/0x90\n").unwrap()).unwrap();
+        let s = systematic_sites(&parse_reply("systematic-site module=cr_target rule=0 round=3 caller=cr_init_setup+0x2c/0x90 load=init_failed leaked=2 leaked_bytes=288\nsystematic-site module=cr_target rule=0 round=4 caller=cr_init_setup+0x5c/0x90 load=loaded\n").unwrap()).unwrap();
         assert_eq!((s[0].round, s[0].caller.as_str()), (3, "cr_init_setup+0x2c/0x90"));
+        assert_eq!(s[0].came_back(), "init failed cleanly, leaked 2 objects (288 bytes)");
+        assert_eq!(s[1].came_back(), "survived: loaded");
+        assert!(table(&[], &[], &s).contains("WHAT CAME BACK"));
     }
 }

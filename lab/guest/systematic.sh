@@ -47,6 +47,20 @@ leaked=$(log_since | grep 'hp_patcher: leak module=cr_target' | sed 's/.*caller=
 want=$(printf '%s\n' "cr_init_setup $kzalloc 1 96" "cr_init_setup $kmalloc 1 192" | sort | tr '\n' ';')
 expect_eq systematic.leaked_objects "$leaked" "$want"
 
+# What came back of each failure, per site, in round order: the module's
+# notifier saw each load go live (then unloaded) or fail its init, and the
+# leak table's count at that unload.
+came_back=$(hpcmd 'faults cr_target' | awk '$1 == "systematic-site" { r = ""; l = ""; k = "-"
+	for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "round") r = kv[2]; if (kv[1] == "load") l = kv[2]; if (kv[1] == "leaked") k = kv[2] }
+	print r, l, k }' | sort -n | cut -d' ' -f2- | tr '\n' ';')
+expect_eq systematic.came_back "$came_back" "unloaded 0;init_failed 0;init_failed 0;init_failed 2;unloaded 0;"
+# hpctl's table of the same (README's); hpctl is x86_64 only.
+if [ "$(uname -m)" = x86_64 ]; then
+	/modules/hpctl faults cr_target > /tmp/faults.txt 2>&1
+	sed -n '/WHAT CAME BACK/,/^$/p' /tmp/faults.txt | sed 's/^/HPSHOW /'
+	grep -q 'init failed cleanly, leaked 2 objects (288 bytes)' /tmp/faults.txt && pass systematic.hpctl_table ||
+		fail systematic.hpctl_table "$(cat /tmp/faults.txt)"
+fi
 check systematic.detach hpcmd 'detach cr_target'
 check systematic.unload rmmod hp_patcher
 expect_no_probes systematic.no_probes

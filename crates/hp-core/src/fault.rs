@@ -327,6 +327,63 @@ pub struct Round<'a> {
 }
 
 /// Sites a systematic rule remembers; the next ones it reaches run.
+/// How a followed module's load went, for the systematic round it was: so
+/// each failed site's report says what came back of its failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LoadOutcome {
+    /// Not a load: a round of a live module, ended by `fail next`.
+    NotALoad = 0,
+    /// Its init is running.
+    InInit = 1,
+    /// Its init returned 0: it went live.
+    Loaded = 2,
+    /// It went away before going live: its init failed (cleanly: we are
+    /// still here to say it).
+    InitFailed = 3,
+    /// It went live, and was unloaded since.
+    Unloaded = 4,
+}
+
+impl LoadOutcome {
+    pub fn from_u8(v: u8) -> LoadOutcome {
+        match v {
+            1 => LoadOutcome::InInit,
+            2 => LoadOutcome::Loaded,
+            3 => LoadOutcome::InitFailed,
+            4 => LoadOutcome::Unloaded,
+            _ => LoadOutcome::NotALoad,
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            LoadOutcome::NotALoad => "-",
+            LoadOutcome::InInit => "in_init",
+            LoadOutcome::Loaded => "loaded",
+            LoadOutcome::InitFailed => "init_failed",
+            LoadOutcome::Unloaded => "unloaded",
+        }
+    }
+
+    /// At the module's LIVE notification.
+    pub fn at_live(self) -> LoadOutcome {
+        match self {
+            LoadOutcome::InInit => LoadOutcome::Loaded,
+            other => other,
+        }
+    }
+
+    /// At its GOING notification.
+    pub fn at_going(self) -> LoadOutcome {
+        match self {
+            LoadOutcome::InInit => LoadOutcome::InitFailed,
+            LoadOutcome::Loaded => LoadOutcome::Unloaded,
+            other => other,
+        }
+    }
+}
+
 pub const MAX_SYSTEMATIC_SITES: usize = 128;
 
 /// A call site's identity across loads of its module: its function's name
@@ -560,6 +617,21 @@ fn site(text: &str) -> Result<(&str, u32), RuleError<'_>> {
         Ok((func, off))
     } else {
         Err(RuleError::BadSite(text))
+    }
+}
+
+#[cfg(test)]
+mod load_outcome_tests {
+    use super::LoadOutcome::*;
+
+    #[test]
+    fn a_load_ends_failed_or_unloaded() {
+        assert_eq!(InInit.at_going(), InitFailed);
+        assert_eq!(InInit.at_live().at_going(), Unloaded);
+        assert_eq!(NotALoad.at_live().at_going(), NotALoad);
+        for o in [NotALoad, InInit, Loaded, InitFailed, Unloaded] {
+            assert_eq!(super::LoadOutcome::from_u8(o as u8), o);
+        }
     }
 }
 

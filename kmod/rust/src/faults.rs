@@ -19,13 +19,13 @@ use core::cell::UnsafeCell;
 use core::ffi::{c_char, CStr};
 use core::fmt::Write;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use hp_core::catalogue::{Kind, MEMORY};
 use hp_core::event::RegisterArgs;
 use hp_core::fault::{
-    catalogue_returns, failure_value, site_key, CallFacts, CannotFail, Decision, Returns, Round, Rule, RuleCounts,
-    MAX_SYSTEMATIC_SITES,
+    catalogue_returns, failure_value, site_key, CallFacts, CannotFail, Decision, LoadOutcome, Returns, Round, Rule,
+    RuleCounts, MAX_SYSTEMATIC_SITES,
 };
 
 use crate::control::{CFormatted, Reply};
@@ -46,6 +46,12 @@ pub struct FaultRule {
     /// marked ready for the report.
     site_names: UnsafeCell<[[u8; SITE_NAME]; MAX_SYSTEMATIC_SITES]>,
     site_named: [AtomicBool; MAX_SYSTEMATIC_SITES],
+    /// What came back of each failed site's round (`LoadOutcome`), and,
+    /// with leak checking, what that load left allocated at its unload
+    /// (u64::MAX: not known). Written under hp_lock by the notifier.
+    site_load: [AtomicU8; MAX_SYSTEMATIC_SITES],
+    site_leaked: [AtomicU64; MAX_SYSTEMATIC_SITES],
+    site_leaked_bytes: [AtomicU64; MAX_SYSTEMATIC_SITES],
     /// The rule's words as given; `rule` borrows from it.
     text: [u8; MAX_RULE_TEXT],
     len: usize,
@@ -80,8 +86,8 @@ impl FaultRule {
         self.site_named[index].store(true, Ordering::Release);
     }
 
-    /// The sites a systematic rule failed: (round, name).
-    fn failed_sites(&self) -> impl Iterator<Item = (u32, &str)> {
+    /// The sites a systematic rule failed: (index, round, name).
+    fn failed_sites(&self) -> impl Iterator<Item = (usize, u32, &str)> {
         self.counts.systematic.done().enumerate().filter_map(move |(i, (_, round))| {
             if !self.site_named[i].load(Ordering::Acquire) {
                 return None;
@@ -89,8 +95,20 @@ impl FaultRule {
             // SAFETY: written before site_named was set, never again.
             let entry = unsafe { &(*self.site_names.get())[i] };
             let len = entry.iter().position(|&b| b == 0).unwrap_or(SITE_NAME);
-            Some((round, core::str::from_utf8(&entry[..len]).unwrap_or("?")))
+            Some((i, round, core::str::from_utf8(&entry[..len]).unwrap_or("?")))
         })
+    }
+
+    /// Marks what came back of `round` on the site failed in it, if any.
+    fn end_of_round(&self, round: u32, load: LoadOutcome, leaked: Option<(u64, u64)>) {
+        for (i, (_, r)) in self.counts.systematic.done().enumerate() {
+            if r == round {
+                self.site_load[i].store(load as u8, Ordering::Relaxed);
+                let (n, bytes) = leaked.unwrap_or((u64::MAX, u64::MAX));
+                self.site_leaked[i].store(n, Ordering::Relaxed);
+                self.site_leaked_bytes[i].store(bytes, Ordering::Relaxed);
+            }
+        }
     }
 
     pub fn rule(&self) -> &Rule<'static> {
@@ -111,6 +129,8 @@ pub struct FaultTable {
     /// between all of them (hp_core::fault::Round).
     round_taken: AtomicU32,
     round: AtomicU32,
+    /// How the current round's load is going (`LoadOutcome`).
+    load: AtomicU8,
     slots: [AtomicPtr<FaultRule>; MAX_RULES],
     /// Unpublished by `clear`, freed by `reap` after a grace period. Only
     /// touched under hp_lock.
@@ -126,6 +146,7 @@ impl FaultTable {
         FaultTable {
             round_taken: AtomicU32::new(0),
             round: AtomicU32::new(0),
+            load: AtomicU8::new(LoadOutcome::NotALoad as u8),
             slots: Default::default(),
             retired: UnsafeCell::new([null_mut(); MAX_RULES]),
         }
@@ -333,10 +354,32 @@ pub unsafe extern "C" fn hp_faults_clear(t: *const Shared, sessions: *const *con
 /// # Safety
 /// Under hp_lock; `t` is live.
 #[no_mangle]
-pub unsafe extern "C" fn hp_faults_next_round(t: *const Shared) {
+pub unsafe extern "C" fn hp_faults_next_round(t: *const Shared, is_load: bool) {
     let table = &unsafe { &*t }.faults;
+    let load = if is_load { LoadOutcome::InInit } else { LoadOutcome::NotALoad };
+    table.load.store(load as u8, Ordering::Relaxed);
     table.round.fetch_add(1, Ordering::Relaxed);
     table.round_taken.store(0, Ordering::Release);
+}
+
+/// A followed target's LIVE (`going` false) or GOING (true): what came
+/// back of this load's round, kept with the site it failed, and at GOING
+/// what the load left allocated (a true leak count, with leak checking).
+///
+/// # Safety
+/// Under hp_lock, from the module notifier; `t` is live.
+#[no_mangle]
+pub unsafe extern "C" fn hp_faults_load_event(t: *const Shared, going: bool) {
+    let shared = unsafe { &*t };
+    let table = &shared.faults;
+    let now = LoadOutcome::from_u8(table.load.load(Ordering::Relaxed));
+    let load = if going { now.at_going() } else { now.at_live() };
+    table.load.store(load as u8, Ordering::Relaxed);
+    let leaked = if going { shared.leaks.as_ref().map(|l| l.totals()) } else { None };
+    let round = table.round.load(Ordering::Relaxed);
+    for (_, rule) in table.rules().filter(|(_, r)| r.rule.systematic) {
+        rule.end_of_round(round, load, leaked);
+    }
 }
 
 /// Frees the rules `clear` unpublished: a grace period after it.
@@ -384,9 +427,22 @@ pub unsafe extern "C" fn hp_reply_faults(
         }
         let _ = writeln!(r);
     }
+    let current = table.round.load(Ordering::Relaxed);
     for (slot, rule) in table.rules().filter(|(_, r)| r.rule.systematic) {
-        for (round, caller) in rule.failed_sites() {
-            let _ = writeln!(r, "systematic-site module={target} rule={slot} round={round} caller={caller}");
+        for (i, round, caller) in rule.failed_sites() {
+            // The round in progress has no end yet: how its load goes so far.
+            let load = match rule.site_load[i].load(Ordering::Relaxed) {
+                0 if round == current => LoadOutcome::from_u8(table.load.load(Ordering::Relaxed)),
+                v => LoadOutcome::from_u8(v),
+            };
+            let _ = write!(r, "systematic-site module={target} rule={slot} round={round} caller={caller} load={}", load.word());
+            // At a load's end (GOING), with leak checking: what it left.
+            let leaked = rule.site_leaked[i].load(Ordering::Relaxed);
+            if matches!(load, LoadOutcome::InitFailed | LoadOutcome::Unloaded) && leaked != u64::MAX {
+                let bytes = rule.site_leaked_bytes[i].load(Ordering::Relaxed);
+                let _ = write!(r, " leaked={leaked} leaked_bytes={bytes}");
+            }
+            let _ = writeln!(r);
         }
     }
     let sessions = unsafe { core::slice::from_raw_parts(sessions, n) };

@@ -56,6 +56,11 @@ impl Leaks {
         })
     }
 
+    /// Outstanding objects and their bytes, now.
+    pub fn totals(&self) -> (u64, u64) {
+        self.table.outstanding().fold((0, 0), |(n, b), o| (n + 1, b + o.size))
+    }
+
     fn mode(&self) -> &'static str {
         if self.since_load.load(Ordering::Relaxed) {
             "since_load"
