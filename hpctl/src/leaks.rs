@@ -28,6 +28,8 @@ pub struct Summary {
     pub unwatched_free_sites: u64,
     /// Allocations whose stack found no room: counted in their site only.
     pub stacks_overflowed: u64,
+    /// Frees whose allocating site found no room in the `freed` counts.
+    pub frees_overflowed: u64,
 }
 
 /// Outstanding objects of one allocating site.
@@ -62,13 +64,15 @@ pub struct UnknownFree {
     pub count: u64,
 }
 
-/// Objects of one allocating site that the kernel freed (`--kernel-frees`).
+/// Who freed one allocating site's objects: the module at its own sites,
+/// or the kernel (seen only with `--kernel-frees`).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct KernelFreed {
+pub struct Freed {
     pub module: String,
     pub caller: String,
     pub callee: String,
-    pub count: u64,
+    pub by_module: u64,
+    pub by_kernel: u64,
 }
 
 /// What watching the kernel's frees cost: every call of the watched free
@@ -87,7 +91,7 @@ pub struct Report {
     pub summaries: Vec<Summary>,
     pub leaks: Vec<Leak>,
     pub unknown_frees: Vec<UnknownFree>,
-    pub kernel_freed: Vec<KernelFreed>,
+    pub freed: Vec<Freed>,
     pub kernel_frees: Vec<KernelFreesCost>,
 }
 
@@ -113,6 +117,7 @@ impl Report {
                     unknown_frees: r.num("unknown_frees")?,
                     unwatched_free_sites: r.num("unwatched_free_sites")?,
                     stacks_overflowed: r.num("stacks_overflowed")?,
+                    frees_overflowed: r.num("frees_overflowed")?,
                 }),
                 "leak" => report.leaks.push(Leak {
                     module: r.get("module")?.into(),
@@ -146,11 +151,12 @@ impl Report {
                     callee: r.get("callee")?.into(),
                     count: r.num("count")?,
                 }),
-                "kernel-freed" => report.kernel_freed.push(KernelFreed {
+                "freed" => report.freed.push(Freed {
                     module: r.get("module")?.into(),
                     caller: r.get("caller")?.into(),
                     callee: r.get("callee")?.into(),
-                    count: r.num("count")?,
+                    by_module: r.num("by_module")?,
+                    by_kernel: r.num("by_kernel")?,
                 }),
                 "kernel-frees" => report.kernel_frees.push(KernelFreesCost {
                     module: r.get("module")?.into(),
@@ -169,9 +175,9 @@ impl Report {
         let summaries = self.summaries.iter().map(|s| json::line("leaks", s));
         let leaks = self.leaks.iter().map(|l| json::line("leak", l));
         let frees = self.unknown_frees.iter().map(|u| json::line("unknown_free", u));
-        let kernel_freed = self.kernel_freed.iter().map(|k| json::line("kernel_freed", k));
+        let freed = self.freed.iter().map(|k| json::line("freed", k));
         let cost = self.kernel_frees.iter().map(|k| json::line("kernel_frees", k));
-        summaries.chain(leaks).chain(frees).chain(kernel_freed).chain(cost).collect()
+        summaries.chain(leaks).chain(frees).chain(freed).chain(cost).collect()
     }
 
     pub fn table(&self) -> String {
@@ -210,11 +216,15 @@ impl Report {
                     }
                 }
             }
-            let by_kernel: Vec<&KernelFreed> = self.kernel_freed.iter().filter(|k| k.module == s.module).collect();
-            if !by_kernel.is_empty() {
-                out.push_str("  freed by the kernel, not by the module (handed over, so not leaks):\n");
-                for k in by_kernel {
-                    out.push_str(&format!("  {:<44} {:<28} {:>7}\n", k.caller, k.callee, k.count));
+            // Who freed what: shown when the kernel's frees were watched.
+            let freed: Vec<&Freed> = self.freed.iter().filter(|k| k.module == s.module).collect();
+            if self.kernel_frees.iter().any(|c| c.module == s.module) && !freed.is_empty() {
+                out.push_str(&format!(
+                    "  freed, by allocating site (by the kernel: handed over, not leaks):\n  {:<44} {:<28} {:>9} {:>9}\n",
+                    "SITE", "CALLEE", "BY_MODULE", "BY_KERNEL"
+                ));
+                for k in freed {
+                    out.push_str(&format!("  {:<44} {:<28} {:>9} {:>9}\n", k.caller, k.callee, k.by_module, k.by_kernel));
                 }
             }
             for c in self.kernel_frees.iter().filter(|c| c.module == s.module) {
@@ -285,7 +295,7 @@ mod tests {
 
     #[test]
     fn the_report_reads_back_and_prints() {
-        let reply = "leaks module=cr_target mode=since_load outstanding=3 bytes=600 slots=16384 overflowed=0 replaced=0 unknown_frees=2 unwatched_free_sites=0 stacks_overflowed=0 complete=1\n\
+        let reply = "leaks module=cr_target mode=since_load outstanding=3 bytes=600 slots=16384 overflowed=0 replaced=0 unknown_frees=2 unwatched_free_sites=0 stacks_overflowed=0 frees_overflowed=0 complete=1\n\
             leak module=cr_target caller=cr_leak+0x1c/0x40 callee=__kmalloc_noprof count=3 bytes=600 oldest_ms=12\n\
             leak-stack module=cr_target caller=cr_leak+0x1c/0x40 stack=4 count=1 bytes=200 oldest_ms=12\n\
             leak-stack module=cr_target caller=cr_leak+0x1c/0x40 stack=2 count=2 bytes=400 oldest_ms=10\n\
@@ -293,7 +303,7 @@ mod tests {
             stack module=cr_target id=2 frame=0 at=cr_leak+0x21/0x40\n\
             stack module=cr_target id=4 frame=0 at=cr_leak+0x21/0x40\n\
             unknown-free module=cr_target caller=cr_hold_release+0x22/0x60 callee=kfree count=2\n\
-            kernel-freed module=cr_target caller=cr_handed+0x10/0x40 callee=__kmalloc_noprof count=4\n\
+            freed module=cr_target caller=cr_handed+0x10/0x40 callee=__kmalloc_noprof by_module=1 by_kernel=4\n\
             kernel-frees module=cr_target functions=5 calls=12800 timed=200 timed_ns=40000\n";
         let report = Report::from_records(&parse_reply(reply).unwrap()).unwrap();
         assert_eq!(report.leaks[0].count, 3);
@@ -306,7 +316,8 @@ mod tests {
         assert!(table.contains("3 objects, 600 bytes, not freed since its load"), "{table}");
         assert!(table.contains("cr_hold_release+0x22/0x60"));
         assert!(table.contains("    2 objects, 400 bytes, allocated from:\n      cr_leak+0x21/0x40\n      cr_leak_write+0x30/0x80\n"), "{table}");
-        assert!(table.contains("freed by the kernel, not by the module"), "{table}");
+        assert!(table.contains("freed, by allocating site"), "{table}");
+        assert!(table.contains("__kmalloc_noprof                     1         4"), "{table}");
         assert!(table.contains("cost 12800 calls by any caller a lookup each: 200 ns per call (mean of 200 timed)"), "{table}");
         let json = report.json_lines();
         assert_eq!(json.len(), 5);

@@ -30,8 +30,10 @@ use crate::shared::Shared;
 pub struct Leaks {
     table: Table,
     stacks: Stacks,
-    /// Per allocating site, its objects the kernel freed (`kernel_frees`,
-    /// seen by kmod/hp_kfrees.c's probes on the free functions).
+    /// Per allocating site, its objects the target freed at its own sites,
+    /// and those the kernel freed (`kernel_frees`, seen by
+    /// kmod/hp_kfrees.c's probes on the free functions).
+    module_freed: SiteCounts,
     kernel_freed: SiteCounts,
     unknown_frees: AtomicU64,
     /// The table holds everything since the target's load (it was
@@ -49,6 +51,7 @@ impl Leaks {
             // A stack per 4 objects: most of a module's objects share
             // their path with many others.
             stacks: Stacks::new((slots / 4).clamp(256, 1 << 16))?,
+            module_freed: SiteCounts::new(1024)?,
             kernel_freed: SiteCounts::new(1024)?,
             unknown_frees: AtomicU64::new(0),
             since_load: AtomicBool::new(false),
@@ -120,9 +123,12 @@ impl SiteRecord {
     }
 
     fn forget(&self, leaks: &Leaks, address: u64) {
-        if leaks.table.freed(address).is_none() {
-            leaks.unknown_frees.fetch_add(1, Ordering::Relaxed);
-            self.unknown_frees.fetch_add(1, Ordering::Relaxed);
+        match leaks.table.freed(address) {
+            Some(o) => leaks.module_freed.add(o.site),
+            None => {
+                leaks.unknown_frees.fetch_add(1, Ordering::Relaxed);
+                self.unknown_frees.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -170,8 +176,10 @@ fn callee_at<'a>(sessions: &[&'a Session], site: u64) -> &'a str {
 
 /// Writes the report: a `leaks` header, a `leak` line per allocating site,
 /// a `leak-stack` line per stack of each, a `stack` line per frame of each
-/// stack, an `unknown-free` line per freeing site that freed what it was
-/// not seen to allocate. docs/control.md describes the records.
+/// stack, a `freed` line per allocating site whose objects were freed (by
+/// the module, by the kernel), an `unknown-free` line per freeing site that
+/// freed what it was not seen to allocate. docs/control.md describes the
+/// records.
 fn report(out: &mut impl Write, leaks: &Leaks, target: &str, sessions: &[&Session]) {
     let groups = grouped(&leaks.table, false);
     let stacks = grouped(&leaks.table, true);
@@ -184,13 +192,14 @@ fn report(out: &mut impl Write, leaks: &Leaks, target: &str, sessions: &[&Sessio
     let (count, bytes) = groups.iter().flatten().fold((0, 0), |(c, b), g| (c + g.count, b + g.bytes));
     let _ = writeln!(
         out,
-        "leaks module={target} mode={} outstanding={count} bytes={bytes} slots={} overflowed={} replaced={} unknown_frees={} unwatched_free_sites={blind} stacks_overflowed={} complete={}",
+        "leaks module={target} mode={} outstanding={count} bytes={bytes} slots={} overflowed={} replaced={} unknown_frees={} unwatched_free_sites={blind} stacks_overflowed={} frees_overflowed={} complete={}",
         leaks.mode(),
         leaks.table.capacity(),
         leaks.table.overflowed(),
         leaks.table.replaced(),
         leaks.unknown_frees.load(Ordering::Relaxed),
         leaks.stacks.overflowed(),
+        leaks.module_freed.overflowed() + leaks.kernel_freed.overflowed(),
         (groups.is_some() && stacks.is_some()) as u32,
     );
     // SAFETY: reads a clock.
@@ -235,11 +244,16 @@ fn report(out: &mut impl Write, leaks: &Leaks, target: &str, sessions: &[&Sessio
             );
         }
     }
-    for (site, count) in leaks.kernel_freed.iter() {
+    // Who freed each allocating site's objects: every site the module
+    // freed at, then those only the kernel freed.
+    let module_sites = leaks.module_freed.iter().map(|(site, n)| (site, n, leaks.kernel_freed.get(site)));
+    let kernel_only =
+        leaks.kernel_freed.iter().filter(|&(site, _)| leaks.module_freed.get(site) == 0).map(|(site, n)| (site, 0, n));
+    for (site, by_module, by_kernel) in module_sites.chain(kernel_only) {
         let mut caller = [0u8; 128];
         let _ = writeln!(
             out,
-            "kernel-freed module={target} caller={} callee={} count={count}",
+            "freed module={target} caller={} callee={} by_module={by_module} by_kernel={by_kernel}",
             format_symbol(site, &mut caller),
             callee_at(sessions, site)
         );
@@ -333,6 +347,7 @@ pub unsafe extern "C" fn hp_leaks_restart(t: *const Shared, since_load: bool) {
         leaks.recording.store(false, Ordering::Relaxed);
         leaks.table.clear();
         leaks.stacks.clear();
+        leaks.module_freed.clear();
         leaks.kernel_freed.clear();
         leaks.unknown_frees.store(0, Ordering::Relaxed);
         leaks.since_load.store(since_load, Ordering::Relaxed);
