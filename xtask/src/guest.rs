@@ -199,6 +199,19 @@ pub fn boot(
     timeout_secs: u32,
     echo: bool,
 ) -> Result<GuestOutput> {
+    boot_with(kernel, initramfs, name, cmdline, timeout_secs, echo, &[])
+}
+
+/// `boot`, with more QEMU arguments (the bench's `-icount`).
+pub fn boot_with(
+    kernel: &Kernel,
+    initramfs: &Path,
+    name: &str,
+    cmdline: &str,
+    timeout_secs: u32,
+    echo: bool,
+    qemu_args: &[&str],
+) -> Result<GuestOutput> {
     let log = repo_root().join("target/lab").join(&kernel.release).join(format!("{name}.log"));
     std::fs::create_dir_all(log.parent().unwrap())?;
     let mut log_file = std::fs::File::create(&log)?;
@@ -216,6 +229,7 @@ pub fn boot(
         // KASAN's shadow and kmemleak's pool want more on the debug kernel.
         .args(["-m", if kernel.slowdown() > 1 { "2048" } else { "1024" }])
         .args(["-nographic", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
+        .args(qemu_args)
         .arg("-kernel")
         .arg(kernel.image()?)
         .arg("-initrd")

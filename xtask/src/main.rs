@@ -1,6 +1,7 @@
 //! `cargo xtask`: build hp_patcher, run the demo, run the tests.
 
 mod apt;
+mod bench;
 mod build;
 mod callees_truth;
 mod debug_kernel;
@@ -68,6 +69,13 @@ enum Cmd {
     /// target (several minutes; not part of `test`).
     Stress {
         /// Debian kernel release to boot (default: the lab's kernel).
+        #[arg(long)]
+        kernel: Option<String>,
+    },
+    /// What hp_patcher adds per call, measured under QEMU's -icount (one guest
+    /// instruction per nanosecond), into bench/RESULTS.md (not part of `test`).
+    Bench {
+        /// Debian kernel release or line to boot (default: the lab's kernel).
         #[arg(long)]
         kernel: Option<String>,
     },
@@ -146,6 +154,14 @@ fn run_command(command: Cmd) -> Result<()> {
                 bail!("stress run failed");
             }
             Ok(())
+        }
+        Cmd::Bench { kernel } => {
+            kernel::ensure_host_packages()?;
+            let kernel = match kernel {
+                Some(release) => Kernel::release(&release)?,
+                None => Kernel::default_release()?,
+            };
+            bench::bench(&kernel)
         }
         Cmd::CalleesTruth { release, module, check } => {
             if check {

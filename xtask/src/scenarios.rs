@@ -165,6 +165,11 @@ fn initramfs(
     fs.pack()
 }
 
+/// The bench's initramfs: our modules and lab/guest/bench.sh (bench.rs).
+pub fn bench_image(kernel: &Kernel, built: &Built) -> Result<std::path::PathBuf> {
+    initramfs(kernel, built, "bench", &["bench"], None)
+}
+
 pub fn demo(kernel: &Kernel) -> Result<()> {
     let built = build::build_all(kernel)?;
     let image = initramfs(kernel, &built, "demo", &["demo"], None)?;
