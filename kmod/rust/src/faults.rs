@@ -175,14 +175,18 @@ impl FaultTable {
     /// The failure value of the first rule of `mask` that fails this call,
     /// with its slot; counts every rule consulted. `facts` is filled in by
     /// `task` only for a rule that filters by task.
+    /// The task and whether the module is in its init are asked only of a
+    /// rule that filters on them: each is a call into C.
     pub fn decide(
         &self,
         mask: u8,
         facts: CallFacts<'_>,
         task: impl Fn() -> (u32, [u8; 16]),
+        in_init: impl Fn() -> bool,
         site: u64,
     ) -> Option<(u64, usize)> {
         let mut known_task: Option<(u32, [u8; 16])> = None;
+        let mut known_init: Option<bool> = None;
         let round = Round { taken: &self.round_taken, number: self.round.load(Ordering::Relaxed) };
         let facts = CallFacts { round: Some(round), ..facts };
         for slot in (0..MAX_RULES).filter(|s| mask & 1 << s != 0) {
@@ -190,9 +194,15 @@ impl FaultTable {
             if rule.rule.needs_task() && known_task.is_none() {
                 known_task = Some(task());
             }
-            let (pid, comm) = known_task.as_ref().map_or((0, &[][..]), |(p, c)| (*p, &c[..]));
-            let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-            let facts = CallFacts { pid, comm: core::str::from_utf8(&comm[..len]).unwrap_or(""), ..facts };
+            if rule.rule.in_init && known_init.is_none() {
+                known_init = Some(in_init());
+            }
+            let comm = match &known_task {
+                Some((_, c)) => core::str::from_utf8(&c[..c.iter().position(|&b| b == 0).unwrap_or(c.len())]).unwrap_or(""),
+                None => "",
+            };
+            let pid = known_task.as_ref().map_or(0, |(p, _)| *p);
+            let facts = CallFacts { pid, comm, in_init: known_init.unwrap_or(false), ..facts };
             // SAFETY: a per-CPU generator, any context; only for percent=.
             let random = if rule.rule.percent.is_some() { unsafe { ffi::hp_c_random_u32() } } else { 0 };
             if rule.rule.decide(&rule.counts, &facts, random) == Decision::Fail {
@@ -520,20 +530,18 @@ impl SiteRecord {
         // SAFETY: the session holds a reference on what it shares.
         let table = &unsafe { session.shared.as_ref() }?.faults;
         let function = self.function();
-        let entry = function.memory_index().map(|i| &MEMORY[i]);
-        let arg = |kind| entry.and_then(|f| f.first_of(session.config, kind)).map(|k| args[k]);
         let facts = CallFacts {
             site_key: self.key.load(Ordering::Relaxed),
-            size: arg(Kind::Size),
-            gfp: arg(Kind::Gfp),
-            // SAFETY: the module outlives every session of it.
-            in_init: session.init_text || unsafe { ffi::hp_c_module_coming(session.module) },
+            size: self.size_arg.map(|k| args[usize::from(k)]),
+            gfp: self.gfp_arg.map(|k| args[usize::from(k)]),
             ..CallFacts::default()
         };
+        // SAFETY: the module outlives every session of it.
+        let in_init = || session.init_text || unsafe { ffi::hp_c_module_coming(session.module) };
         // SAFETY: a read-side section around the reads of the mask and the
         // rules, which `clear` frees only a grace period after unpublishing.
         unsafe { ffi::hp_c_rcu_read_lock() };
-        let decided = table.decide(self.fault_mask.load(Ordering::Relaxed), facts, current_task, self.addr());
+        let decided = table.decide(self.fault_mask.load(Ordering::Relaxed), facts, current_task, in_init, self.addr());
         unsafe { ffi::hp_c_rcu_read_unlock() };
         let (value, slot) = decided?;
         self.failed.fetch_add(1, Ordering::Relaxed);

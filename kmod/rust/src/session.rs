@@ -60,6 +60,10 @@ pub struct SiteRecord {
     pub(crate) fault_mask: AtomicU8,
     /// Calls a fault rule failed here.
     pub(crate) failed: AtomicU64,
+    /// The register indices of the size and gfp arguments a fault rule's
+    /// filters read (a catalogue function's), worked out once per site.
+    pub(crate) size_arg: Option<u8>,
+    pub(crate) gfp_arg: Option<u8>,
     /// What the leak checker does at this site (a catalogue function's role).
     pub(crate) role: Option<Role>,
     /// Frees here of objects the leak checker had not seen allocated.
@@ -590,6 +594,7 @@ fn site_record(
     config: KernelConfig,
     available: &dyn Fn(usize) -> bool,
 ) -> SiteRecord {
+    let memory = functions[site.func].memory_index().map(|i| &MEMORY[i]);
     let role = match functions[site.func].kind {
         FunctionKind::Memory(func) => leaks::role(&MEMORY[func], config),
         FunctionKind::Any(_) => functions[site.func].pair_role.map(|r| match r {
@@ -637,6 +642,8 @@ fn site_record(
         missed: AtomicU64::new(0),
         fault_mask: AtomicU8::new(0),
         failed: AtomicU64::new(0),
+        size_arg: memory.and_then(|f| f.first_of(config, Kind::Size)).map(|k| k as u8),
+        gfp_arg: memory.and_then(|f| f.first_of(config, Kind::Gfp)).map(|k| k as u8),
         role,
         unknown_frees: AtomicU64::new(0),
         session: core::ptr::null(),
