@@ -37,7 +37,8 @@ use hp_core::fault::{
 use crate::control::{CFormatted, Reply};
 use crate::ffi;
 use crate::log::error;
-use crate::session::{Session, SiteName, SiteRecord};
+use crate::session::{Session, SiteName};
+use crate::site::SiteRecord;
 use crate::shared::Shared;
 
 /// Rules a target may hold at once: one bit each in a site's mask.

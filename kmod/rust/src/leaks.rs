@@ -24,7 +24,8 @@ use hp_core::leaks::{Object, Role, SiteCounts, Size, Stacks, Table, STACK_DEPTH}
 use crate::control::Reply;
 use crate::ffi;
 use crate::log::info;
-use crate::session::{Session, SiteRecord};
+use crate::session::Session;
+use crate::site::SiteRecord;
 use crate::shared::Shared;
 
 pub struct Leaks {

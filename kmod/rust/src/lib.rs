@@ -16,11 +16,13 @@ mod ffi;
 mod log;
 mod runtime;
 mod session;
+mod site;
 mod shared;
 
 use core::ffi::{c_char, CStr};
 
-use session::{Session, SiteRecord, SiteState};
+use session::Session;
+use site::{SiteRecord, SiteState};
 use ffi::CallFrame;
 
 /// With `req.callees` set, lists the callees into that reply and sets `*out`

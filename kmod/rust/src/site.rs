@@ -1,0 +1,361 @@
+//! One call site of an attachment: its record (counters, fault mask, leak
+//! role), and the per-call hooks the trampolines reach it through: count,
+//! choose the real call (or a failure), log or trace the call, track what
+//! it allocates and frees. Any context; nothing here locks or allocates.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use hp_core::catalogue::{self, CallerArgs, KernelConfig, Kind, MEMORY};
+use hp_core::control::Sink;
+use hp_core::event::{write_any_call, write_call, LineBuf, RegisterArgs};
+use hp_core::leaks::{self, Role, Size};
+use hp_core::proto::{strings, PairRole, Spec};
+use hp_core::sites::{Site, SiteKind, Target};
+
+use crate::ffi::{self, CallEvent, CallFrame};
+use crate::session::{FunctionKind, Intercepted, Session, I386};
+
+pub struct SiteRecord {
+    pub(crate) site: Site,
+    /// The site's identity across loads (hp_core::fault::site_key), set
+    /// with its fault mask: only a site some rule selects needs it.
+    pub(crate) key: AtomicU64,
+    /// What the trampoline calls or jumps to: the function, or its
+    /// `_track_caller` form.
+    pub(crate) real: u64,
+    /// Set when `real` is a `_track_caller` form, to build its arguments.
+    pub(crate) track_caller: Option<CallerArgs>,
+    /// A void function: entered through hp_trampoline_jump, no exit hook.
+    pub(crate) jump_through: bool,
+    /// i386: words of `real`'s arguments the trampoline passes on the
+    /// stack, from its arity (0 on x86_64, where it forwards a fixed window).
+    pub(crate) stack_words: u32,
+    /// `SiteState` as set by C: planned until kprobes accepts or refuses it.
+    pub(crate) state: AtomicU8,
+    pub(crate) hits: AtomicU64,
+    /// Calls inside the real function right now; detach waits for 0.
+    /// A word, not a u64: on i386 a u64 decrement is `adc $-1` into a
+    /// `lock cmpxchg8b` loop, after which QEMU 7.2's TCG can compute EFLAGS
+    /// from stale flag state (all ones: VM, NT, TF) and double-fault on the
+    /// next interrupt; seen in 4 of 4 i386 runs with one code layout. A
+    /// word is `lock xadd`, and no more callers than that can be inside.
+    pub(crate) inflight: AtomicUsize,
+    /// Trace events written or lines logged.
+    pub(crate) events: AtomicU64,
+    /// Calls that became no event (no tracer enabled, or rate-limited).
+    pub(crate) dropped: AtomicU64,
+    /// Probe hits kprobes did not hand to us, as C last read them.
+    pub(crate) missed: AtomicU64,
+    /// Bit i: the target's fault rule in slot i selects this site
+    /// (faults.rs); set and cleared under hp_lock.
+    pub(crate) fault_mask: AtomicU8,
+    /// Calls a fault rule failed here.
+    pub(crate) failed: AtomicU64,
+    /// The register indices of the size and gfp arguments a fault rule's
+    /// filters read (a catalogue function's), worked out once per site.
+    pub(crate) size_arg: Option<u8>,
+    pub(crate) gfp_arg: Option<u8>,
+    /// What the leak checker does at this site (a catalogue function's role).
+    pub(crate) role: Option<Role>,
+    /// Frees here of objects the leak checker had not seen allocated.
+    pub(crate) unknown_frees: AtomicU64,
+    /// The owning session, which outlives every site (both are freed together).
+    pub(crate) session: *const Session,
+}
+
+
+/// What C tells us of a site's probe.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SiteState {
+    Planned = 0,
+    Armed = 1,
+    Refused = 2,
+}
+
+/// One site's record, as planned. Out of line: built inside `plan`, its
+/// temporaries pushed that frame over the 1 kB the build allows.
+#[inline(never)]
+pub(crate) fn site_record(
+    site: Site,
+    functions: &[Intercepted],
+    targets: &[Target],
+    addrs: &[u64],
+    config: KernelConfig,
+    available: &dyn Fn(usize) -> bool,
+) -> SiteRecord {
+    let memory = functions[site.func].memory_index().map(|i| &MEMORY[i]);
+    let role = match functions[site.func].kind {
+        FunctionKind::Memory(func) => leaks::role(&MEMORY[func], config),
+        FunctionKind::Any(_) => functions[site.func].pair_role.map(|r| match r {
+            PairRole::Allocates => Role::Allocates { size: Size::Unknown, resizes: None },
+            PairRole::Frees(k) => Role::Frees { object: usize::from(k) },
+        }),
+    };
+    let (jump_through, real, track_caller, arity) = match functions[site.func].kind {
+        FunctionKind::Memory(func) => {
+            let jump_through = MEMORY[func].ret == Kind::Void;
+            // Only where the kernel at hand exports the _track_caller form.
+            let via = catalogue::track_caller(func)
+                .filter(|_| !jump_through)
+                .and_then(|t| Some((t, catalogue::index_of(t.via).filter(|&v| available(v))?)));
+            match via {
+                Some((t, via)) => {
+                    (jump_through, addrs[via], Some(t.resolve(config)), MEMORY[via].arity(config))
+                }
+                None => (jump_through, addrs[func], None, MEMORY[func].arity(config)),
+            }
+        }
+        // With a SPEC on x86_64, called through: the trampoline
+        // forwards 8 stack words besides the registers, and sees the
+        // result. With none (Raw), nothing says how many arguments
+        // there are, or whether it is variadic; on i386 a SPEC's
+        // letters do not say how many stack words each argument
+        // takes (a u64 takes two). Then the call is jumped into with
+        // its own return address, which is right for every call,
+        // and its result is not recorded.
+        FunctionKind::Any(spec) => (spec == Spec::Raw || I386, targets[site.func].addr, None, spec.arity()),
+    };
+    let stack_words = if I386 { catalogue::i386_stack_words(arity) as u32 } else { 0 };
+    SiteRecord {
+        site,
+        key: AtomicU64::new(0),
+        real,
+        track_caller,
+        jump_through,
+        stack_words,
+        state: AtomicU8::new(SiteState::Planned as u8),
+        hits: AtomicU64::new(0),
+        inflight: AtomicUsize::new(0),
+        events: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        missed: AtomicU64::new(0),
+        fault_mask: AtomicU8::new(0),
+        failed: AtomicU64::new(0),
+        size_arg: memory.and_then(|f| f.first_of(config, Kind::Size)).map(|k| k as u8),
+        gfp_arg: memory.and_then(|f| f.first_of(config, Kind::Gfp)).map(|k| k as u8),
+        role,
+        unknown_frees: AtomicU64::new(0),
+        session: core::ptr::null(),
+    }
+}
+
+impl SiteRecord {
+    pub fn addr(&self) -> u64 {
+        self.site.addr
+    }
+
+    pub fn is_tail_jump(&self) -> bool {
+        self.site.kind == SiteKind::TailJump
+    }
+
+    pub(crate) fn session(&self) -> &Session {
+        // SAFETY: the session owns this site and is freed after it.
+        unsafe { &*self.session }
+    }
+
+    pub fn is_jump_through(&self) -> bool {
+        self.jump_through
+    }
+
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    pub fn func(&self) -> usize {
+        self.site.func
+    }
+
+    pub fn set_state(&self, state: SiteState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub fn set_missed(&self, missed: u64) {
+        self.missed.store(missed, Ordering::Relaxed);
+    }
+
+    pub fn is_armed(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == SiteState::Armed as u8
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        match self.state.load(Ordering::Relaxed) {
+            s if s == SiteState::Armed as u8 => "armed",
+            s if s == SiteState::Refused as u8 => "refused",
+            _ => "planned",
+        }
+    }
+
+    /// hits, inflight, events, dropped, missed.
+    pub fn counters(&self) -> [u64; 5] {
+        let inflight = self.inflight.load(Ordering::Relaxed) as u64;
+        [self.hits.load(Ordering::Relaxed), inflight, self.events.load(Ordering::Relaxed), self.dropped.load(Ordering::Relaxed), self.missed.load(Ordering::Relaxed)]
+    }
+
+    /// Counts the call and says what to call with which arguments; the C
+    /// detach sequence waits for `inflight` to drain. `caller` is where the
+    /// real function would have returned to.
+    pub fn enter(&self, args: &RegisterArgs, frame: &mut CallFrame, caller: u64) -> u64 {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        if self.session().sink == Sink::Trace {
+            // SAFETY: reads a clock, any context.
+            frame.start_ns = unsafe { ffi::hp_c_now_ns() };
+        }
+        frame.args = match &self.track_caller {
+            Some(t) => t.build(args, caller),
+            None => *args,
+        };
+        frame.stack_words = u64::from(self.stack_words);
+        // A user's free that returns a value (+freeN) is called through;
+        // the catalogue's frees are void, and jumped into.
+        if self.session().checks_leaks {
+            self.track_free(args);
+        }
+        // Acquire: pairs with arm_faults, so the site's key is seen too.
+        if self.fault_mask.load(Ordering::Acquire) != 0 {
+            if let Some(value) = self.injected_failure(args) {
+                // hp_fail_return hands args[0] back as the result.
+                frame.args[0] = value;
+                return ffi::hp_fail_return as unsafe extern "C" fn() as usize as u64;
+            }
+        }
+        self.real
+    }
+
+    /// Logs the call (or counts it as suppressed) and returns `ret` as is.
+    pub fn exit(&self, ret: u64, ret2: u64, args: &RegisterArgs, frame: &CallFrame) -> u64 {
+        self.record(args, Some(Returned { ret, ret2, start_ns: frame.start_ns }));
+        if self.session().checks_leaks {
+            self.track_result(args, ret);
+        }
+        // Last touch of the session: after this the detach may free it.
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
+        ret
+    }
+
+    /// Counts and logs a call to a void function, before it runs; returns
+    /// the function to jump into. Not in `inflight`: once we jump, nothing
+    /// of ours is used, and RCU-tasks covers the time until then.
+    pub fn jump_through(&self, args: &RegisterArgs) -> u64 {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.record(args, None);
+        if self.session().checks_leaks {
+            self.track_free(args);
+        }
+        self.real
+    }
+
+    pub(crate) fn function(&self) -> &Intercepted {
+        &self.session().functions[self.site.func]
+    }
+
+    /// Sends the call to the session's sink; `result` is None for a call
+    /// we jump into and never see return.
+    fn record(&self, args: &RegisterArgs, result: Option<Returned>) {
+        match self.session().sink {
+            Sink::Printk => self.log_call(args, result),
+            Sink::Trace => self.trace_call(args, result),
+            Sink::None => {}
+        }
+    }
+
+    /// Runs in the target's context: no allocation, no lock, no sleep.
+    fn trace_call(&self, args: &RegisterArgs, result: Option<Returned>) {
+        // SAFETY: reads a static key.
+        if !unsafe { ffi::hp_c_trace_enabled() } {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let session = self.session();
+        let function = self.function();
+        let (ret, ret2, start_ns, duration_ns) = match result {
+            // SAFETY: reads a clock.
+            Some(r) => (r.ret, r.ret2, r.start_ns, unsafe { ffi::hp_c_now_ns() }.saturating_sub(r.start_ns)),
+            None => (0, 0, unsafe { ffi::hp_c_now_ns() }, 0),
+        };
+        let mut text = [0u8; strings::CAPACITY];
+        let text_len = read_strings(function, args, &mut text);
+        let event = CallEvent {
+            target: session.target.as_c_ptr().cast(),
+            callee: function.name.as_c_ptr().cast(),
+            site: self.site.addr,
+            func: function.catalogue_index(),
+            returned: result.is_some() as u32,
+            args: *args,
+            ret,
+            ret2,
+            start_ns,
+            duration_ns,
+            strings: text.as_ptr(),
+            strings_len: text_len as u32,
+        };
+        // SAFETY: the event's strings are NUL-terminated and live as long as
+        // the session, which outlives this call; `text` outlives it too.
+        unsafe { ffi::hp_c_trace_call(&event) };
+        self.events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs in the target's context: no allocation, no lock, no sleep.
+    fn log_call(&self, args: &RegisterArgs, result: Option<Returned>) {
+        let session = self.session();
+        // SAFETY: a plain read of jiffies.
+        if !session.ratelimit.allow(unsafe { ffi::hp_c_log_window() }) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut line = LineBuf::<256>::default();
+        let function = self.function();
+        let ret = result.map_or(0, |r| r.ret);
+        let _ = match function.kind {
+            FunctionKind::Memory(func) => {
+                write_call(&mut line, &MEMORY[func], session.config, args, ret, &session.gfp, &kernel_pointer)
+            }
+            FunctionKind::Any(spec) => {
+                let mut text = [0u8; strings::CAPACITY];
+                let len = read_strings(function, args, &mut text);
+                let ret = result.map(|r| (r.ret, r.ret2));
+                write_any_call(&mut line, function.name(), spec, args, ret, &text[..len], &kernel_pointer)
+            }
+        };
+        // SAFETY: the buffer is NUL-terminated and outlives the call.
+        unsafe { ffi::hp_c_emit_call(line.as_c_bytes().as_ptr().cast(), self.site.addr as usize) };
+        self.events.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the real function gave back, and when it was entered.
+#[derive(Clone, Copy)]
+struct Returned {
+    ret: u64,
+    ret2: u64,
+    start_ns: u64,
+}
+
+/// The string arguments SPEC names, read with a nofault copy (a wrong SPEC
+/// reads garbage or nothing, never faults), encoded for the event.
+fn read_strings(function: &Intercepted, args: &RegisterArgs, out: &mut [u8; strings::CAPACITY]) -> usize {
+    let FunctionKind::Any(spec) = function.kind else { return 0 };
+    let mask = spec.string_mask();
+    let mut used = 0;
+    for (_, &ptr) in args.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0) {
+        let mut buf = [0u8; hp_core::proto::MAX_STRING + 1];
+        // SAFETY: buf is writable for its length; C reads at most that many
+        // bytes with copy_from_kernel_nofault.
+        let n = unsafe { ffi::hp_c_read_string(ptr as usize, buf.as_mut_ptr(), buf.len() as u32) };
+        let bytes = usize::try_from(n).ok().map(|n| &buf[..n.min(buf.len())]);
+        strings::encode(out, &mut used, bytes);
+    }
+    used
+}
+
+/// A pointer as the kernel prints `%p` (hashed), or `%px` with raw_pointers=1.
+/// Kept out of line so that xtask's stack report can name its frame.
+#[inline(never)]
+fn kernel_pointer(w: &mut dyn Write, value: u64) -> core::fmt::Result {
+    let mut buf = [0u8; 24];
+    // SAFETY: buf is writable for its length; C writes at most len-1 bytes.
+    let len = unsafe { ffi::hp_c_format_ptr(value as usize, buf.as_mut_ptr().cast(), buf.len() as u32) } as usize;
+    w.write_str(core::str::from_utf8(&buf[..len.min(buf.len())]).unwrap_or("?"))
+}
