@@ -66,6 +66,11 @@ int hp_target_add(const char *name, const char *functions, u32 sink, u64 burst,
 		  u64 leak_slots, bool kernel_frees, bool follow, struct module *mod,
 		  struct hp_target **out);
 void hp_target_free(struct hp_target *t);
+bool hp_is_module_struct(const struct module *mod);
+void *hp_alloc(size_t size);		/* kvzalloc, or the tests' failure */
+bool hp_capture_pass(struct task_struct *from, struct task_struct *to);
+int hp_follow_start(void);		/* hp_follow.c: the module notifiers */
+void hp_follow_stop(void);
 
 /* hp_kfrees.c: the kernel's own frees of a target's objects (kernel_frees). */
 struct hp_kfrees *hp_kfrees_start(struct hp_shared *shared, const char *target);
