@@ -72,22 +72,12 @@ static struct hp_target *hp_target_new(const char *name, const char *functions,
 		kvfree(t);
 		goto oom;
 	}
-	if (kernel_frees) {
-		t->kfrees = hp_kfrees_start(t->shared, name);
-		if (IS_ERR(t->kfrees)) {
-			hp_err("%s: the kernel's free functions cannot be probed (%ld)",
-			       name, PTR_ERR(t->kfrees));
-			kvfree(t->functions);
-			hp_shared_put(t->shared);
-			kvfree(t);
-			return NULL;
-		}
-	}
 	memcpy(t->functions, functions, len);
 	strscpy(t->name, name, sizeof(t->name));
 	t->sink = sink;
 	t->log_burst = burst == U64_MAX ? log_burst : burst;
 	t->follow = follow;
+	t->kernel_frees = kernel_frees;
 	t->state = HP_AWAITED;
 	INIT_LIST_HEAD(&t->node);
 	return t;
@@ -102,7 +92,8 @@ void hp_target_free(struct hp_target *t)
 	if (!t)
 		return;
 	kvfree(t->functions);
-	/* No probe on the kernel's frees looks at the table after this. */
+	/* No probe on the kernel's frees looks at the table after this (the
+	 * detach stopped them; a target never attached has none). */
 	hp_kfrees_stop(t->kfrees);
 	/* Its sessions, still draining, may hold the table a while longer. */
 	hp_shared_put(t->shared);
@@ -584,6 +575,20 @@ int hp_target_attach(struct hp_target *t, struct module *mod)
 				   &t->core);
 	if (err == -ENOENT && !init_err)
 		err = 0;	/* calls only from its init: still worth following */
+	/*
+	 * The probes on the kernel's own frees: here, after the lockdown check
+	 * and the leak table's restart, and only while attached (a followed
+	 * target awaited costs the kernel's callers nothing).
+	 */
+	if (!err && t->kernel_frees) {
+		t->kfrees = hp_kfrees_start(t->shared, t->name);
+		if (IS_ERR(t->kfrees)) {
+			err = PTR_ERR(t->kfrees);
+			t->kfrees = NULL;
+			hp_err("%s: the kernel's free functions cannot be probed (%d)", t->name, err);
+			hp_attachment_detach(t->name, &t->core, "attach failed");
+		}
+	}
 	if (err) {
 		hp_attachment_detach(t->name, &t->init, "attach failed");
 		return err;
@@ -600,6 +605,8 @@ u64 hp_target_detach(struct hp_target *t, const char *why)
 	u64 init, core;
 
 	lockdep_assert_held(&hp_lock);
+	hp_kfrees_stop(t->kfrees);
+	t->kfrees = NULL;
 	init = hp_attachment_detach(t->name, &t->init, why);
 	core = hp_attachment_detach(t->name, &t->core, why);
 	t->mod = NULL;

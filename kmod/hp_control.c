@@ -277,14 +277,8 @@ static int hp_cmd_fail(const struct hp_command *cmd, struct hp_reply *r)
 		return 0;
 	}
 	cleared = hp_faults_clear(t->shared, sessions, ARRAY_SIZE(sessions));
-	/*
-	 * A caller that read a rule before the clear is out of it after these:
-	 * one that cannot be preempted after the first, one in preemptible task
-	 * context (preempted there, perhaps) after the second. Readers take no
-	 * read-side lock (kmod/rust/src/faults.rs).
-	 */
+	/* A caller that read a rule before the clear is out of it after this. */
 	synchronize_rcu();
-	synchronize_rcu_tasks();
 	hp_faults_reap(t->shared);
 	hp_reply_printf(r, "cleared module=%s rules=%u", t->name, cleared);
 	return 0;

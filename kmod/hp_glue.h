@@ -174,6 +174,8 @@ int hp_c_read_string(unsigned long addr, u8 *buf, u32 len);
 void __noreturn hp_c_panic(const char *msg, size_t len);
 u32 hp_c_cache_size(unsigned long cache);
 u32 hp_c_stack_save(unsigned long *frames, u32 max);
+void hp_c_rcu_read_lock(void);
+void hp_c_rcu_read_unlock(void);
 u32 hp_c_random_u32(void);
 void hp_c_current_task(u32 *pid, char comm[16]);
 bool hp_c_module_coming(const struct module *mod);

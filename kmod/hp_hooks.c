@@ -6,12 +6,25 @@
  */
 #include <linux/module.h>
 #include <linux/random.h>
+#include <linux/rcupdate.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/stacktrace.h>
 #include <linux/string.h>
 
 #include "hp_glue.h"
+
+/* Around a read of the rules: `fail ... clear` frees them a grace period
+ * after unpublishing them. */
+void hp_c_rcu_read_lock(void)
+{
+	rcu_read_lock();
+}
+
+void hp_c_rcu_read_unlock(void)
+{
+	rcu_read_unlock();
+}
 
 /* Per CPU and lock-free (a batch of ChaCha output per CPU), any context but NMI. */
 u32 hp_c_random_u32(void)

@@ -51,7 +51,8 @@ struct hp_target {
 	struct module *mod;	/* while attached; compared, only dereferenced under hp_lock */
 	struct hp_attachment core, init;
 	struct hp_shared *shared;	/* fault rules, leak table (Rust), shared with its sessions */
-	struct hp_kfrees *kfrees;	/* probes on the kernel's frees (kernel_frees), or NULL */
+	bool kernel_frees;		/* watch the kernel's frees of its objects, when attached */
+	struct hp_kfrees *kfrees;	/* their probes while attached, or NULL */
 };
 
 /* Everything below is protected by hp_lock. */

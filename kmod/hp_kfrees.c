@@ -11,6 +11,8 @@
  * in the kernel pays while it is on. Each call is counted per CPU, and one
  * in 64 timed, for the leaks report (`kernel-frees` record).
  */
+#define pr_fmt(fmt) "hp_patcher: " fmt
+
 #include <linux/kprobes.h>
 #include <linux/percpu.h>
 #include <linux/sched/clock.h>
@@ -108,17 +110,20 @@ struct hp_kfrees *hp_kfrees_start(struct hp_shared *shared, const char *target)
 	return k;
 }
 
-/* Under hp_lock. Once it returns no handler runs (unregister_kprobe waits
+/* Under hp_lock. Once it returns no handler runs (unregister_kprobes waits
  * for them), so the target may let its shared state go. */
 void hp_kfrees_stop(struct hp_kfrees *k)
 {
-	unsigned int i;
+	struct kprobe *registered[HP_KFREE_FUNCTIONS];
+	unsigned int i, n = 0;
 
 	if (IS_ERR_OR_NULL(k))
 		return;
 	for (i = 0; i < HP_KFREE_FUNCTIONS; i++)
 		if (k->registered[i])
-			unregister_kprobe(&k->probes[i].kp);
+			registered[n++] = &k->probes[i].kp;
+	/* One grace period for all of them. */
+	unregister_kprobes(registered, n);
 	free_percpu(k->cost);
 	kfree(k);
 }

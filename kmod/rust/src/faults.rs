@@ -9,16 +9,14 @@
 //! free slot and then sets its bit in the `fault_mask` of every site it
 //! selects (the function, and the site if the rule names one); a site with
 //! a mask of 0 pays one relaxed load per call. The hot path reads the mask
-//! and the slots with no lock and no read-side marker, and `clear`
-//! unpublishes the rules, then C waits for two grace periods before
-//! `hp_faults_reap` frees them: `synchronize_rcu()`, for readers that cannot
-//! be preempted (hard and soft IRQ, IRQs or preemption off, a spinlock),
-//! and `synchronize_rcu_tasks()`, for readers in preemptible task context,
-//! which it waits out until they switch voluntarily or reach user space,
-//! preempted or not. A reader is done with the rules before the real call,
-//! so a callee that sleeps does not hold a grace period up. Nothing on the
-//! hot path locks or allocates: the bench measured the RCU read-side calls
-//! as a quarter of what a rule that does not fire cost.
+//! and the slots inside an RCU read-side section, and `clear` unpublishes
+//! the rules, then C waits for a grace period before `hp_faults_reap` frees
+//! them, so no reader can still hold one. Nothing on the hot path locks or
+//! allocates. The read-side section is needed, not only the grace period
+//! waits a lock-free reader would rely on: on PREEMPT_RT a `percent=`
+//! rule's random number takes a per-CPU sleeping lock, and a reader
+//! blocked there is seen by neither `synchronize_rcu()` nor RCU-Tasks, but
+//! is by preemptible RCU's read-side tracking.
 
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
@@ -402,8 +400,7 @@ pub unsafe extern "C" fn hp_faults_load_event(t: *const Shared, going: bool) {
 /// Frees the rules `clear` unpublished: a grace period after it.
 ///
 /// # Safety
-/// Under hp_lock, after synchronize_rcu() and synchronize_rcu_tasks()
-/// following `hp_faults_clear`.
+/// Under hp_lock, after synchronize_rcu() following `hp_faults_clear`.
 #[no_mangle]
 pub unsafe extern "C" fn hp_faults_reap(t: *const Shared) {
     let retired = unsafe { &mut *(*t).faults.retired.get() };
@@ -546,9 +543,12 @@ impl SiteRecord {
         };
         // SAFETY: the module outlives every session of it.
         let in_init = || session.init_text || unsafe { ffi::hp_c_module_coming(session.module) };
-        // The rules read here are freed only after both grace periods that
-        // `clear` waits for (see the top of this file).
-        let (value, slot) = table.decide(self.fault_mask.load(Ordering::Relaxed), facts, current_task, in_init, self.addr())?;
+        // SAFETY: a read-side section around the reads of the mask and the
+        // rules, which `clear` frees only a grace period after unpublishing.
+        unsafe { ffi::hp_c_rcu_read_lock() };
+        let decided = table.decide(self.fault_mask.load(Ordering::Relaxed), facts, current_task, in_init, self.addr());
+        unsafe { ffi::hp_c_rcu_read_unlock() };
+        let (value, slot) = decided?;
         self.failed.fetch_add(1, Ordering::Relaxed);
 
         // SAFETY: both names are NUL-terminated and live as long as the session.

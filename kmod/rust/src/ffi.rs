@@ -130,6 +130,8 @@ extern "C" {
     pub fn hp_c_panic(msg: *const u8, len: usize) -> !;
     pub fn hp_c_cache_size(cache: usize) -> u32;
     pub fn hp_c_stack_save(frames: *mut usize, max: u32) -> u32;
+    pub fn hp_c_rcu_read_lock();
+    pub fn hp_c_rcu_read_unlock();
     pub fn hp_c_random_u32() -> u32;
     pub fn hp_c_current_task(pid: *mut u32, comm: *mut u8);
     pub fn hp_c_module_coming(module: *const core::ffi::c_void) -> bool;
