@@ -114,6 +114,16 @@ enum Cmd {
     },
 }
 
+/// The kernel a one-boot command (demo, stress, bench) boots: the one
+/// named, or the lab's; with the host packages its guests need.
+fn guest_kernel(named: Option<String>) -> Result<Kernel> {
+    kernel::ensure_host_packages()?;
+    match named {
+        Some(release) => Kernel::release(&release),
+        None => Kernel::default_release(),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     match run_command(Cli::parse().command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -137,30 +147,18 @@ fn run_command(command: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Demo { kernel } => {
-            kernel::ensure_host_packages()?;
-            let kernel = match kernel {
-                Some(release) => Kernel::release(&release)?,
-                None => Kernel::default_release()?,
-            };
+            let kernel = guest_kernel(kernel)?;
             scenarios::demo(&kernel)
         }
         Cmd::Stress { kernel } => {
-            kernel::ensure_host_packages()?;
-            let kernel = match kernel {
-                Some(release) => Kernel::release(&release)?,
-                None => Kernel::default_release()?,
-            };
+            let kernel = guest_kernel(kernel)?;
             if !scenarios::stress(&kernel)?.ok() {
                 bail!("stress run failed");
             }
             Ok(())
         }
         Cmd::Bench { kernel } => {
-            kernel::ensure_host_packages()?;
-            let kernel = match kernel {
-                Some(release) => Kernel::release(&release)?,
-                None => Kernel::default_release()?,
-            };
+            let kernel = guest_kernel(kernel)?;
             bench::bench(&kernel)
         }
         Cmd::CalleesTruth { release, module, check } => {
