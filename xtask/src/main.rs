@@ -191,8 +191,11 @@ fn run_command(command: Cmd) -> Result<()> {
             let (kernels, swept) = match kernel {
                 Some(spec) => {
                     let kernel = Kernel::release(&spec)?;
-                    // The debug kernel is trimmed to the lab's own modules: no sweep.
-                    let swept = if kernel.arch() == Arch::X86_64 && !kernel.is_rt() && kernel.slowdown() == 1 {
+                    // Only the lines the suite sweeps (6.12, 7.x): the debug kernel is
+                    // trimmed to the lab's own modules, and 6.1's zram and tun
+                    // exercisers fail there before anything is attached.
+                    let sweeps = lines::SWEEP_LINES.iter().any(|l| l.owns(&kernel.release));
+                    let swept = if sweeps && kernel.slowdown() == 1 {
                         vec![kernel.clone()]
                     } else {
                         Vec::new()
