@@ -261,7 +261,11 @@ fn run_boots(kernel: &Kernel, runs: Vec<(&Boot, Vec<&str>)>) -> Result<Outcome> 
         for line in out.text.lines() {
             if let Some(rest) = line.strip_prefix("HPTEST ") {
                 println!("  {rest}");
-                if rest.split_whitespace().nth(1) == Some("PASS") {
+                // The serial console can splice a kernel message onto the
+                // line right after the word ("PASS[  159.6] ..."), as it did
+                // once on the debug kernel.
+                let word = rest.split_whitespace().nth(1).unwrap_or("");
+                if word == "PASS" || word.strip_prefix("PASS").is_some_and(|r| r.starts_with('[')) {
                     passed += 1;
                 } else {
                     failed += 1;
