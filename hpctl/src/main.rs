@@ -197,15 +197,18 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         ko: Option<PathBuf>,
     },
-    /// What a target attached with --leaks allocated and has not freed, by site.
+    /// What a target attached with --leaks allocated and has not freed, by site and stack.
     #[command(
         long_about = "The leak checker's report (the `leaks` command) for targets attached with --leaks: \
         the objects the target's own sites allocated and its sites have not freed, grouped by \
-        allocating site, with count, bytes and the age of the oldest; then the frees of objects it \
-        was not seen to allocate (unknown frees: allocated before the attach, by someone else, or a \
-        bad free). MODE since_load: followed from its load, so what is left at its unload is a \
-        leak; since_attach: attached while live, so outstanding since the attach. Objects the \
-        target hands to the kernel, which frees them elsewhere, stay outstanding here.",
+        allocating site, with count, bytes and the age of the oldest, and under each site by the \
+        stack they were allocated from; then the frees of objects it was not seen to allocate \
+        (unknown frees: allocated before the attach, by someone else, or a bad free). MODE \
+        since_load: followed from its load, so what is left at its unload is a leak; \
+        since_attach: attached while live, so outstanding since the attach. Objects the target \
+        hands to the kernel, which frees them elsewhere, stay outstanding here, unless the target \
+        was attached with --kernel-frees: then they count as freed by the kernel, per site, and \
+        the report says what watching the kernel's frees cost.",
         after_help = "Examples:\n  hpctl leaks cr_target\n  hpctl leaks --json"
     )]
     Leaks {
