@@ -180,16 +180,32 @@ impl Kernel {
             .iter()
             .find(|(n, _)| *n == line.name)
             .map(|(_, b)| b.clone());
-        let build = match known {
-            Some(build) => build,
+        let (build, kernel) = match known {
+            Some(build) => {
+                let kernel = Kernel::fetched(line, &build)?;
+                (build, kernel)
+            }
             None => {
-                let build = line.resolve()?;
-                println!("kernel line {}: {} ({})", line.name, build.release, build.version);
-                RESOLVED.lock().unwrap_or_else(|e| e.into_inner()).push((line.name, build.clone()));
-                build
+                // Newest complete build first; one that cannot be fetched
+                // (gone from the pool while the index still lists it) gives
+                // way to the next.
+                let mut failed: Vec<String> = Vec::new();
+                loop {
+                    let build = line.resolve(&failed)?;
+                    println!("kernel line {}: {} ({})", line.name, build.release, build.version);
+                    match Kernel::fetched(line, &build) {
+                        Ok(kernel) => {
+                            RESOLVED.lock().unwrap_or_else(|e| e.into_inner()).push((line.name, build.clone()));
+                            break (build, kernel);
+                        }
+                        Err(e) => {
+                            println!("kernel line {}: {} could not be fetched ({e:#}); trying the next build", line.name, build.release);
+                            failed.push(build.release);
+                        }
+                    }
+                }
             }
         };
-        let kernel = Kernel::fetched(line, &build)?;
         // Where the host tests that read Debian's files find the line's build.
         let lines_dir = cache_dir().join("lines");
         std::fs::create_dir_all(&lines_dir)?;

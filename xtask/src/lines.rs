@@ -136,11 +136,13 @@ impl Line {
         bail!("no build of line {} is complete in the archive:\n  {}", self.name, refused.join("\n  "))
     }
 
-    /// Resolves the line against the archive as it is now.
-    pub fn resolve(&self) -> Result<Build> {
+    /// Resolves the line against the archive as it is now, passing over
+    /// the releases in `skip` (builds whose download failed: an index can
+    /// still list a build its mirror has already removed).
+    pub fn resolve(&self, skip: &[String]) -> Result<Build> {
         let apt = Apt::for_suite(self.suite, self.arch())?;
         let names = apt.pkgnames(self.suite.image_prefix())?;
-        let candidates = self.candidates(&names);
+        let candidates: Vec<String> = self.candidates(&names).into_iter().filter(|c| !skip.contains(c)).collect();
         self.choose(&candidates, |packages| apt.madison(packages))
     }
 }
