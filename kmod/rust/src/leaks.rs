@@ -135,6 +135,7 @@ impl SiteRecord {
 }
 
 /// Outstanding objects of one allocating site, or of one stack of it.
+#[derive(Clone, Copy)]
 struct Group {
     site: u64,
     /// 0 for a site's group; its objects' stack for a stack's.
@@ -144,25 +145,41 @@ struct Group {
     oldest: u64,
 }
 
-/// The outstanding objects grouped by site, or by site and stack; None if
-/// memory runs out. A linear search per object: a module has tens to
-/// hundreds of allocating sites, and a sort's scratch space would not fit a
-/// kernel stack frame.
-fn grouped(table: &Table, by_stack: bool) -> Option<Vec<Group>> {
-    let mut groups: Vec<Group> = Vec::new();
-    for o in table.outstanding() {
-        let stack = if by_stack { o.stack } else { 0 };
-        match groups.iter_mut().find(|g| g.site == o.site && g.stack == stack) {
-            Some(g) => {
-                g.count += 1;
-                g.bytes += o.size;
-                g.oldest = g.oldest.min(o.since);
-            }
-            None => {
-                groups.try_reserve(1).ok()?;
-                groups.push(Group { site: o.site, stack, count: 1, bytes: o.size, oldest: o.since });
-            }
+/// Adds `g` to its group in `groups` (same site and stack), or starts one;
+/// None if memory runs out. A linear search: a module has tens to hundreds
+/// of allocating sites, and a sort's scratch space would not fit a kernel
+/// stack frame.
+fn merge(groups: &mut Vec<Group>, g: Group) -> Option<()> {
+    match groups.iter_mut().find(|h| h.site == g.site && h.stack == g.stack) {
+        Some(h) => {
+            h.count += g.count;
+            h.bytes += g.bytes;
+            h.oldest = h.oldest.min(g.oldest);
         }
+        None => {
+            groups.try_reserve(1).ok()?;
+            groups.push(g);
+        }
+    }
+    Some(())
+}
+
+/// The outstanding objects grouped by site and stack, in one pass over the
+/// table; None if memory runs out.
+fn by_stack(table: &Table) -> Option<Vec<Group>> {
+    let mut groups = Vec::new();
+    for o in table.outstanding() {
+        merge(&mut groups, Group { site: o.site, stack: o.stack, count: 1, bytes: o.size, oldest: o.since })?;
+    }
+    Some(groups)
+}
+
+/// The same objects by site alone (stack 0), summed from `by_stack`'s
+/// groups: the two agree even while calls change the table.
+fn by_site(stacks: &[Group]) -> Option<Vec<Group>> {
+    let mut groups = Vec::new();
+    for g in stacks {
+        merge(&mut groups, Group { stack: 0, ..*g })?;
     }
     Some(groups)
 }
@@ -182,8 +199,8 @@ fn callee_at<'a>(sessions: &[&'a Session], site: u64) -> &'a str {
 /// freed what it was not seen to allocate. docs/control.md describes the
 /// records.
 fn report(out: &mut impl Write, leaks: &Leaks, target: &str, sessions: &[&Session]) {
-    let groups = grouped(&leaks.table, false);
-    let stacks = grouped(&leaks.table, true);
+    let stacks = by_stack(&leaks.table);
+    let groups = stacks.as_deref().and_then(by_site);
     // Sites that free but kprobes refused: what they free stays outstanding.
     let blind = sessions
         .iter()
