@@ -209,8 +209,9 @@ impl SiteRecord {
         };
         frame.stack_words = u64::from(self.stack_words);
         // A user's free that returns a value (+freeN) is called through;
-        // the catalogue's frees are void, and jumped into.
-        if self.session().checks_leaks {
+        // the catalogue's frees are void, and jumped into. Tested here, not
+        // in the out-of-line hook: an allocator's call pays no call for it.
+        if self.session().checks_leaks && self.role.is_some_and(Role::is_free) {
             self.track_free(args);
         }
         // Acquire: pairs with arm_faults, so the site's key is seen too.
