@@ -6,7 +6,6 @@ mod build;
 mod callees_truth;
 mod debug_kernel;
 mod guest;
-mod header_params;
 mod hpctl;
 mod kernel;
 mod lines;
