@@ -1,11 +1,15 @@
-//! Loading hp_patcher.ko with finit_module(2) and making sure
-//! /dev/hp_patcher exists (busybox systems have no udev).
+//! Loading hp_patcher and making sure /dev/hp_patcher exists (busybox
+//! systems have no udev). A hp_patcher.ko given with --ko or found beside
+//! hpctl is loaded with finit_module(2): the lab's busybox guests carry it
+//! there, with no modules.dep for modprobe to read. An installed one is
+//! modprobe's: DKMS puts it under updates/dkms/, maybe compressed.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -19,40 +23,73 @@ pub fn is_loaded() -> bool {
     Path::new(SYS_MODULE).exists()
 }
 
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
-}
-
-/// Where hp_patcher.ko is looked for, in order.
+/// The hp_patcher.ko hpctl loads itself, if it is a file: --ko's, else the
+/// one beside the hpctl binary. Past it, [`ensure_loaded`] runs modprobe.
 pub fn candidates(ko: Option<&Path>) -> Vec<PathBuf> {
     if let Some(ko) = ko {
         return vec![ko.to_path_buf()];
     }
-    let mut list = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
-        list.push(dir.join("hp_patcher.ko"));
-    }
-    let release = kernel_release();
-    for sub in ["extra", "updates"] {
-        list.push(PathBuf::from(format!("/lib/modules/{release}/{sub}/hp_patcher.ko")));
-    }
-    list
+    std::env::current_exe().ok().and_then(|p| p.parent().map(|dir| dir.join("hp_patcher.ko"))).into_iter().collect()
 }
 
-/// Loads hp_patcher.ko unless it is loaded, then waits for the device.
+/// Loads hp_patcher unless it is loaded, then waits for the device.
 pub fn ensure_loaded(ko: Option<&Path>) -> Result<()> {
     if !(Path::new(DEVICE).exists() && is_loaded()) {
         if !is_loaded() {
-            let list = candidates(ko);
-            let Some(path) = list.iter().find(|p| p.is_file()) else {
-                let tried: Vec<String> = list.iter().map(|p| p.display().to_string()).collect();
-                bail!("hp_patcher.ko not found (tried {}; use --ko PATH)", tried.join(", "));
-            };
-            load(path)?;
+            let own = candidates(ko);
+            match own.iter().find(|p| p.is_file()) {
+                Some(path) => load(path)?,
+                None if ko.is_some() => bail!("--ko {}: no such file", own[0].display()),
+                None => {
+                    if let Err(why) = modprobe() {
+                        bail!("{}", not_loadable(&own, &why));
+                    }
+                }
+            }
         }
         wait_for_device(Duration::from_secs(2))?;
     }
     Ok(())
+}
+
+/// `modprobe hp_patcher`: what it said when it failed, or that there is none.
+fn modprobe() -> Result<(), String> {
+    let run = |program: &str| Command::new(program).arg("hp_patcher").output();
+    // A root shell from `su` (without -) may lack the sbin directories in its
+    // PATH: then where the kernel itself runs modprobe from.
+    let output = match run("modprobe") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => run("/sbin/modprobe"),
+        other => other,
+    };
+    match output {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(modprobe_said(&o.stderr, o.status)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no modprobe".into()),
+        Err(e) => Err(format!("running modprobe: {}", strip_os_error(&e))),
+    }
+}
+
+/// modprobe's stderr on one line (hpctl's errors are one line), else its status.
+fn modprobe_said(stderr: &[u8], status: ExitStatus) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if lines.is_empty() {
+        format!("modprobe: {status}")
+    } else {
+        lines.join("; ")
+    }
+}
+
+/// Everything tried, in order, and what to do about it.
+fn not_loadable(beside: &[PathBuf], modprobe_said: &str) -> String {
+    let beside = match beside.first() {
+        Some(path) => format!("no {} beside hpctl", path.display()),
+        None => "no hp_patcher.ko beside hpctl".to_string(),
+    };
+    format!(
+        "cannot load hp_patcher: {beside}, and `modprobe hp_patcher` failed ({modprobe_said}); \
+         install the hp-patcher-dkms package or use --ko PATH"
+    )
 }
 
 fn load(path: &Path) -> Result<()> {
@@ -123,4 +160,39 @@ pub fn ensure_device() -> Result<()> {
         return wait_for_device(Duration::from_secs(2));
     }
     bail!("hp_patcher is not loaded (`hpctl attach` loads it, or insmod hp_patcher.ko)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn failure_names_what_was_tried_on_one_line() {
+        let said = modprobe_said(
+            b"modprobe: FATAL: Module hp_patcher not found in directory /lib/modules/6.12.0-9-amd64\n",
+            ExitStatus::from_raw(1 << 8),
+        );
+        let text = not_loadable(&[PathBuf::from("/usr/sbin/hp_patcher.ko")], &said);
+        assert_eq!(
+            text,
+            "cannot load hp_patcher: no /usr/sbin/hp_patcher.ko beside hpctl, and `modprobe hp_patcher` failed \
+             (modprobe: FATAL: Module hp_patcher not found in directory /lib/modules/6.12.0-9-amd64); \
+             install the hp-patcher-dkms package or use --ko PATH"
+        );
+    }
+
+    #[test]
+    fn modprobe_without_a_word_is_known_by_its_status() {
+        assert_eq!(modprobe_said(b"", ExitStatus::from_raw(1 << 8)), "modprobe: exit status: 1");
+        assert_eq!(modprobe_said(b"first\n\n  second \n", ExitStatus::from_raw(1 << 8)), "first; second");
+    }
+
+    #[test]
+    fn ko_is_the_only_candidate_when_given() {
+        assert_eq!(candidates(Some(Path::new("/tmp/x.ko"))), [PathBuf::from("/tmp/x.ko")]);
+        let own = candidates(None);
+        assert_eq!(own.len(), 1);
+        assert!(own[0].ends_with("hp_patcher.ko"), "{own:?}");
+    }
 }

@@ -4,8 +4,9 @@
 
 pub mod btf;
 pub mod callees;
-pub mod catalogue;
 pub mod capture;
+pub mod catalogue;
+pub mod cli;
 pub mod device;
 pub mod event;
 pub mod faults;
