@@ -186,7 +186,7 @@ fn check_same_iced() -> Result<()> {
 
 /// Builds kmod/rust with Debian's rustc-web (the rustup toolchain has no
 /// rust-src to build `core` from) and merges it into one relocatable object.
-fn build_rust_object(out: &Path, arch: Arch) -> Result<PathBuf> {
+pub fn build_rust_object(out: &Path, arch: Arch) -> Result<PathBuf> {
     check_same_iced()?;
     let target_dir = repo_root().join("target/kmod-rust");
     let (target, target_name, flags) = rust_target(arch);
@@ -320,7 +320,8 @@ fn check_entries_endbr(kernel: &Kernel, ko: &Path) -> Result<()> {
     let data = std::fs::read(ko)?;
     let file = object::File::parse(&*data)?;
     for name in POINTER_ENTRIES {
-        let symbol = file.symbols().find(|s| s.name() == Ok(name)).with_context(|| format!("{}: no {name}", ko.display()))?;
+        let symbol =
+            file.symbols().find(|s| s.name() == Ok(name)).with_context(|| format!("{}: no {name}", ko.display()))?;
         let section = file.section_by_index(symbol.section_index().context("undefined")?)?;
         let offset = (symbol.address() - section.address()) as usize;
         let first = section.data()?.get(offset..offset + 4);
@@ -360,7 +361,7 @@ fn catalogue_header(kernel: &Kernel) -> Result<String> {
 
 /// Copies a module's sources into its build directory, touching only
 /// changed files so that Kbuild stays incremental.
-fn stage_sources(src: &Path, dst: &Path) -> Result<PathBuf> {
+pub fn stage_sources(src: &Path, dst: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dst)?;
     for entry in std::fs::read_dir(src)? {
         let path = entry?.path();

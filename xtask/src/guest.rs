@@ -213,11 +213,8 @@ pub fn boot_with(
     qemu_args: &[&str],
 ) -> Result<GuestOutput> {
     let log = repo_root().join("target/lab").join(&kernel.release).join(format!("{name}.log"));
-    std::fs::create_dir_all(log.parent().unwrap())?;
-    let mut log_file = std::fs::File::create(&log)?;
-    let started = Instant::now();
-    let mut child = Command::new("timeout")
-        .args(["--kill-after=10", &timeout_secs.to_string(), kernel.arch().qemu()])
+    let mut qemu = Command::new("timeout");
+    qemu.args(["--kill-after=10", &timeout_secs.to_string(), kernel.arch().qemu()])
         // One host thread for both vCPUs. With multi-threaded TCG, QEMU 7.2
         // can translate a block from a site's int3 while another vCPU's
         // text_poke restores the byte, and then keeps running that stale
@@ -235,12 +232,22 @@ pub fn boot_with(
         .arg("-initrd")
         .arg(initramfs)
         .arg("-append")
-        .arg(format!("console=ttyS0 loglevel=5 panic=-1 oops=panic panic_on_warn=1 rdinit=/init {cmdline}"))
+        .arg(format!("console=ttyS0 loglevel=5 panic=-1 oops=panic panic_on_warn=1 rdinit=/init {cmdline}"));
+    run_serial(qemu, name, &log, timeout_secs, echo)
+}
+
+/// Runs a QEMU command line (under `timeout`) whose serial port is its
+/// stdout; logs every line to `log` and returns them.
+pub fn run_serial(mut qemu: Command, name: &str, log: &Path, timeout_secs: u32, echo: bool) -> Result<GuestOutput> {
+    std::fs::create_dir_all(log.parent().unwrap())?;
+    let mut log_file = std::fs::File::create(log)?;
+    let started = Instant::now();
+    let mut child = qemu
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting {}", kernel.arch().qemu()))?;
+        .with_context(|| format!("starting {qemu:?}"))?;
     let mut text = String::new();
     for line in BufReader::new(child.stdout.take().unwrap()).split(b'\n') {
         let line = String::from_utf8_lossy(&line?).replace('\r', "");
@@ -256,7 +263,7 @@ pub fn boot_with(
     if status.code() == Some(124) || status.code() == Some(137) {
         bail!("guest {name} timed out after {timeout_secs} s; log: {}", log.display());
     }
-    Ok(GuestOutput { text, log, seconds })
+    Ok(GuestOutput { text, log: log.to_path_buf(), seconds })
 }
 
 impl GuestOutput {

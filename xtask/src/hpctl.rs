@@ -1,4 +1,5 @@
-//! hpctl as one static binary, for the busybox guest and any distribution.
+//! hpctl (and hp-kbuild, for the DKMS package) as static binaries, for
+//! the busybox guest and any distribution.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,15 +10,20 @@ use crate::{repo_root, run};
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// Builds target/x86_64-unknown-linux-gnu/release/hpctl with glibc linked
-/// in (`+crt-static`; with an explicit --target, proc-macros are built for
-/// the host without it), checks that it is static, and returns its path.
+/// Builds target/x86_64-unknown-linux-gnu/release/hpctl.
 pub fn build() -> Result<PathBuf> {
+    build_static("hpctl", "hpctl")
+}
+
+/// Builds a workspace binary with glibc linked in (`+crt-static`; with an
+/// explicit --target, proc-macros are built for the host without it),
+/// checks that it is static, and returns its path.
+pub fn build_static(package: &str, bin: &str) -> Result<PathBuf> {
     run(Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "hpctl", "--target", TARGET])
+        .args(["build", "--release", "-p", package, "--bin", bin, "--target", TARGET])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .current_dir(repo_root()))?;
-    let binary = repo_root().join("target").join(TARGET).join("release/hpctl");
+    let binary = repo_root().join("target").join(TARGET).join("release").join(bin);
     check_static(&binary)?;
     Ok(binary)
 }

@@ -4,11 +4,15 @@ mod apt;
 mod bench;
 mod build;
 mod callees_truth;
+mod debian_guest;
 mod debug_kernel;
 mod guest;
 mod hpctl;
+mod install_test;
 mod kernel;
 mod lines;
+mod manpages;
+mod package;
 mod probe_point;
 mod real_modules;
 mod scenarios;
@@ -58,6 +62,9 @@ enum Cmd {
     Setup,
     /// Build hp_patcher.ko and the test modules into target/kmod/<release>/.
     Build(KernelChoice),
+    /// Build the packages into target/package/: hp-patcher-dkms and hpctl
+    /// (.deb, amd64) and a tarball with install.sh for other distributions.
+    Package,
     /// Boot a guest, attach to cr_target, show intercepted calls, detach.
     Demo {
         /// Debian kernel release to boot (default: the lab's kernel).
@@ -110,6 +117,10 @@ enum Cmd {
         /// with --kernel, target/lab/SWEEP-<release>.md.
         #[arg(long)]
         sweep: bool,
+        /// Only the install test: the packages, installed with apt in a
+        /// Debian 13 guest (made once with debootstrap).
+        #[arg(long, conflicts_with_all = ["sweep", "kernel"])]
+        install: bool,
     },
 }
 
@@ -145,6 +156,10 @@ fn run_command(command: Cmd) -> Result<()> {
             println!("{}\n{}", built.hp_patcher.display(), built.cr_target.display());
             Ok(())
         }
+        Cmd::Package => {
+            kernel::ensure_host_packages()?;
+            package::build().map(drop)
+        }
         Cmd::Demo { kernel } => {
             let kernel = guest_kernel(kernel)?;
             scenarios::demo(&kernel)
@@ -169,8 +184,13 @@ fn run_command(command: Cmd) -> Result<()> {
             }
             callees_truth::command(&release.unwrap(), &module.unwrap())
         }
-        Cmd::Test { only, guest_only, kernel, sweep } => {
+        Cmd::Test { only, guest_only, kernel, sweep, install } => {
             kernel::ensure_host_packages()?;
+            if install {
+                let passed = install_test::run()?;
+                println!("guest: {passed} passed, 0 failed");
+                return Ok(());
+            }
             // Only a deliberate, complete sweep rewrites the committed table;
             // a filtered one or the one inside the full test run writes under target/.
             let scratch_table = repo_root().join("target/lab/SWEEP.md");
@@ -187,6 +207,7 @@ fn run_command(command: Cmd) -> Result<()> {
                 };
                 return sweep::sweep(&kernel, only.as_deref(), &table).map(drop);
             }
+            let all_lines = kernel.is_none();
             let (kernels, swept) = match kernel {
                 Some(spec) => {
                     let kernel = Kernel::release(&spec)?;
@@ -194,11 +215,7 @@ fn run_command(command: Cmd) -> Result<()> {
                     // trimmed to the lab's own modules, and 6.1's zram and tun
                     // exercisers fail there before anything is attached.
                     let sweeps = lines::SWEEP_LINES.iter().any(|l| l.owns(&kernel.release));
-                    let swept = if sweeps && kernel.slowdown() == 1 {
-                        vec![kernel.clone()]
-                    } else {
-                        Vec::new()
-                    };
+                    let swept = if sweeps && kernel.slowdown() == 1 { vec![kernel.clone()] } else { Vec::new() };
                     (vec![kernel], swept)
                 }
                 None => (
@@ -245,6 +262,11 @@ fn run_command(command: Cmd) -> Result<()> {
                     let table = scratch_table.with_file_name(format!("SWEEP-{}.md", kernel.release));
                     checks_passed += sweep::sweep(kernel, None, &table)?;
                 }
+            }
+            // The packages in a real Debian 13 system: with the whole suite
+            // (every line), or alone with --install.
+            if only.is_none() && all_lines {
+                checks_passed += install_test::run()?;
             }
             if checks_skipped > 0 {
                 println!("guest: {checks_skipped} checks skipped (listed as SKIPPED above)");

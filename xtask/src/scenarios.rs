@@ -48,7 +48,17 @@ const PLAIN: Boot = Boot {
 const BOOTS: &[Boot] = &[
     Boot {
         name: "cr_target",
-        scripts: &["bad_input", "accounting", "target_unload", "race", "cycles", "kmemleak", "inject", "leaks", "systematic"],
+        scripts: &[
+            "bad_input",
+            "accounting",
+            "target_unload",
+            "race",
+            "cycles",
+            "kmemleak",
+            "inject",
+            "leaks",
+            "systematic",
+        ],
         ..PLAIN
     },
     Boot {
@@ -105,7 +115,17 @@ const BOOTS: &[Boot] = &[
 const I386_BOOTS: &[Boot] = &[
     Boot {
         name: "cr_target",
-        scripts: &["bad_input", "accounting", "target_unload", "race", "cycles", "callee_verb", "inject", "leaks", "systematic"],
+        scripts: &[
+            "bad_input",
+            "accounting",
+            "target_unload",
+            "race",
+            "cycles",
+            "callee_verb",
+            "inject",
+            "leaks",
+            "systematic",
+        ],
         ..PLAIN
     },
     Boot { name: "ext4", scripts: &["ext4"], in_tree: &["ext4", "brd"], ext4_image: true, ..PLAIN },
@@ -258,26 +278,11 @@ fn run_boots(kernel: &Kernel, runs: Vec<(&Boot, Vec<&str>)>) -> Result<Outcome> 
             }
         };
         println!("guest {}: {:.1} s wall", boot.name, out.seconds);
-        for line in out.text.lines() {
-            if let Some(rest) = line.strip_prefix("HPTEST ") {
-                println!("  {rest}");
-                // The serial console can splice a kernel message onto the
-                // line right after the word ("PASS[  159.6] ..."), as it did
-                // once on the debug kernel.
-                let word = rest.split_whitespace().nth(1).unwrap_or("");
-                if word == "PASS" || word.strip_prefix("PASS").is_some_and(|r| r.starts_with('[')) {
-                    passed += 1;
-                } else {
-                    failed += 1;
-                    problems.push(format!("{}: {rest}", boot.name));
-                }
-            } else if let Some(rest) = line.strip_prefix("HPSKIP ") {
-                println!("  {rest} SKIPPED");
-                skipped.push(format!("{}: {rest}", boot.name));
-            } else if line.starts_with("HPINFO ") || line.starts_with("HPSHOW ") {
-                println!("  {line}");
-            }
-        }
+        let checks = Checks::read(boot.name, &out.text);
+        passed += checks.passed;
+        failed += checks.failed.len();
+        problems.extend(checks.failed);
+        skipped.extend(checks.skipped);
         let trouble = out.problems(boot.name, &scripts);
         failed += trouble.len();
         problems.extend(trouble);
@@ -295,4 +300,40 @@ fn run_boots(kernel: &Kernel, runs: Vec<(&Boot, Vec<&str>)>) -> Result<Outcome> 
         started.elapsed().as_secs_f64()
     );
     Ok(Outcome { passed, failed, skipped })
+}
+
+/// The checks one boot printed: `HPTEST <check> PASS|FAIL <why>` and
+/// `HPSKIP <check> <why>`, each shown as it is counted, with the boot's
+/// `HPINFO` and `HPSHOW` lines.
+pub struct Checks {
+    pub passed: usize,
+    /// `<boot>: <check> FAIL <why>`.
+    pub failed: Vec<String>,
+    pub skipped: Vec<String>,
+}
+
+impl Checks {
+    pub fn read(boot: &str, text: &str) -> Checks {
+        let mut checks = Checks { passed: 0, failed: Vec::new(), skipped: Vec::new() };
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("HPTEST ") {
+                println!("  {rest}");
+                // The serial console can splice a kernel message onto the
+                // line right after the word ("PASS[  159.6] ..."), as it did
+                // once on the debug kernel.
+                let word = rest.split_whitespace().nth(1).unwrap_or("");
+                if word == "PASS" || word.strip_prefix("PASS").is_some_and(|r| r.starts_with('[')) {
+                    checks.passed += 1;
+                } else {
+                    checks.failed.push(format!("{boot}: {rest}"));
+                }
+            } else if let Some(rest) = line.strip_prefix("HPSKIP ") {
+                println!("  {rest} SKIPPED");
+                checks.skipped.push(format!("{boot}: {rest}"));
+            } else if line.starts_with("HPINFO ") || line.starts_with("HPSHOW ") {
+                println!("  {line}");
+            }
+        }
+        checks
+    }
 }

@@ -15,10 +15,8 @@ use anyhow::Result;
 /// under `source` (the kernel's common headers), if any.
 pub fn find(source: &Path, name: &str) -> Result<Option<Vec<String>>> {
     let Ok(dir) = std::fs::read_dir(source.join("include/linux")) else { return Ok(None) };
-    let mut headers: Vec<_> = dir
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "h"))
-        .collect();
+    let mut headers: Vec<_> =
+        dir.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "h")).collect();
     headers.sort();
     for header in headers {
         let text = std::fs::read_to_string(&header).unwrap_or_default();

@@ -159,13 +159,8 @@ mod tests {
         // Without BTF and with no headers, a symbol's first layout is taken.
         let symvers = "0x1\tkfree\tvmlinux\tEXPORT_SYMBOL\t\n0x2\tkvfree_call_rcu\tvmlinux\tEXPORT_SYMBOL_GPL\t\n\
                        0x3\tsome_other\tvmlinux\tEXPORT_SYMBOL\t\n";
-        let facts = KernelFacts {
-            release: "test",
-            symvers,
-            config: "",
-            btf: None,
-            source_tree: Path::new("/nonexistent"),
-        };
+        let facts =
+            KernelFacts { release: "test", symvers, config: "", btf: None, source_tree: Path::new("/nonexistent") };
         let header = catalogue_header(&facts).unwrap();
         let lines: Vec<&str> = header.lines().filter(|l| l.starts_with("HP_CATALOGUE_FN")).collect();
         assert_eq!(lines.len(), 2, "{header}");

@@ -38,7 +38,8 @@ fn prepare(kdir: &Path, release: &str, out: &Path) -> Result<()> {
         println!("hp-kbuild: {release} has no BTF here; catalogue layouts from its headers' prototypes");
     }
     let source_tree = source_tree(kdir);
-    let facts = KernelFacts { release, symvers: &symvers, config: &config, btf: btf.as_deref(), source_tree: &source_tree };
+    let facts =
+        KernelFacts { release, symvers: &symvers, config: &config, btf: btf.as_deref(), source_tree: &source_tree };
     let header = catalogue_header(&facts)?;
     std::fs::write(out.join("hp_catalogue.h"), header)?;
     Ok(())
@@ -71,4 +72,3 @@ fn source_tree(kdir: &Path) -> PathBuf {
         _ => kdir.to_path_buf(),
     }
 }
-
