@@ -128,6 +128,17 @@ static int hp_pre_handler(struct kprobe *kp, struct pt_regs *regs)
 
 	if (!probe->tail_jump)
 		hp_push(regs, (unsigned long)kp->addr + HP_BRANCH_LEN);
+	/*
+	 * Counting only: the call goes where the module sent it, with its own
+	 * return address (so _RET_IP_ is the site), and nothing of ours runs
+	 * after this handler: the detach's grace period after disarming is all
+	 * it needs. The counter is this CPU's, written with no lock.
+	 */
+	if (READ_ONCE(probe->direct)) {
+		this_cpu_inc(*probe->direct_hits);
+		regs->ip = probe->callee;
+		return 1;
+	}
 #ifdef CONFIG_X86_64
 	regs->r11 = (unsigned long)probe->site;
 #else
@@ -150,6 +161,7 @@ static void hp_post_handler(struct kprobe *kp, struct pt_regs *regs,
 
 void hp_attachment_free(struct hp_attachment *att)
 {
+	free_percpu(att->direct_hits);
 	hp_drain_free_unused(att->drain);
 	hp_session_free(att->session);
 	kvfree(att->kprobes);
@@ -158,17 +170,44 @@ void hp_attachment_free(struct hp_attachment *att)
 	memset(att, 0, sizeof(*att));
 }
 
-/* Tells Rust which sites kprobes took and how many hits it kept from us. */
+/*
+ * Tells Rust which sites kprobes took, how many hits it kept from us, and
+ * how many calls went straight to the callee (a sum over CPUs: each CPU's
+ * counter only grows, so a sum read while calls go on is a lower bound).
+ */
 void hp_attachment_sync(struct hp_attachment *att)
 {
 	u64 i, count;
+	int cpu;
 
 	if (!att->session)
 		return;
 	count = hp_session_site_count(att->session);
+	for (i = 0; i < count; i++) {
+		const struct hp_probe *probe = &att->probes[i];
+		u64 direct = 0;
+
+		if (probe->direct_hits)
+			for_each_possible_cpu(cpu)
+				direct += READ_ONCE(*per_cpu_ptr(probe->direct_hits, cpu));
+		hp_site_set_probe(probe->site, probe->armed, probe->kp.nmissed, &direct);
+	}
+}
+
+/*
+ * Which sites go through the trampoline: after an attach, and whenever
+ * fault rules change (under hp_lock). A call already past the flag's read
+ * goes the way it read; a rule applies to the calls after its command.
+ */
+void hp_attachment_route(struct hp_attachment *att)
+{
+	u64 i, count;
+
+	if (!att->session || !att->direct_hits)
+		return;
+	count = hp_session_site_count(att->session);
 	for (i = 0; i < count; i++)
-		hp_site_set_probe(att->probes[i].site, att->probes[i].armed,
-				  att->probes[i].kp.nmissed);
+		WRITE_ONCE(att->probes[i].direct, hp_site_counts_only(att->probes[i].site));
 }
 
 /*
@@ -217,13 +256,25 @@ static int hp_register_probes(const char *name, struct hp_attachment *att,
 		return -ENOMEM;
 	}
 	memset(att->probes, 0, array_size(count, sizeof(*att->probes)));
+	/* Without it (the percpu allocator's limit is 32 kB a unit: 4,096
+	 * sites), every call takes the trampoline, counted as before. */
+	att->direct_hits = __alloc_percpu_gfp(array_size(count, sizeof(u64)), sizeof(u64),
+					      GFP_KERNEL | __GFP_NOWARN);
 	for (i = 0; i < count; i++) {
 		struct hp_probe *probe = &att->probes[i];
 		u64 addr;
+		s32 rel;
 		int err;
 
 		probe->site = hp_session_site(att->session, i, &addr, &probe->tail_jump,
 					      &probe->jump_through);
+		/* The copy holds the site as the module was loaded: its rel32. */
+		memcpy(&rel, att->text_copy + (addr - att->text_base) + 1, sizeof(rel));
+		probe->callee = (unsigned long)addr + HP_BRANCH_LEN + rel;
+		if (att->direct_hits) {
+			probe->direct_hits = att->direct_hits + i;
+			probe->direct = hp_site_counts_only(probe->site);
+		}
 		probe->kp.addr = (kprobe_opcode_t *)(unsigned long)addr;
 		probe->kp.pre_handler = hp_pre_handler;
 		probe->kp.post_handler = hp_post_handler;

@@ -267,6 +267,9 @@ static int hp_cmd_fail(const struct hp_command *cmd, struct hp_reply *r)
 	if (cmd->verb == HP_CMD_FAIL) {
 		err = hp_faults_add(t->shared, t->name, cmd->functions, strlen(cmd->functions),
 				    sessions, ARRAY_SIZE(sessions));
+		/* Its sites now need the trampoline. */
+		hp_attachment_route(&t->core);
+		hp_attachment_route(&t->init);
 		if (!err)
 			hp_reply_faults(r, t->shared, t->name, sessions, 0);
 		return err;
@@ -280,6 +283,8 @@ static int hp_cmd_fail(const struct hp_command *cmd, struct hp_reply *r)
 	/* A caller that read a rule before the clear is out of it after this. */
 	synchronize_rcu();
 	hp_faults_reap(t->shared);
+	hp_attachment_route(&t->core);
+	hp_attachment_route(&t->init);
 	hp_reply_printf(r, "cleared module=%s rules=%u", t->name, cleared);
 	return 0;
 }

@@ -166,6 +166,8 @@ u64 hp_attachment_detach(const char *name, struct hp_attachment *att, const char
 		disable_kprobe(att->kprobes[i]);
 	synchronize_rcu();
 	unregister_kprobes(att->kprobes, att->nr_kprobes);
+	/* No pre-handler runs now: the direct path's counts are final. */
+	hp_attachment_sync(att);
 	hp_check_text_restored(name, att);
 	/* Hits kprobes did not hand to us (a probe hit inside another
 	 * probe's handling): the real call ran unlogged, so report how many. */

@@ -114,7 +114,12 @@ u64 hp_session_inflight(const struct hp_session *s);
 u64 hp_session_waiting(const struct hp_session *s, char *buf, size_t len);
 void hp_session_report(const struct hp_session *s, const char *why, unsigned long missed);
 void hp_session_free(struct hp_session *s);
-void hp_site_set_probe(const struct hp_site *site, bool armed, unsigned long missed);
+/* direct_hits: the calls the pre-handler sent straight to the callee. */
+void hp_site_set_probe(const struct hp_site *site, bool armed, unsigned long missed,
+		       const u64 *direct_hits);
+/* Nothing at this site needs the trampoline: sink none, no leak checking,
+ * no fault rule selects it. */
+bool hp_site_counts_only(const struct hp_site *site);
 u64 hp_on_entry(const struct hp_site *site, const u64 *args,
 		struct hp_call_frame *frame, unsigned long caller);
 u64 hp_on_exit(const struct hp_site *site, unsigned long ret, const u64 *args,

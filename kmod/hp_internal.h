@@ -17,6 +17,9 @@
 struct hp_probe {
 	struct kprobe kp;
 	const struct hp_site *site;
+	unsigned long callee;	/* where the site's call or jump goes */
+	u64 __percpu *direct_hits;	/* calls sent straight to callee, or NULL */
+	bool direct;		/* counting only: no trampoline (hp_attachment_route) */
 	bool tail_jump;
 	bool jump_through;	/* a void function: hp_trampoline_jump */
 	bool armed;		/* kprobes accepted it */
@@ -32,6 +35,7 @@ struct hp_attachment {
 	u8 *text_copy;			/* the text as it was before attach */
 	u64 text_base, text_size;
 	struct hp_drain *drain;		/* what it becomes at detach, allocated at attach */
+	u64 __percpu *direct_hits;	/* a counter per site, or NULL: no direct path */
 };
 
 enum hp_target_state {
@@ -85,6 +89,7 @@ int hp_plan_module(struct module *mod, const char *functions,
 int hp_list_callees(struct module *mod, struct hp_reply *r);
 void hp_attachment_free(struct hp_attachment *att);
 void hp_attachment_sync(struct hp_attachment *att);
+void hp_attachment_route(struct hp_attachment *att);
 
 /* hp_detach.c: the detach sequence, and the wait for callers after it. */
 extern struct workqueue_struct *hp_wq;

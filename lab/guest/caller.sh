@@ -39,4 +39,42 @@ echo 0 > $T/events/kmem/kmalloc/enable
 echo "HPINFO caller: with $KMALLOC_CACHE intercepted: $(grep 'cr_worker' $T/trace | grep -c 'call_site=hp_trampoline') kmalloc events blame hp_trampoline"
 rmmod hp_patcher
 echo > $T/trace
+
+# Counting only (sink none, no fault rule, no leak checking): the
+# pre-handler sends each call straight to the callee with the target's
+# return address, so that same function now sees cr_round as its caller,
+# and every call is still counted, exactly (the target paused around the
+# attach and the detach). A fault rule on it routes its sites back through
+# the trampoline; clearing the rule routes them straight again.
+kmalloc_call_sites() {
+	echo > $T/trace
+	echo 1 > $T/events/kmem/kmalloc/enable
+	sleep 1
+	echo 0 > $T/events/kmem/kmalloc/enable
+	grep 'cr_worker' $T/trace > /tmp/caller.$1
+	echo "HPINFO caller: counting only, $1: $(grep -c 'call_site=hp_trampoline' /tmp/caller.$1) of $(wc -l < /tmp/caller.$1) kmalloc events blame hp_trampoline"
+}
+insmod $HP
+echo 1 > $CR/pause
+before=$(cr_count $KMALLOC_CACHE)
+expect_eq caller.counts_only.attach "$(hpcmd "attach cr_target fn=$KMALLOC_CACHE sink=none" | field state cr_target)" attached
+echo 0 > $CR/pause
+kmalloc_call_sites straight
+expect_eq caller.counts_only.never_hp_patcher "$(grep -c 'call_site=hp_' /tmp/caller.straight)" 0
+hpcmd "fail cr_target fn=$KMALLOC_CACHE every=1000000000" > /dev/null || fail caller.counts_only.rule "refused"
+kmalloc_call_sites with_rule
+if [ "$(grep -c 'call_site=hp_trampoline' /tmp/caller.with_rule)" -gt 0 ]; then pass caller.counts_only.rule_takes_trampoline
+else fail caller.counts_only.rule_takes_trampoline "no kmalloc event from the trampoline while a rule selects the site"; fi
+hpcmd "fail cr_target clear" > /dev/null
+kmalloc_call_sites cleared
+expect_eq caller.counts_only.cleared_straight_again "$(grep -c 'call_site=hp_' /tmp/caller.cleared)" 0
+echo 1 > $CR/pause
+hits=$(hpcmd stats | field hits $KMALLOC_CACHE)
+expect_eq caller.counts_only.inflight "$(hpcmd stats | field inflight $KMALLOC_CACHE)" 0
+hpcmd "detach cr_target" > /dev/null
+echo "HPINFO caller: counting only: $hits calls of $KMALLOC_CACHE counted"
+expect_eq caller.counts_only.exact "$hits" "$(( $(cr_count $KMALLOC_CACHE) - before ))"
+echo 0 > $CR/pause
+check caller.counts_only.unload rmmod hp_patcher
+echo > $T/trace
 check caller.target_unload rmmod cr_target

@@ -137,6 +137,7 @@ pub fn build_all(kernel: &Kernel) -> Result<Built> {
     copy_if_changed(&rust_object, &hp_dir.join("hp_rust.prebuilt"))?;
     let hp_patcher = kbuild(kernel, &hp_dir, "hp_patcher.ko", &out)?;
     check_entries_endbr(kernel, &hp_patcher)?;
+    crate::hot_path::check(&hp_patcher, kernel.arch())?;
     if let Ok(su) = std::fs::read_to_string(hp_dir.join("hp_services.su")) {
         let frames = stack::c_frames(&su);
         for f in stack::HOT_C {

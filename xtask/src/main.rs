@@ -7,6 +7,7 @@ mod callees_truth;
 mod debian_guest;
 mod debug_kernel;
 mod guest;
+mod hot_path;
 mod hpctl;
 mod install_test;
 mod kernel;

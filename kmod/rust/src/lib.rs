@@ -107,16 +107,26 @@ pub unsafe extern "C" fn hp_session_free(s: *mut Session) {
     }
 }
 
-/// C tells whether kprobes took the site (`armed`) or not, and how many hits
-/// kprobes kept from us.
+/// C tells whether kprobes took the site (`armed`) or not, how many hits
+/// kprobes kept from us, and how many calls it sent straight to the callee.
 ///
 /// # Safety
-/// `site` came from `hp_session_site` of a live session.
+/// `site` came from `hp_session_site` of a live session; `direct_hits`
+/// points to a u64 (a pointer: glue functions take no u64 by value, which
+/// i386's two compilers pass differently).
 #[no_mangle]
-pub unsafe extern "C" fn hp_site_set_probe(site: *const SiteRecord, armed: bool, missed: usize) {
+pub unsafe extern "C" fn hp_site_set_probe(site: *const SiteRecord, armed: bool, missed: usize, direct_hits: *const u64) {
     let site = unsafe { &*site };
     site.set_state(if armed { SiteState::Armed } else { SiteState::Refused });
     site.set_missed(missed as u64);
+    site.set_direct_hits(unsafe { *direct_hits });
+}
+
+/// # Safety
+/// `site` came from `hp_session_site` of a live session.
+#[no_mangle]
+pub unsafe extern "C" fn hp_site_counts_only(site: *const SiteRecord) -> bool {
+    unsafe { &*site }.counts_only()
 }
 
 /// Called by hp_trampoline before the real call; fills `frame` and returns

@@ -347,9 +347,9 @@ impl Session {
     /// One line with the totals and per-function hits, then one per site hit.
     pub fn report(&self, why: &str, missed: u64) {
         let hits_of = |func: usize| -> u64 {
-            self.sites.iter().filter(|s| s.site.func == func).map(|s| s.hits.load(Ordering::Relaxed)).sum()
+            self.sites.iter().filter(|s| s.site.func == func).map(SiteRecord::hits).sum()
         };
-        let total: u64 = self.sites.iter().map(|s| s.hits.load(Ordering::Relaxed)).sum();
+        let total: u64 = self.sites.iter().map(SiteRecord::hits).sum();
         let mut line = crate::log::Line::default();
         let _ = write!(line, "detached from {} ({why}): {total} calls", self.target.as_str());
         for (func, f) in self.functions.iter().enumerate() {
@@ -368,11 +368,11 @@ impl Session {
         };
         let _ = write!(line, "; {events_name} {events} {dropped_name} {dropped} missed {missed}");
         crate::log::emit(ffi::HP_INFO, &mut line);
-        for s in self.sites.iter().filter(|s| s.hits.load(Ordering::Relaxed) > 0) {
+        for s in self.sites.iter().filter(|s| s.hits() > 0) {
             log_at(
                 ffi::HP_INFO,
                 s.site.addr,
-                format_args!("site hits {} {}", self.functions[s.site.func].name(), s.hits.load(Ordering::Relaxed)),
+                format_args!("site hits {} {}", self.functions[s.site.func].name(), s.hits()),
             );
         }
     }

@@ -34,6 +34,9 @@ pub struct SiteRecord {
     /// `SiteState` as set by C: planned until kprobes accepts or refuses it.
     pub(crate) state: AtomicU8,
     pub(crate) hits: AtomicU64,
+    /// Calls the pre-handler sent straight to the callee (counting only:
+    /// no trampoline), as C last summed its per-CPU counters.
+    pub(crate) direct_hits: AtomicU64,
     /// Calls inside the real function right now; detach waits for 0.
     /// A word, not a u64: on i386 a u64 decrement is `adc $-1` into a
     /// `lock cmpxchg8b` loop, after which QEMU 7.2's TCG can compute EFLAGS
@@ -127,6 +130,7 @@ pub(crate) fn site_record(
         stack_words,
         state: AtomicU8::new(SiteState::Planned as u8),
         hits: AtomicU64::new(0),
+        direct_hits: AtomicU64::new(0),
         inflight: AtomicUsize::new(0),
         events: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
@@ -187,10 +191,26 @@ impl SiteRecord {
         }
     }
 
+    pub fn set_direct_hits(&self, hits: u64) {
+        self.direct_hits.store(hits, Ordering::Relaxed);
+    }
+
+    /// Every call intercepted here: through the trampoline, or straight.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed) + self.direct_hits.load(Ordering::Relaxed)
+    }
+
+    /// Nothing at this site needs the trampoline: no sink to record the
+    /// call in, no leak checking, no fault rule that selects it.
+    pub fn counts_only(&self) -> bool {
+        let session = self.session();
+        session.sink == Sink::None && !session.checks_leaks && self.fault_mask.load(Ordering::Acquire) == 0
+    }
+
     /// hits, inflight, events, dropped, missed.
     pub fn counters(&self) -> [u64; 5] {
         let inflight = self.inflight.load(Ordering::Relaxed) as u64;
-        [self.hits.load(Ordering::Relaxed), inflight, self.events.load(Ordering::Relaxed), self.dropped.load(Ordering::Relaxed), self.missed.load(Ordering::Relaxed)]
+        [self.hits(), inflight, self.events.load(Ordering::Relaxed), self.dropped.load(Ordering::Relaxed), self.missed.load(Ordering::Relaxed)]
     }
 
     /// Counts the call and says what to call with which arguments; the C
