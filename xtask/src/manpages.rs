@@ -14,7 +14,6 @@ const SECTION: &str = "8";
 /// Writes out/man8/hpctl.8, one out/man8/hpctl-<sub>[-<subsub>...].8 per
 /// visible subcommand, and out/completions/{hpctl.bash,_hpctl,hpctl.fish};
 /// returns every file written.
-
 pub fn write(out: &Path) -> Result<Vec<PathBuf>> {
     let mut written = write_man_pages(&out.join("man8"))?;
     written.extend(write_completions(&out.join("completions"))?);
