@@ -3,12 +3,16 @@
 # one guest instruction. cr_target, paused, calls kstrdup(NULL) (an
 # allocator that returns at once) and kfree(NULL) N times from one site
 # each; every configuration runs ROUNDS times, one line per round:
-#   HPBENCH <configuration> <function> <total ns> <calls>
+#   HPBENCH <configuration> <function>[@bystander] <total ns> <calls>
 . /scripts/lib.sh
 mark bench
 N=20000
 ROUNDS=5
 insmod /modules/cr_target.ko start_paused=1
+# The bystander: the same code under another name, never attached; what it
+# pays for each configuration is what the rest of the kernel pays.
+insmod /modules/cr_twin.ko start_paused=1
+TWIN=/sys/kernel/debug/cr_twin
 insmod $HP || echo "HPBENCH-ERROR insmod hp_patcher failed"
 kmalloc=$(sym kmalloc)
 
@@ -19,12 +23,55 @@ measure() {
 			r=$((r + 1))
 			echo "$f $N" > $CR/bench
 			echo "HPBENCH $1 $f $(cat $CR/bench) $N"
+			echo "$f $N" > $TWIN/bench
+			echo "HPBENCH $1 $f@bystander $(cat $TWIN/bench) $N"
 		done
 	done
 }
 command() { hpcmd "$1" > /dev/null || echo "HPBENCH-ERROR refused: $1"; }
 
 measure nothing "kstrdup kfree"
+
+# The floors, at the same call sites: a kprobe whose pre-handler does
+# nothing (kprobes emulates the call), and one that only redirects it.
+T=/sys/kernel/tracing
+site_of() { hpcmd "plan cr_target fn=$1" | awk -v c="caller=$2+" '{ for (i = 1; i <= NF; i++) if (index($i, c) == 1) { s = substr($i, 8); sub(/\/.*/, "", s); print s; exit } }'; }
+for f in kstrdup kfree; do
+	site=$(site_of $f cr_bench_$f)
+	[ -n "$site" ] || { echo "HPBENCH-ERROR no site of $f in cr_bench_$f"; continue; }
+	echo "HPINFO bench: the $f site is $site"
+	for mode in bare redirect; do
+		# Qualified: cr_twin has the same symbols.
+		if insmod /modules/kp_floor.ko sym=cr_target:${site%+*} off=$((${site#*+})) mode=$mode; then
+			measure kprobe_$mode $f
+			rmmod kp_floor
+		else
+			echo "HPBENCH-ERROR kp_floor mode=$mode at $site refused"
+		fi
+	done
+	# The kernel's own tracers, each with its event on and nobody reading
+	# (the ring buffer overwrites): a kprobe event at the call site, which
+	# records the argument register only; kprobe events on the callee's
+	# entry and return, and fprobe's; the function tracer filtered to it.
+	tracer() {
+		echo "$2" > $T/dynamic_events || { echo "HPINFO bench: $1 not available: '$2' refused"; return; }
+		[ -z "$3" ] || echo "$3" >> $T/dynamic_events
+		echo 1 > $T/events/hp_bench/enable
+		measure $1 $f
+		echo 0 > $T/events/hp_bench/enable
+		echo > $T/dynamic_events
+	}
+	tracer kprobe_event_site "p:hp_bench/site cr_target:$site arg1=%di"
+	tracer kprobe_events_callee "p:hp_bench/entry $f" "r:hp_bench/exit $f ret=\$retval"
+	tracer fprobe_callee "f:hp_bench/fentry $f" "f:hp_bench/fexit $f%return ret=\$retval"
+	echo $f > $T/set_ftrace_filter
+	echo function > $T/current_tracer
+	measure function_tracer $f
+	echo nop > $T/current_tracer
+	echo > $T/set_ftrace_filter
+	echo > $T/trace
+done
+
 command "attach cr_target fn=kstrdup,kfree,$kmalloc sink=none"
 measure sink_none "kstrdup kfree"
 # A rule on another function: the kstrdup site's mask stays 0.
@@ -39,6 +86,17 @@ command "fail cr_target fn=kstrdup pid=1"
 measure rule_pid_unfired kstrdup
 hpcmd "faults cr_target" | grep '^fault ' | sed 's/^/HPINFO bench: /'
 command "fail cr_target clear"
+command "detach cr_target"
+# The other sinks: trace with hp_call on in the top instance and nobody
+# reading; printk, rate-limited (most calls become suppressed).
+command "attach cr_target fn=kstrdup,kfree sink=trace"
+echo 1 > $T/events/hp_patcher/hp_call/enable
+measure sink_trace "kstrdup kfree"
+echo 0 > $T/events/hp_patcher/hp_call/enable
+echo > $T/trace
+command "detach cr_target"
+command "attach cr_target fn=kstrdup,kfree sink=printk"
+measure sink_printk "kstrdup kfree"
 command "detach cr_target"
 rmmod hp_patcher
 echo "HPBENCH-END"

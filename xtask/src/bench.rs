@@ -18,10 +18,18 @@ use crate::{build, guest, repo_root, scenarios};
 /// The configurations, in the order bench.sh runs them, with what each is.
 const CONFIGURATIONS: &[(&str, &str)] = &[
     ("nothing", "not attached"),
-    ("sink_none", "attached, sink none, no fault rule"),
+    ("kprobe_bare", "a kprobe at the site whose handler does nothing (kprobes emulates the call)"),
+    ("kprobe_redirect", "a kprobe at the site that only redirects the call (the floor for any module)"),
+    ("kprobe_event_site", "the kernel's kprobe event at the site (records one register; no result, no duration)"),
+    ("kprobe_events_callee", "kprobe events p+r on the callee (every caller in the kernel pays them)"),
+    ("fprobe_callee", "fprobe events entry+exit on the callee (every caller pays them)"),
+    ("function_tracer", "the function tracer, filtered to the callee (every caller pays it)"),
+    ("sink_none", "hp_patcher, sink none, no fault rule"),
     ("rule_elsewhere", "sink none, a fault rule on another function (the site's mask is 0)"),
     ("rule_every_unfired", "sink none, a rule on this site that does not fire (every=1000000000)"),
     ("rule_pid_unfired", "sink none, a rule on this site that does not fire (pid=1)"),
+    ("sink_trace", "hp_patcher, sink trace, hp_call on, nobody reading"),
+    ("sink_printk", "hp_patcher, sink printk (200 lines per 5 s, the rest suppressed)"),
 ];
 
 /// Per call, over the rounds of one configuration and function.
@@ -29,14 +37,13 @@ struct Figures {
     median: f64,
     min: f64,
     max: f64,
-    rounds: usize,
 }
 
 fn figures(mut per_call: Vec<f64>) -> Figures {
     per_call.sort_by(f64::total_cmp);
     let n = per_call.len();
     let median = if n % 2 == 1 { per_call[n / 2] } else { (per_call[n / 2 - 1] + per_call[n / 2]) / 2.0 };
-    Figures { median, min: per_call[0], max: per_call[n - 1], rounds: n }
+    Figures { median, min: per_call[0], max: per_call[n - 1] }
 }
 
 /// `HPBENCH <configuration> <function> <total ns> <calls>` lines, by
@@ -79,8 +86,10 @@ pub fn bench(kernel: &Kernel) -> Result<()> {
         bail!("the bench guest did not finish cleanly ({}):\n{}", out.log.display(), trouble.join("\n"));
     }
     let rounds = parse(&out.text)?;
-    let nothing = |function: &str| rounds.get(&("nothing".to_string(), function.to_string())).map(|r| figures(r.clone()).median);
-    let sink_none = |function: &str| rounds.get(&("sink_none".to_string(), function.to_string())).map(|r| figures(r.clone()).median);
+    let round_count = rounds.values().map(Vec::len).max().unwrap_or(0);
+    let redirect = |function: &str| {
+        rounds.get(&("kprobe_redirect".to_string(), function.to_string())).map(|r| figures(r.clone()).median)
+    };
 
     let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().context("date")?;
     let mut md = String::new();
@@ -91,29 +100,59 @@ pub fn bench(kernel: &Kernel) -> Result<()> {
         md,
         "QEMU TCG with `-icount shift=0`: one guest instruction per guest nanosecond, so each figure is \
          instructions per call, whatever the host. cr_target (paused) calls `kstrdup(NULL)` (returns at \
-         once) and `kfree(NULL)` from one site each, N times a round; medians over the rounds, with \
-         the lowest and highest round. Timer interrupts that land in a round are in its figure.\n"
+         once) and `kfree(NULL)` from one site each, N times a round; medians over {round_count} rounds, \
+         with the lowest and highest round in brackets where they differ. Timer interrupts that land in a round are in its figure. \
+         The bystander is cr_twin, a copy of cr_target that nothing attaches to, making the same \
+         calls in the same rounds: what the rest of the kernel pays.\n"
     )?;
-    writeln!(md, "| configuration | function | per call (median) | rounds: min to max | vs not attached | vs sink none |")?;
-    writeln!(md, "|---|---|---:|---|---:|---:|")?;
+    // One row per configuration: instructions per call at the site (median,
+    // and the lowest to highest round), its ratio to the redirect-only
+    // floor, and what the bystander pays meanwhile.
+    writeln!(
+        md,
+        "| configuration | `kstrdup` at the site | `kfree` at the site | × redirect-only kprobe | \
+         bystander's `kstrdup` | bystander's `kfree` |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|")?;
     for (config, what) in CONFIGURATIONS {
-        for function in ["kstrdup", "kfree"] {
-            let Some(r) = rounds.get(&(config.to_string(), function.to_string())) else { continue };
-            let f = figures(r.clone());
-            let vs = |base: Option<f64>| base.map_or("-".to_string(), |b| format!("{:+.1}", f.median - b));
-            writeln!(
-                md,
-                "| {what} | `{function}` | {:.1} | {:.1} to {:.1} ({} rounds) | {} | {} |",
-                f.median,
-                f.min,
-                f.max,
-                f.rounds,
-                vs(nothing(function)),
-                vs(sink_none(function))
-            )?;
+        let cell = |function: &str| -> Option<Figures> {
+            rounds.get(&(config.to_string(), function.to_string())).map(|r| figures(r.clone()))
+        };
+        let shown = |function: &str| {
+            cell(function).map_or("-".to_string(), |f| {
+                if f.max - f.min < 0.05 {
+                    format!("{:.1}", f.median)
+                } else {
+                    format!("{:.1} ({:.1}–{:.1})", f.median, f.min, f.max)
+                }
+            })
+        };
+        let ratios: Vec<String> = ["kstrdup", "kfree"]
+            .iter()
+            .filter_map(|function| Some(format!("{:.2}", cell(function)?.median / redirect(function)?)))
+            .collect();
+        writeln!(
+            md,
+            "| {what} | {} | {} | {} | {} | {} |",
+            shown("kstrdup"),
+            shown("kfree"),
+            if ratios.is_empty() { "-".to_string() } else { ratios.join(", ") },
+            shown("kstrdup@bystander"),
+            shown("kfree@bystander")
+        )?;
+    }
+    let notes: Vec<&str> = out.text.lines().filter_map(|l| l.strip_prefix("HPINFO bench: ")).collect();
+    if !notes.is_empty() {
+        writeln!(md, "\nFrom the guest:\n")?;
+        for note in notes {
+            writeln!(md, "- {note}")?;
         }
     }
-    writeln!(md, "\nNot measured yet (issue 17): a bare kprobe and a redirect-only kprobe at the same site, the trace and printk sinks, the kernel's own tracers, bystanders, attach and detach time, memory.")?;
+    writeln!(
+        md,
+        "\nNot measured yet (issue 17): bpftrace, attach and detach time, the event rate at which `hpctl trace` drops, memory; \
+         under plain TCG as paired ratios."
+    )?;
     let path = repo_root().join("bench/RESULTS.md");
     std::fs::create_dir_all(path.parent().unwrap())?;
     std::fs::write(&path, &md)?;
@@ -131,7 +170,7 @@ mod tests {
         let text = "noise\nHPBENCH nothing kstrdup 700000 20000\nHPBENCH nothing kstrdup 720000 20000\nHPBENCH nothing kstrdup 710000 20000\n";
         let rounds = parse(text).unwrap();
         let f = figures(rounds[&("nothing".to_string(), "kstrdup".to_string())].clone());
-        assert_eq!((f.median, f.min, f.max, f.rounds), (35.5, 35.0, 36.0, 3));
+        assert_eq!((f.median, f.min, f.max), (35.5, 35.0, 36.0));
         assert!(parse("HPBENCH-ERROR refused: attach\n").is_err());
         assert!(parse("HPBENCH nothing kstrdup\n").is_err());
     }

@@ -113,6 +113,8 @@ pub struct Built {
     pub hp_patcher: PathBuf,
     pub cr_target: PathBuf,
     pub cr_twin: PathBuf,
+    /// A bare or redirect-only kprobe on one call site: the bench's floors.
+    pub kp_floor: PathBuf,
     /// The module cr_target calls into (any-callee tests); loaded first.
     pub cr_callee: PathBuf,
     /// The static user-space tool (the same for every kernel).
@@ -147,14 +149,17 @@ pub fn build_all(kernel: &Kernel) -> Result<Built> {
     let cr_dir = stage_sources(&repo_root().join("lab/cr_target"), &out.join("build/cr_target"))?;
     let _ = std::fs::remove_file(cr_dir.join("cr_twin.mod.c"));
     let cr_target = kbuild(kernel, &cr_dir, "cr_target.ko", &out)?;
-    // The same Kbuild builds the twin (cr_twin.c), a second target, and
+    // The same Kbuild builds the twin (cr_twin.c), a second target, the
+    // bench's floors (kp_floor.c), and
     // cr_callee, which both call.
     let cr_twin = out.join("cr_twin.ko");
     std::fs::copy(cr_dir.join("cr_twin.ko"), &cr_twin)?;
     let cr_callee = out.join("cr_callee.ko");
     std::fs::copy(cr_dir.join("cr_callee.ko"), &cr_callee)?;
     let hpctl = crate::hpctl::build()?;
-    Ok(Built { hp_patcher, cr_target, cr_twin, cr_callee, hpctl })
+    let kp_floor = out.join("kp_floor.ko");
+    std::fs::copy(cr_dir.join("kp_floor.ko"), &kp_floor)?;
+    Ok(Built { hp_patcher, cr_target, cr_twin, cr_callee, kp_floor, hpctl })
 }
 
 /// The version of `crate` that a Cargo.lock pins.

@@ -155,6 +155,7 @@ fn initramfs(
     fs.add_file(&built.hp_patcher, "modules/hp_patcher.ko")?;
     fs.add_file(&built.cr_target, "modules/cr_target.ko")?;
     fs.add_file(&built.cr_twin, "modules/cr_twin.ko")?;
+    fs.add_file(&built.kp_floor, "modules/kp_floor.ko")?;
     fs.add_file(&built.cr_callee, "modules/cr_callee.ko")?;
     // Beside hp_patcher.ko, where `hpctl attach` finds the module to load.
     fs.add_file(&built.hpctl, "modules/hpctl")?;
