@@ -98,5 +98,18 @@ command "detach cr_target"
 command "attach cr_target fn=kstrdup,kfree sink=printk"
 measure sink_printk "kstrdup kfree"
 command "detach cr_target"
+# Kernel memory one attach takes (every catalogue function: all of
+# cr_target's sites, sink none), from /proc/meminfo before and while
+# attached, once a round: HPMEM <sites armed> <slab vmalloc percpu before, kB> <the same after>
+meminfo_now() { awk '$1 == "Slab:" { s = $2 } $1 == "VmallocUsed:" { v = $2 } $1 == "Percpu:" { p = $2 } END { print s, v, p }' /proc/meminfo; }
+r=0
+while [ $r -lt $ROUNDS ]; do
+	r=$((r + 1))
+	before=$(meminfo_now)
+	command "attach cr_target sink=none"
+	after=$(meminfo_now)
+	echo "HPMEM $(target_field cr_target armed) $before $after"
+	command "detach cr_target"
+done
 rmmod hp_patcher
 echo "HPBENCH-END"
