@@ -101,7 +101,8 @@ command "detach cr_target"
 # Kernel memory one attach takes (every catalogue function: all of
 # cr_target's sites, sink none), from /proc/meminfo before and while
 # attached, once a round: HPMEM <sites armed> <slab vmalloc percpu before, kB> <the same after>
-meminfo_now() { awk '$1 == "Slab:" { s = $2 } $1 == "VmallocUsed:" { v = $2 } $1 == "Percpu:" { p = $2 } END { print s, v, p }' /proc/meminfo; }
+# stat_refresh folds every CPU's pending counts into what meminfo shows.
+meminfo_now() { echo 1 > /proc/sys/vm/stat_refresh; awk '$1 == "Slab:" { s = $2 } $1 == "VmallocUsed:" { v = $2 } $1 == "Percpu:" { p = $2 } END { print s, v, p }' /proc/meminfo; }
 r=0
 while [ $r -lt $ROUNDS ]; do
 	r=$((r + 1))
