@@ -150,9 +150,10 @@ pub fn bench(kernel: &Kernel) -> Result<()> {
         writeln!(
             md,
             "\nKernel memory one attach takes ({sites:.0} sites of cr_target, sink none; /proc/meminfo \
-             before and while attached, medians over {} attaches; it includes the copy of the target's \
-             text and kprobes' own allocations): slab {:.0} kB, vmalloc {:.0} kB, percpu {:.0} kB; \
-             {:.0} bytes a site in all.",
+             before and while attached, after stat_refresh, medians over {} attaches): slab {:.0} kB, \
+             vmalloc {:.0} kB, percpu {:.0} kB; {:.0} bytes a site in all. Coarse: meminfo counts whole \
+             slab pages and vmalloc areas, and misses what kmalloc takes straight from the page allocator \
+             (over 8 kB, such as the copy of the target's text).",
             memory.len(),
             median_of(1),
             median_of(2),
