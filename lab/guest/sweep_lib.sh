@@ -1,7 +1,7 @@
 # The sweep's helpers: attach hp_patcher to one in-tree module while that
 # module is exercised before, during and after the attach, and report one
 # row for lab/SWEEP.md:
-#   HPSWEEP <module> exercise=<function> sites=<redirected>/<found> hits=<n> attach_ms=<n> identical=yes|no|- note=<text>
+#   HPSWEEP <module> exercise=<function> sites=<redirected>/<found> hits=<n> attach_ms=<n> [kprobes_ms=<n>] identical=yes|no|- note=<text>
 #   HPSWEEP-RMMOD <module> yes|no
 #   HPSWEEP-EXERCISE <function> <what it does, for the table's legend>
 # An exercise is a shell function taking the phase (before, during, after);
@@ -63,6 +63,8 @@ row() {
 		check sweep.$rmod.detach rmmod hp_patcher
 		phase $rmod $exercise after
 		sites=$(log_since | sed -n "s/.*hp_patcher: attached to $rmod: \([0-9]*\) of \([0-9]*\) sites.*/\1\/\2/p" | tail -n 1)
+		# Of the attach, kprobes' own time (hp_attach.c logs the split).
+		kprobes_ms=$(log_since | sed -n "s/.*hp_patcher: attached to $rmod: .* register_kprobe \([0-9]*\) ms.*/\1/p" | tail -n 1)
 		hits=$(hp_total)
 		if log_since | grep -q "hp_patcher: $rmod text identical to before attach"; then
 			identical=yes; pass sweep.$rmod.text_identical
@@ -86,7 +88,7 @@ row() {
 			note="attached, though refusal was expected: ${expect#refused:}"
 			fail sweep.$rmod.refused "attach succeeded" ;;
 		esac
-		echo "HPSWEEP $rmod exercise=$exercise sites=$sites hits=${hits:-0} attach_ms=$((t1 - t0)) identical=$identical note=$note"
+		echo "HPSWEEP $rmod exercise=$exercise sites=$sites hits=${hits:-0} attach_ms=$((t1 - t0)) kprobes_ms=${kprobes_ms:--} identical=$identical note=$note"
 	else
 		# Refused: what hp_patcher said is the reason.
 		why=$(log_since | grep -E 'hp_patcher: .*(no call|refused|not|cannot)' | tail -n 1 | sed "s/.*hp_patcher: \($rmod: \)*//")
