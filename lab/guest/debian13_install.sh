@@ -6,6 +6,7 @@
 # which no file of ours may be left. Runs as root from hp-lab.service, with
 # no network; the lab disk (read-only) is at /mnt/lab.
 lab=/mnt/lab
+. $lab/lib.sh	# the lab's guest helpers (wait_hpctl_tracing); pass and fail are ours below
 . $lab/env	# VERSION, SECOND (the second kernel's release)
 export DEBIAN_FRONTEND=noninteractive
 running=$(uname -r)
@@ -55,18 +56,11 @@ work() {
 	done
 	sync; rm -f /var/tmp/hp-work-*; sync
 }
-wait_tracing() {
-	n=0
-	while ! cat /sys/kernel/tracing/instances/hpctl-*/events/hp_patcher/hp_call/enable 2>/dev/null | grep -q 1 &&
-		[ $n -lt 600 ]; do
-		sleep 0.2; n=$((n + 1))
-	done
-}
 hpctl attach ext4 --fn jbd2_journal_stop,kfree > /tmp/attach.out 2>&1
 show /tmp/attach.out
 grep -q 'attached to ext4' /tmp/attach.out && pass hpctl_attach || fail hpctl_attach "$(cat /tmp/attach.out)"
 grep -q '^hp_patcher ' /proc/modules && pass hpctl_loaded_module || fail hpctl_loaded_module "not in /proc/modules"
-( wait_tracing; work ) &
+( wait_hpctl_tracing; work ) &
 hpctl trace ext4 --duration 8 > /tmp/trace.out 2>&1
 wait
 grep -m 3 ' jbd2_journal_stop(' /tmp/trace.out | sed 's/^/HPSHOW /'

@@ -42,6 +42,7 @@ pub fn run() -> Result<usize> {
         bail!("no headers of {} under {}", second.release, debs.display());
     }
     std::fs::copy(repo_root().join("lab/guest/debian13_install.sh"), dir.join("run.sh"))?;
+    std::fs::copy(repo_root().join("lab/guest/lib.sh"), dir.join("lib.sh"))?;
     std::fs::write(dir.join("env"), format!("VERSION={}\nSECOND={}\n", package::VERSION, second.release))?;
     let image = repo_root().join("target/lab/debian13/lab-disk.img");
     debian_guest::lab_disk(&dir, &image)?;
