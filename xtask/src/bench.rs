@@ -46,10 +46,13 @@ fn figures(mut per_call: Vec<f64>) -> Figures {
     Figures { median, min: per_call[0], max: per_call[n - 1] }
 }
 
+/// Per-call nanoseconds of each round, by (configuration, function).
+type Rounds = BTreeMap<(String, String), Vec<f64>>;
+
 /// `HPBENCH <configuration> <function> <total ns> <calls>` lines, by
 /// (configuration, function): per-call nanoseconds of each round.
-fn parse(text: &str) -> Result<BTreeMap<(String, String), Vec<f64>>> {
-    let mut rounds: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+fn parse(text: &str) -> Result<Rounds> {
+    let mut rounds: Rounds = BTreeMap::new();
     for line in text.lines() {
         if let Some(error) = line.strip_prefix("HPBENCH-ERROR ") {
             bail!("the bench guest said: {error}");
@@ -87,7 +90,7 @@ pub fn bench(kernel: &Kernel) -> Result<()> {
     println!("bench: booting {} under plain TCG", kernel.release);
     let (_, tcg_rounds) = run_guest(kernel, &image, "bench-tcg", &[])?;
     let round_count = rounds.values().map(Vec::len).max().unwrap_or(0);
-    let median_in = |rounds: &BTreeMap<(String, String), Vec<f64>>, config: &str, function: &str| {
+    let median_in = |rounds: &Rounds, config: &str, function: &str| {
         rounds.get(&(config.to_string(), function.to_string())).map(|r| figures(r.clone()).median)
     };
     let redirect = |function: &str| median_in(&rounds, "kprobe_redirect", function);
@@ -196,7 +199,7 @@ fn run_guest(
     image: &std::path::Path,
     name: &str,
     qemu_args: &[&str],
-) -> Result<(guest::GuestOutput, BTreeMap<(String, String), Vec<f64>>)> {
+) -> Result<(guest::GuestOutput, Rounds)> {
     let out = guest::boot_with(kernel, image, name, "", 3600, false, qemu_args)?;
     let trouble = out.trouble();
     if !out.text.contains("HPBENCH-END") || !trouble.is_empty() {
