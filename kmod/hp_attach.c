@@ -173,19 +173,26 @@ void hp_attachment_free(struct hp_attachment *att)
 /*
  * Tells Rust which sites kprobes took, how many hits it kept from us, and
  * how many calls went straight to the callee (a sum over CPUs: each CPU's
- * counter only grows, so a sum read while calls go on is a lower bound).
+ * counter only grows, so a sum read while calls go on is a lower bound; on
+ * i386 a u64 is read in two halves, so a read racing a carry into the high
+ * half can be off until the next read: the one after unregister_kprobes,
+ * at detach, is exact). An attach that stopped part-way left the probes
+ * after the last one it reached without a site: they are skipped.
  */
 void hp_attachment_sync(struct hp_attachment *att)
 {
 	u64 i, count;
 	int cpu;
 
-	if (!att->session)
+	if (!att->session || !att->probes)
 		return;
 	count = hp_session_site_count(att->session);
 	for (i = 0; i < count; i++) {
 		const struct hp_probe *probe = &att->probes[i];
 		u64 direct = 0;
+
+		if (!probe->site)
+			continue;
 
 		if (probe->direct_hits)
 			for_each_possible_cpu(cpu)
@@ -207,7 +214,8 @@ void hp_attachment_route(struct hp_attachment *att)
 		return;
 	count = hp_session_site_count(att->session);
 	for (i = 0; i < count; i++)
-		WRITE_ONCE(att->probes[i].direct, hp_site_counts_only(att->probes[i].site));
+		if (att->probes[i].site)
+			WRITE_ONCE(att->probes[i].direct, hp_site_counts_only(att->probes[i].site));
 }
 
 /*

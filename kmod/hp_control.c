@@ -70,6 +70,8 @@ static void hp_target_totals(struct hp_target *t, u64 totals[3])
 
 		if (!atts[i]->session)
 			continue;
+		/* Calls the pre-handler sent straight on are counted per CPU. */
+		hp_attachment_sync(atts[i]);
 		hp_session_totals(atts[i]->session, one);
 		for (k = 0; k < 3; k++)
 			totals[k] += one[k];
