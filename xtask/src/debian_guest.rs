@@ -36,6 +36,8 @@ const PACKAGES: &[&str] = &[
     "e2fsprogs",
 ];
 
+const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
+
 /// The disk image's size: the system takes about 1.5 GB; the rest is for
 /// the packages and a second kernel's headers the test installs.
 const DISK_SIZE: &str = "6G";
@@ -78,7 +80,13 @@ pub fn ensure() -> Result<DebianGuest> {
     // What the image was made from: made again when any of it changes.
     let stamp = dir.join("recipe");
     let want = format!("{}\n{LAB_UNIT}{MASKED_UNITS:?}\n", PACKAGES.join(" "));
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+    // Remade every two weeks as well: the second kernel's headers come from
+    // the archive of the day, and may want a newer compiler package than an
+    // old image holds (the guest has no network to fetch it).
+    let fresh = std::fs::metadata(&stamp)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < MAX_AGE));
+    if fresh && std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
         return existing(&dir);
     }
     let staging = dir.with_extension("partial");
