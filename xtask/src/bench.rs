@@ -107,7 +107,8 @@ pub fn bench(kernel: &Kernel) -> Result<()> {
          once) and `kfree(NULL)` from one site each, N times a round; medians over {round_count} rounds, \
          with the lowest and highest round in brackets where they differ. Timer interrupts that land in a round are in its figure. \
          The plain-TCG column is the same rounds run again without -icount, in host time, as a \
-         ratio within that run. The bystander is cr_twin, a copy of cr_target that nothing attaches to, making the same \
+         ratio within that run: host time under TCG also counts translating code and the host's \
+         own noise, so those ratios wander (see kfree's) and the icount figures are the ones to go by. The bystander is cr_twin, a copy of cr_target that nothing attaches to, making the same \
          calls in the same rounds: what the rest of the kernel pays.\n"
     )?;
     // One row per configuration: instructions per call at the site (median,
