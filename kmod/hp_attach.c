@@ -193,7 +193,6 @@ void hp_attachment_sync(struct hp_attachment *att)
 
 		if (!probe->site)
 			continue;
-
 		if (probe->direct_hits)
 			for_each_possible_cpu(cpu)
 				direct += READ_ONCE(*per_cpu_ptr(probe->direct_hits, cpu));
@@ -265,10 +264,12 @@ static int hp_register_probes(const char *name, struct hp_attachment *att,
 		return -ENOMEM;
 	}
 	memset(att->probes, 0, array_size(count, sizeof(*att->probes)));
-	/* Without it (the percpu allocator's limit is 32 kB a unit: 4,096
-	 * sites), every call takes the trampoline, counted as before. */
-	att->direct_hits = __alloc_percpu_gfp(array_size(count, sizeof(u64)), sizeof(u64),
-					      GFP_KERNEL | __GFP_NOWARN);
+	/* Only a session whose sites may count only needs the counters. Without
+	 * them (also past the percpu allocator's 32 kB a unit: 4,096 sites),
+	 * every call takes the trampoline, counted as before. */
+	if (hp_session_may_count_only(att->session))
+		att->direct_hits = __alloc_percpu_gfp(array_size(count, sizeof(u64)), sizeof(u64),
+						      GFP_KERNEL | __GFP_NOWARN);
 	for (i = 0; i < count; i++) {
 		struct hp_probe *probe = &att->probes[i];
 		u64 addr;

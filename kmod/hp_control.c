@@ -70,8 +70,6 @@ static void hp_target_totals(struct hp_target *t, u64 totals[3])
 
 		if (!atts[i]->session)
 			continue;
-		/* Calls the pre-handler sent straight on are counted per CPU. */
-		hp_attachment_sync(atts[i]);
 		hp_session_totals(atts[i]->session, one);
 		for (k = 0; k < 3; k++)
 			totals[k] += one[k];
@@ -122,6 +120,10 @@ static void hp_detach_one(struct hp_target *t, const char *why, struct hp_reply 
 {
 	u64 totals[3], last;
 
+	/* Calls the pre-handler sent straight on are counted per CPU (the
+	 * other replies with totals come after a sync already). */
+	hp_attachment_sync(&t->core);
+	hp_attachment_sync(&t->init);
 	hp_target_totals(t, totals);
 	last = hp_target_detach(t, why);
 	if (last)

@@ -117,6 +117,8 @@ void hp_session_free(struct hp_session *s);
 /* direct_hits: the calls the pre-handler sent straight to the callee. */
 void hp_site_set_probe(const struct hp_site *site, bool armed, unsigned long missed,
 		       const u64 *direct_hits);
+/* Sink none and no leak checking: its sites may skip the trampoline. */
+bool hp_session_may_count_only(const struct hp_session *s);
 /* Nothing at this site needs the trampoline: sink none, no leak checking,
  * no fault rule selects it. */
 bool hp_site_counts_only(const struct hp_site *site);

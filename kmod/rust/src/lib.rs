@@ -123,6 +123,13 @@ pub unsafe extern "C" fn hp_site_set_probe(site: *const SiteRecord, armed: bool,
 }
 
 /// # Safety
+/// `s` came from `hp_plan` and is live.
+#[no_mangle]
+pub unsafe extern "C" fn hp_session_may_count_only(s: *const Session) -> bool {
+    unsafe { &*s }.may_count_only()
+}
+
+/// # Safety
 /// `site` came from `hp_session_site` of a live session.
 #[no_mangle]
 pub unsafe extern "C" fn hp_site_counts_only(site: *const SiteRecord) -> bool {

@@ -344,6 +344,13 @@ impl Session {
         total
     }
 
+    /// Whether a site of this session can ever skip the trampoline: sink
+    /// none and no leak checking, which an attach fixes; fault rules come
+    /// and go (SiteRecord::counts_only).
+    pub fn may_count_only(&self) -> bool {
+        self.sink == Sink::None && !self.checks_leaks
+    }
+
     /// One line with the totals and per-function hits, then one per site hit.
     pub fn report(&self, why: &str, missed: u64) {
         let hits_of = |func: usize| -> u64 {

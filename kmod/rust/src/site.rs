@@ -203,8 +203,7 @@ impl SiteRecord {
     /// Nothing at this site needs the trampoline: no sink to record the
     /// call in, no leak checking, no fault rule that selects it.
     pub fn counts_only(&self) -> bool {
-        let session = self.session();
-        session.sink == Sink::None && !session.checks_leaks && self.fault_mask.load(Ordering::Acquire) == 0
+        self.session().may_count_only() && self.fault_mask.load(Ordering::Acquire) == 0
     }
 
     /// hits, inflight, events, dropped, missed.
