@@ -6,7 +6,7 @@
 //! throw-away snapshot of it (QEMU's `snapshot=on`), never to the image.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -96,15 +96,9 @@ pub fn ensure() -> Result<DebianGuest> {
     }
     let root = staging.join("root");
     std::fs::create_dir_all(&root)?;
-    let mirror = crate::apt::Mirrors::of_host()?.archive;
     eprintln!("making the Debian 13 guest {} (debootstrap, once; several minutes)", dir.display());
     let started = std::time::Instant::now();
-    run(Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={}", PACKAGES.join(","))])
-        .arg("trixie")
-        .arg(&root)
-        .arg(&mirror)
-        .stdout(Stdio::null()))?;
+    crate::toolchain::debootstrap_trixie(&root, PACKAGES)?;
     configure(&root)?;
     let release = kernel_release(&root)?;
     std::fs::copy(root.join(format!("boot/vmlinuz-{release}")), staging.join("vmlinuz"))?;

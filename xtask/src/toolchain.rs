@@ -101,14 +101,8 @@ fn ensure_trixie_root() -> Result<PathBuf> {
         std::fs::remove_dir_all(&root).with_context(|| format!("removing the outdated {}", root.display()))?;
     }
     std::fs::create_dir_all(root.parent().unwrap())?;
-    let mirror = crate::apt::Mirrors::of_host()?.archive;
     eprintln!("making the Debian 13 build root {} (debootstrap, once)", root.display());
-    run(Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={}", TRIXIE_PACKAGES.join(","))])
-        .arg("trixie")
-        .arg(&staging)
-        .arg(&mirror)
-        .stdout(std::process::Stdio::null()))?;
+    debootstrap_trixie(&staging, TRIXIE_PACKAGES)?;
     // debootstrap leaves its package cache behind; the root needs none.
     let _ = std::fs::remove_dir_all(staging.join("var/cache/apt/archives"));
     if !staging.join("usr/bin/x86_64-linux-gnu-gcc-14").exists() {
@@ -117,4 +111,17 @@ fn ensure_trixie_root() -> Result<PathBuf> {
     std::fs::write(staging.join(".hp_patcher-toolchain"), &want)?;
     std::fs::rename(&staging, &root)?;
     Ok(root)
+}
+
+/// A minimal Debian 13 system with `packages` in `root`, from the host's
+/// own Debian mirror: the build root here, the install test's guest in
+/// debian_guest.rs.
+pub fn debootstrap_trixie(root: &Path, packages: &[&str]) -> Result<()> {
+    let mirror = crate::apt::Mirrors::of_host()?.archive;
+    run(Command::new("debootstrap")
+        .args(["--variant=minbase", &format!("--include={}", packages.join(","))])
+        .arg("trixie")
+        .arg(root)
+        .arg(&mirror)
+        .stdout(std::process::Stdio::null()))
 }
