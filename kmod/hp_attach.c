@@ -11,6 +11,7 @@
 #include <linux/module.h>
 #include <linux/kprobes.h>
 #include <linux/kallsyms.h>
+#include <linux/percpu.h>
 #include <linux/rcupdate.h>
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
@@ -34,7 +35,7 @@
 
 static ulong log_burst = 200;
 module_param(log_burst, ulong, 0400);
-MODULE_PARM_DESC(log_burst, "call lines logged per 5 s window, 0: unlimited; the rest are counted as suppressed");
+MODULE_PARM_DESC(log_burst, "call lines logged per 5 s window (each CPU its share), 0: unlimited; the rest are counted as suppressed");
 
 static uint plan_epilogue_delay_ms;
 module_param(plan_epilogue_delay_ms, uint, 0400);
@@ -132,10 +133,12 @@ static int hp_pre_handler(struct kprobe *kp, struct pt_regs *regs)
 	 * Counting only: the call goes where the module sent it, with its own
 	 * return address (so _RET_IP_ is the site), and nothing of ours runs
 	 * after this handler: the detach's grace period after disarming is all
-	 * it needs. The counter is this CPU's, written with no lock.
+	 * it needs. Every call is counted here, on this CPU, with no lock: a
+	 * call that reaches the trampoline is counted before it gets there,
+	 * and the grace period makes the count final.
 	 */
 	if (READ_ONCE(probe->direct)) {
-		this_cpu_inc(*probe->direct_hits);
+		this_cpu_inc(probe->counts->passes);
 		regs->ip = probe->callee;
 		return 1;
 	}
@@ -144,8 +147,13 @@ static int hp_pre_handler(struct kprobe *kp, struct pt_regs *regs)
 #else
 	hp_push(regs, (unsigned long)probe->site);
 #endif
-	regs->ip = probe->jump_through ? (unsigned long)hp_trampoline_jump :
-					 (unsigned long)hp_trampoline;
+	if (probe->jump_through) {
+		this_cpu_inc(probe->counts->passes);
+		regs->ip = (unsigned long)hp_trampoline_jump;
+	} else {
+		this_cpu_inc(probe->counts->entries);
+		regs->ip = (unsigned long)hp_trampoline;
+	}
 	return 1;
 }
 NOKPROBE_SYMBOL(hp_pre_handler);
@@ -161,9 +169,14 @@ static void hp_post_handler(struct kprobe *kp, struct pt_regs *regs,
 
 void hp_attachment_free(struct hp_attachment *att)
 {
-	free_percpu(att->direct_hits);
+	u64 i;
+
 	hp_drain_free_unused(att->drain);
+	if (att->probes && att->session)
+		for (i = 0; i < hp_session_site_count(att->session); i++)
+			free_percpu(att->probes[i].counts);
 	hp_session_free(att->session);
+	free_percpu(att->budget);
 	kvfree(att->kprobes);
 	kvfree(att->probes);
 	kvfree(att->text_copy);
@@ -172,12 +185,14 @@ void hp_attachment_free(struct hp_attachment *att)
 
 /*
  * Tells Rust which sites kprobes took, how many hits it kept from us, and
- * how many calls went straight to the callee (a sum over CPUs: each CPU's
- * counter only grows, so a sum read while calls go on is a lower bound; on
- * i386 a u64 is read in two halves, so a read racing a carry into the high
- * half can be off until the next read: the one after unregister_kprobes,
- * at detach, is exact). An attach that stopped part-way left the probes
- * after the last one it reached without a site: they are skipped.
+ * each site's counters summed over CPUs. Each CPU's counters only grow, so
+ * a sum read while calls go on is a lower bound of each. Once no
+ * pre-handler runs (after unregister_kprobes) entries are final, and
+ * exits never pass them: entries minus exits read then is never below
+ * the calls still inside, and 0 means none is. (On i386 a u64 is read in
+ * two halves: a read racing a carry can be 2^32 off, never 0 by mistake.)
+ * An attach that stopped part-way left the probes after the last one it
+ * reached without a site: they are skipped.
  */
 void hp_attachment_sync(struct hp_attachment *att)
 {
@@ -189,14 +204,21 @@ void hp_attachment_sync(struct hp_attachment *att)
 	count = hp_session_site_count(att->session);
 	for (i = 0; i < count; i++) {
 		const struct hp_probe *probe = &att->probes[i];
-		u64 direct = 0;
+		struct hp_site_counts sum = {};
 
 		if (!probe->site)
 			continue;
-		if (probe->direct_hits)
-			for_each_possible_cpu(cpu)
-				direct += READ_ONCE(*per_cpu_ptr(probe->direct_hits, cpu));
-		hp_site_set_probe(probe->site, probe->armed, probe->kp.nmissed, &direct);
+		if (probe->counts)
+			for_each_possible_cpu(cpu) {
+				const struct hp_site_counts *c = per_cpu_ptr(probe->counts, cpu);
+
+				sum.entries += READ_ONCE(c->entries);
+				sum.passes += READ_ONCE(c->passes);
+				sum.exits += READ_ONCE(c->exits);
+				sum.events += READ_ONCE(c->events);
+				sum.dropped += READ_ONCE(c->dropped);
+			}
+		hp_site_set_probe(probe->site, probe->armed, probe->kp.nmissed, &sum);
 	}
 }
 
@@ -209,7 +231,7 @@ void hp_attachment_route(struct hp_attachment *att)
 {
 	u64 i, count;
 
-	if (!att->session || !att->direct_hits)
+	if (!att->session || !hp_session_may_count_only(att->session))
 		return;
 	count = hp_session_site_count(att->session);
 	for (i = 0; i < count; i++)
@@ -264,12 +286,6 @@ static int hp_register_probes(const char *name, struct hp_attachment *att,
 		return -ENOMEM;
 	}
 	memset(att->probes, 0, array_size(count, sizeof(*att->probes)));
-	/* Only a session whose sites may count only needs the counters. Without
-	 * them (also past the percpu allocator's 32 kB a unit: 4,096 sites),
-	 * every call takes the trampoline, counted as before. */
-	if (hp_session_may_count_only(att->session))
-		att->direct_hits = __alloc_percpu_gfp(array_size(count, sizeof(u64)), sizeof(u64),
-						      GFP_KERNEL | __GFP_NOWARN);
 	for (i = 0; i < count; i++) {
 		struct hp_probe *probe = &att->probes[i];
 		u64 addr;
@@ -278,13 +294,18 @@ static int hp_register_probes(const char *name, struct hp_attachment *att,
 
 		probe->site = hp_session_site(att->session, i, &addr, &probe->tail_jump,
 					      &probe->jump_through);
+		/* One allocation a site: the percpu allocator serves at most
+		 * 32 kB at once, 819 sites' worth of counters. */
+		probe->counts = alloc_percpu_gfp(struct hp_site_counts, GFP_KERNEL | __GFP_NOWARN);
+		if (!probe->counts) {
+			hp_err("out of memory for %s's counters", name);
+			return -ENOMEM;
+		}
+		hp_site_set_counts(probe->site, probe->counts);
 		/* The copy holds the site as the module was loaded: its rel32. */
 		memcpy(&rel, att->text_copy + (addr - att->text_base) + 1, sizeof(rel));
 		probe->callee = (unsigned long)addr + HP_BRANCH_LEN + rel;
-		if (att->direct_hits) {
-			probe->direct_hits = att->direct_hits + i;
-			probe->direct = hp_site_counts_only(probe->site);
-		}
+		probe->direct = hp_site_counts_only(probe->site);
 		probe->kp.addr = (kprobe_opcode_t *)(unsigned long)addr;
 		probe->kp.pre_handler = hp_pre_handler;
 		probe->kp.post_handler = hp_post_handler;
@@ -495,6 +516,16 @@ static int hp_attachment_plan(struct module *mod, const char *functions, u32 sin
 	}
 	memcpy(att->text_copy, (const void *)(unsigned long)base, size);
 	req.text = att->text_copy;
+	if (sink == HP_SINK_PRINTK && burst) {
+		att->budget = alloc_percpu_gfp(struct hp_budget, GFP_KERNEL | __GFP_NOWARN);
+		if (!att->budget) {
+			hp_attachment_free(att);
+			hp_err("out of memory for %s's printk budget", mod->name);
+			return -ENOMEM;
+		}
+		req.budget = (unsigned long)att->budget;
+		req.budget_share = DIV_ROUND_UP(burst, num_online_cpus());
+	}
 	static_sites = hp_static_call_sites(mod, &req.num_static_call_sites);
 	if (IS_ERR(static_sites)) {
 		hp_attachment_free(att);

@@ -120,8 +120,8 @@ static void hp_detach_one(struct hp_target *t, const char *why, struct hp_reply 
 {
 	u64 totals[3], last;
 
-	/* Calls the pre-handler sent straight on are counted per CPU (the
-	 * other replies with totals come after a sync already). */
+	/* The counters are per CPU: sum them (the other replies with totals
+	 * come after a sync already). */
 	hp_attachment_sync(&t->core);
 	hp_attachment_sync(&t->init);
 	hp_target_totals(t, totals);

@@ -45,7 +45,6 @@ struct hp_drain {
 	u64 missed;			/* probe hits kprobes kept from us */
 	u64 inside;			/* callers still inside, as last counted */
 	unsigned long started, next_report;	/* jiffies */
-	bool counted;			/* every redirected task has been counted */
 	bool holds_module;		/* a reference on hp_patcher, once callers are seen inside */
 	struct delayed_work work;
 };
@@ -83,16 +82,9 @@ static void hp_drain_work_fn(struct work_struct *work)
 	char busy[128];
 	u64 inside;
 
-	if (!d->counted) {
-		/*
-		 * Every task the pre-handler sent to a trampoline has entered it
-		 * and counted itself: one preempted on the trampoline's first
-		 * instruction is not yet counted, and waiting on the counter
-		 * before this would free what it is about to use.
-		 */
-		synchronize_rcu_tasks();
-		d->counted = true;
-	}
+	/* Every redirected call was counted by its pre-handler, and none has
+	 * run since the detach: the sum says who is still inside. */
+	hp_attachment_sync(&d->att);
 	inside = hp_session_waiting(d->att.session, busy, sizeof(busy));
 	WRITE_ONCE(d->inside, inside);
 	if (inside) {
@@ -111,8 +103,14 @@ static void hp_drain_work_fn(struct work_struct *work)
 						    HP_DRAIN_SLOW_POLL_MS : HP_DRAIN_POLL_MS));
 		return;
 	}
-	/* A task may still be between its decrement and its `ret`. */
+	/*
+	 * A task may still be in our text: between its exit count and its
+	 * `ret`, in hp_trampoline_jump before its jump, or preempted in
+	 * hp_trampoline before its first hook. RCU-tasks waits for each to
+	 * leave: none of them has switched voluntarily since.
+	 */
 	synchronize_rcu_tasks();
+	hp_attachment_sync(&d->att);	/* the void calls' last events */
 	holds_module = d->holds_module;
 	hp_session_report(d->att.session, d->why, d->missed);
 	hp_attachment_free(&d->att);

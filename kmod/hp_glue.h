@@ -47,6 +47,8 @@ struct hp_attach_request {
 	struct hp_shared *shared;	/* the target's fault rules and leak table; NULL for plan, callees */
 	const struct module *module;	/* the target: is it still in its init? */
 	u32 init_text;			/* planning its init text */
+	unsigned long budget;		/* per-CPU struct hp_budget for sink printk, or 0 */
+	unsigned long budget_share;	/* each CPU's lines per window: log_burst split between CPUs */
 };
 
 /* Where a target's calls go (hp_core::control::Sink). */
@@ -56,7 +58,34 @@ enum hp_sink { HP_SINK_TRACE = 0, HP_SINK_PRINTK = 1, HP_SINK_NONE = 2 };
 struct hp_call_frame {
 	u64 args[6];
 	u64 start_ns;
-	u64 stack_words;	/* i386: args[3..] words pushed for the real call */
+	u64 stack_words;	/* words of stack arguments for the real call: i386 args[3..]; x86_64 0 or STACK_WORDS */
+};
+
+/*
+ * One site's counters on one CPU (Rust's SiteCounts): each written only on
+ * its CPU, with no lock (this_cpu_inc in C, kmod/rust/src/percpu.rs in
+ * Rust), and read as sums over CPUs. The pre-handler counts every call
+ * (entries or passes), so a call is counted before anything of ours that
+ * a detach waits for can run.
+ */
+struct hp_site_counts {
+	u64 entries;	/* sent to hp_trampoline: each ends with an exit */
+	u64 passes;	/* sent straight to the callee, or to hp_trampoline_jump */
+	u64 exits;	/* hp_trampoline calls done with the session */
+	u64 events;	/* trace events written or lines logged */
+	u64 dropped;	/* calls that became no event */
+};
+
+/* One CPU's printk budget (hp_core::ratelimit; Rust's Budget). */
+struct hp_budget {
+	unsigned long window;
+	unsigned long used;
+};
+
+/* hp_percpu_check's area: see kmod/rust/src/percpu.rs. */
+struct hp_percpu_check {
+	u64 count;
+	unsigned long word, before;
 };
 
 /* One hp_patcher:hp_call event (Rust's CallEvent). */
@@ -114,9 +143,11 @@ u64 hp_session_inflight(const struct hp_session *s);
 u64 hp_session_waiting(const struct hp_session *s, char *buf, size_t len);
 void hp_session_report(const struct hp_session *s, const char *why, unsigned long missed);
 void hp_session_free(struct hp_session *s);
-/* direct_hits: the calls the pre-handler sent straight to the callee. */
+/* armed: kprobes took the site; sum: its counters summed over CPUs. */
 void hp_site_set_probe(const struct hp_site *site, bool armed, unsigned long missed,
-		       const u64 *direct_hits);
+		       const struct hp_site_counts *sum);
+/* Where the site's hooks count; before its probe is armed. */
+void hp_site_set_counts(const struct hp_site *site, struct hp_site_counts __percpu *counts);
 /* Sink none and no leak checking: its sites may skip the trampoline. */
 bool hp_session_may_count_only(const struct hp_session *s);
 /* Nothing at this site needs the trampoline: sink none, no leak checking,
@@ -146,6 +177,7 @@ void hp_reply_leaks(struct hp_reply *r, const struct hp_shared *t, const char *t
 		    const struct hp_session *const *sessions, unsigned long n);
 void hp_leaks_log(const struct hp_shared *t, const char *target,
 		  const struct hp_session *const *sessions, unsigned long n);
+unsigned long hp_percpu_check(struct hp_percpu_check __percpu *area);
 u64 hp_abi_check(const u8 *a, unsigned long b, const u64 *c, const u8 *d, unsigned long e);
 
 struct hp_reply *hp_reply_new(size_t limit);

@@ -18,7 +18,7 @@ struct hp_probe {
 	struct kprobe kp;
 	const struct hp_site *site;
 	unsigned long callee;	/* where the site's call or jump goes */
-	u64 __percpu *direct_hits;	/* calls sent straight to callee, or NULL */
+	struct hp_site_counts __percpu *counts;	/* the site's, written by the hooks */
 	bool direct;		/* counting only: no trampoline (hp_attachment_route) */
 	bool tail_jump;
 	bool jump_through;	/* a void function: hp_trampoline_jump */
@@ -35,7 +35,7 @@ struct hp_attachment {
 	u8 *text_copy;			/* the text as it was before attach */
 	u64 text_base, text_size;
 	struct hp_drain *drain;		/* what it becomes at detach, allocated at attach */
-	u64 __percpu *direct_hits;	/* a counter per site, or NULL: no direct path */
+	struct hp_budget __percpu *budget;	/* sink printk with a limit: each CPU's */
 };
 
 enum hp_target_state {

@@ -15,6 +15,7 @@
 #include <linux/module.h>
 #include <linux/kprobes.h>
 #include <linux/kallsyms.h>
+#include <linux/percpu.h>
 #include <linux/rcupdate.h>
 #include <linux/rcupdate_trace.h>
 #include <linux/slab.h>
@@ -215,11 +216,49 @@ static int hp_check_abi(void)
 	return 0;
 }
 
+/*
+ * The hooks write per-CPU counters from Rust with their own segment-relative
+ * instructions (kmod/rust/src/percpu.rs): check them against this kernel's
+ * per_cpu_ptr(). Rust works on this CPU's copy of a fresh area, preemption
+ * off; afterwards that copy, and no other, must hold what Rust wrote,
+ * including a carry into the u64's high half.
+ */
+static int hp_check_percpu(void)
+{
+	struct hp_percpu_check __percpu *area = alloc_percpu(struct hp_percpu_check);
+	unsigned long read_back;
+	int cpu, this_cpu, wrong = 0;
+
+	if (!area)
+		return -ENOMEM;
+	this_cpu = get_cpu();
+	per_cpu_ptr(area, this_cpu)->count = 0xffffffffULL;
+	read_back = hp_percpu_check(area);
+	put_cpu();
+	for_each_possible_cpu(cpu) {
+		const struct hp_percpu_check *c = per_cpu_ptr(area, cpu);
+
+		if (cpu == this_cpu)
+			wrong |= c->count != 0x100000001ULL || c->word != 41 || c->before != 40 ||
+				 read_back != 41;
+		else
+			wrong |= c->count || c->word || c->before;
+	}
+	free_percpu(area);
+	if (wrong) {
+		pr_err("the Rust object's per-CPU writes miss this kernel's per-CPU areas: not loading\n");
+		return -ENOEXEC;
+	}
+	return 0;
+}
+
 static int __init hp_init(void)
 {
 	int err;
 
 	err = hp_check_abi();
+	if (!err)
+		err = hp_check_percpu();
 	if (err)
 		return err;
 	if (hp_raw_pointers && security_locked_down(LOCKDOWN_BPF_READ_KERNEL)) {

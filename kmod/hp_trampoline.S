@@ -12,10 +12,10 @@
  * function itself, or its _track_caller form with the target's site as the
  * caller), makes it, lets Rust log the result, and returns that result
  * (rax, and rdx for a two-register result) to whoever the real function
- * would have returned to. The real call also gets a copy of the STACK_WORDS
- * words above our return address: a function that takes arguments on the
- * stack (more than six, a struct by value, variadic) still finds them, even
- * when user space did not say so. Those words are in the caller's frame or
+ * would have returned to. The real call of any callee outside the catalogue
+ * also gets a copy of the STACK_WORDS words above our return address: a
+ * function that takes arguments on the stack (more than six, a struct by
+ * value, variadic) still finds them, even when user space did not say so. Those words are in the caller's frame or
  * the frames above it, which every module function has (entry code and
  * pt_regs sit at the top of every kernel stack).
  *
@@ -47,7 +47,7 @@
 /* Frame layout below %rbp, shared by both. */
 #define SITE	-8
 #define ARGS	-56	/* args[0..6]: rdi, rsi, rdx, rcx, r8, r9 */
-#define CALL	-120	/* struct hp_call_frame: args[0..6] for the real call, start_ns, stack_words */
+#define CALL	-120	/* struct hp_call_frame: args[0..6] for the real call, start_ns, stack_words (+56) */
 #define RET2	-128	/* rdx after the real call */
 #define STACK	-192	/* STACK_WORDS (hp_core::proto) words of stack arguments, at %rsp for the call */
 
@@ -84,11 +84,15 @@ HP_FUNC_START(hp_trampoline)
 	call	hp_on_entry		/* counts, fills the CallFrame, returns what to call */
 	mov	%rax, %r11
 
-	/* The caller's stack arguments start above our return address. */
+	/* The caller's stack arguments start above our return address; a
+	 * function known to take none (stack_words 0) needs no copy. */
+	cmpq	$0, CALL+56(%rbp)
+	je	1f
 	.irp i, 0, 1, 2, 3, 4, 5, 6, 7
 	mov	16 + 8 * \i(%rbp), %r10
 	mov	%r10, STACK + 8 * \i(%rbp)
 	.endr
+1:
 
 	LOAD_ARGS CALL
 	CALL_NOSPEC r11

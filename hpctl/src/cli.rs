@@ -141,7 +141,7 @@ pub enum Cmd {
         /// Where calls go: the hp_call trace event, a kernel log line, or counters only.
         #[arg(long, value_enum, default_value = "trace")]
         sink: SinkArg,
-        /// With --sink printk: lines per 5 s window (0: unlimited; default: the module's log_burst).
+        /// With --sink printk: lines per 5 s window, each CPU its even share (0: unlimited; default: the module's log_burst).
         #[arg(long, value_name = "N")]
         burst: Option<u32>,
         /// Await the module if it is not loaded, and re-attach at every load.

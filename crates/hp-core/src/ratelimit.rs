@@ -1,52 +1,80 @@
-//! A lock-free limit on log lines per time window.
+//! A limit on log lines per time window, kept per CPU.
 //!
-//! The replacement may run on any CPU in any context, so this takes no lock:
-//! two CPUs crossing into a new window at once may let a few extra lines
-//! through, which is harmless. Callers count what was refused, so nothing is
+//! The replacement may run on any CPU in any context, and a budget shared
+//! by all CPUs would be a cache line they all write. So each CPU keeps its
+//! own window and count (the module stores them in per-CPU memory, written
+//! with single unlocked instructions), and its share of the lines a window
+//! allows: the burst split evenly between the CPUs online at attach, so
+//! that all of them together never log much more than the burst. Nothing
+//! here locks: an interrupt that crosses into a new window
+//! between a task's read and its reset may let a few extra lines through,
+//! which is harmless. Callers count what was refused, so nothing is
 //! dropped silently.
 
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-pub struct RateLimit {
-    burst: u64,
-    window: AtomicU64,
-    used: AtomicU64,
+/// One CPU's budget: where the module keeps it.
+pub trait Budget {
+    /// The window the count is for.
+    fn window(&self) -> usize;
+    /// Starts window `now` with nothing used.
+    fn restart(&self, now: usize);
+    /// Counts one more line; returns the count before it.
+    fn take(&self) -> usize;
 }
 
-impl RateLimit {
-    /// At most `burst` lines per window; 0 means no limit.
-    pub const fn new(burst: u64) -> Self {
-        Self { burst, window: AtomicU64::new(0), used: AtomicU64::new(0) }
+/// Whether one more line may go out in window number `now`, with at most
+/// `burst` lines per window; 0 means no limit.
+pub fn allow(budget: &impl Budget, burst: usize, now: usize) -> bool {
+    if burst == 0 {
+        return true;
     }
-
-    /// Whether one more line may go out in window number `now`.
-    pub fn allow(&self, now: u64) -> bool {
-        if self.burst == 0 {
-            return true;
-        }
-        let seen = self.window.load(Relaxed);
-        if seen != now && self.window.compare_exchange(seen, now, Relaxed, Relaxed).is_ok() {
-            self.used.store(0, Relaxed);
-        }
-        self.used.fetch_add(1, Relaxed) < self.burst
+    if budget.window() != now {
+        budget.restart(now);
     }
+    budget.take() < burst
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::cell::Cell;
+
+    #[derive(Default)]
+    struct OneCpu {
+        window: Cell<usize>,
+        used: Cell<usize>,
+    }
+
+    impl Budget for OneCpu {
+        fn window(&self) -> usize {
+            self.window.get()
+        }
+        fn restart(&self, now: usize) {
+            self.window.set(now);
+            self.used.set(0);
+        }
+        fn take(&self) -> usize {
+            self.used.replace(self.used.get() + 1)
+        }
+    }
 
     #[test]
     fn burst_per_window() {
-        let rl = RateLimit::new(2);
-        assert!(rl.allow(1) && rl.allow(1));
-        assert!(!rl.allow(1));
-        assert!(rl.allow(2) && rl.allow(2) && !rl.allow(2));
+        let cpu = OneCpu::default();
+        assert!(allow(&cpu, 2, 1) && allow(&cpu, 2, 1));
+        assert!(!allow(&cpu, 2, 1));
+        assert!(allow(&cpu, 2, 2) && allow(&cpu, 2, 2) && !allow(&cpu, 2, 2));
+    }
+
+    #[test]
+    fn each_cpu_has_its_own_burst() {
+        let (a, b) = (OneCpu::default(), OneCpu::default());
+        assert!(allow(&a, 1, 7) && !allow(&a, 1, 7));
+        assert!(allow(&b, 1, 7) && !allow(&b, 1, 7));
     }
 
     #[test]
     fn zero_burst_is_unlimited() {
-        let rl = RateLimit::new(0);
-        assert!((0..1000).all(|_| rl.allow(5)));
+        let cpu = OneCpu::default();
+        assert!((0..1000).all(|_| allow(&cpu, 0, 5)));
     }
 }

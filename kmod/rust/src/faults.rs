@@ -529,7 +529,10 @@ fn current_task() -> (u32, [u8; 16]) {
 impl SiteRecord {
     /// The value a fault rule makes this call return instead of running,
     /// or None: run it. Runs in the target's context, only for a site some
-    /// rule selects: no lock but RCU's read side, no allocation.
+    /// rule selects: no lock but RCU's read side, no allocation. Out of
+    /// line: a rule's counters are shared, and the hot-path check
+    /// (xtask/src/hot_path.rs) reads the hooks without it.
+    #[inline(never)]
     pub(crate) fn injected_failure(&self, args: &RegisterArgs) -> Option<u64> {
         let session = self.session();
         // SAFETY: the session holds a reference on what it shares.

@@ -35,6 +35,11 @@ pub struct AttachRequest {
     pub module: *const core::ffi::c_void,
     /// Planning the init text.
     pub init_text: u32,
+    /// Per-CPU address of the session's printk budget (`struct
+    /// hp_budget`), or 0: sink printk with no limit, or only planning.
+    pub budget: usize,
+    /// Each CPU's lines per window: `log_burst` split between the CPUs.
+    pub budget_share: usize,
 }
 
 pub const HP_SINK_TRACE: u32 = 0;
@@ -47,8 +52,33 @@ pub const HP_SINK_NONE: u32 = 2;
 pub struct CallFrame {
     pub args: [u64; 6],
     pub start_ns: u64,
-    /// i386: how many of args[3..] hp_trampoline pushes for the real call.
+    /// Words of stack arguments for the real call: i386 args[3..]; x86_64 0 or STACK_WORDS.
     pub stack_words: u64,
+}
+
+/// One site's counters on one CPU (struct hp_site_counts), in per-CPU
+/// memory C allocates for each probe: written by that CPU only, with no
+/// lock (percpu.rs), and read as sums over CPUs.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+pub struct SiteCounts {
+    /// Calls the pre-handler sent to hp_trampoline: each ends in an exit.
+    pub entries: u64,
+    /// Calls it sent elsewhere: straight to the callee, or hp_trampoline_jump.
+    pub passes: u64,
+    /// hp_trampoline calls done with us: the last thing each does to a session.
+    pub exits: u64,
+    /// Trace events written or lines logged.
+    pub events: u64,
+    /// Calls that became no event (no tracer enabled, or rate-limited).
+    pub dropped: u64,
+}
+
+/// One CPU's printk budget (struct hp_budget): hp_core::ratelimit.
+#[repr(C)]
+pub struct Budget {
+    pub window: usize,
+    pub used: usize,
 }
 
 /// One `hp_patcher:hp_call` trace event (struct hp_call_event).

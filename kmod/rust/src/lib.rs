@@ -14,6 +14,7 @@ mod faults;
 mod leaks;
 mod ffi;
 mod log;
+mod percpu;
 mod runtime;
 mod session;
 mod site;
@@ -108,18 +109,27 @@ pub unsafe extern "C" fn hp_session_free(s: *mut Session) {
 }
 
 /// C tells whether kprobes took the site (`armed`) or not, how many hits
-/// kprobes kept from us, and how many calls it sent straight to the callee.
+/// kprobes kept from us, and the site's counters summed over CPUs.
 ///
 /// # Safety
-/// `site` came from `hp_session_site` of a live session; `direct_hits`
-/// points to a u64 (a pointer: glue functions take no u64 by value, which
-/// i386's two compilers pass differently).
+/// `site` came from `hp_session_site` of a live session; `sum` points to a
+/// `SiteCounts`.
 #[no_mangle]
-pub unsafe extern "C" fn hp_site_set_probe(site: *const SiteRecord, armed: bool, missed: usize, direct_hits: *const u64) {
+pub unsafe extern "C" fn hp_site_set_probe(site: *const SiteRecord, armed: bool, missed: usize, sum: *const ffi::SiteCounts) {
     let site = unsafe { &*site };
     site.set_state(if armed { SiteState::Armed } else { SiteState::Refused });
     site.set_missed(missed as u64);
-    site.set_direct_hits(unsafe { *direct_hits });
+    site.set_summed(unsafe { &*sum });
+}
+
+/// Where the site's hooks count: C's per-CPU `struct hp_site_counts`.
+///
+/// # Safety
+/// `site` came from `hp_session_site` of a live session, whose probe is
+/// not armed yet; `counts` stays allocated until the session is freed.
+#[no_mangle]
+pub unsafe extern "C" fn hp_site_set_counts(site: *const SiteRecord, counts: usize) {
+    unsafe { &*site }.set_counts(counts);
 }
 
 /// # Safety

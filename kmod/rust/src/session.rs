@@ -4,7 +4,6 @@ use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::ffi::{c_char, CStr};
 use core::fmt::Write;
-use core::sync::atomic::Ordering;
 
 use hp_core::control::Sink;
 
@@ -12,13 +11,14 @@ use hp_core::catalogue::{self, KernelConfig, MEMORY};
 use hp_core::event::LineBuf;
 use hp_core::proto::{PairRole, Spec};
 use hp_core::gfp::GfpName;
-use hp_core::ratelimit::RateLimit;
+use hp_core::ratelimit;
 use hp_core::sites::{self, Discovery, DisturbanceKind, Options, Site, SiteKind, Symbol, Target};
 
 use crate::callees::{self, Callee};
 use crate::site::{site_record, SiteRecord};
 use crate::shared::Shared;
 use crate::ffi::{self, AttachRequest};
+use crate::percpu;
 use crate::log::{error, info, log_at};
 
 /// The module runs on 32-bit x86 (its arguments past the third travel on the stack).
@@ -91,7 +91,11 @@ pub struct Session {
     /// Found but not redirected, with the reason shown in site lists.
     skipped: Vec<(Site, &'static str)>,
     pub(crate) functions: Vec<Intercepted>,
-    pub(crate) ratelimit: RateLimit,
+    /// printk lines per window on each CPU (its share of the burst), 0: no limit.
+    burst: usize,
+    /// Per-CPU address of each CPU's budget (`ffi::Budget`), C's memory;
+    /// 0 unless the sink is printk with a limit.
+    budget: usize,
     /// What the target shares with its sessions (a reference of ours):
     /// fault rules and the leak table. Null for plan.
     pub(crate) shared: *const Shared,
@@ -261,7 +265,8 @@ impl Session {
             sites,
             skipped,
             functions,
-            ratelimit: RateLimit::new(req.log_burst),
+            burst: if req.budget == 0 { 0 } else { req.budget_share },
+            budget: req.budget,
             shared: req.shared,
             module: req.module,
             init_text: req.init_text != 0,
@@ -305,8 +310,31 @@ impl Session {
             .map(|(_, f)| f.name())
     }
 
+    /// Calls inside a real function through hp_trampoline, as last summed.
     pub fn inflight(&self) -> u64 {
-        self.sites.iter().map(|s| s.inflight.load(Ordering::SeqCst) as u64).sum()
+        self.sites.iter().map(SiteRecord::inside).sum()
+    }
+
+    /// Whether this CPU's printk budget allows one more line now.
+    pub(crate) fn may_log(&self) -> bool {
+        /// This CPU's budget, in per-CPU memory.
+        struct ThisCpu(usize);
+        impl ratelimit::Budget for ThisCpu {
+            // SAFETY (all three): the session's budget, allocated by C for
+            // as long as the session lives, its fields at their offsets.
+            fn window(&self) -> usize {
+                unsafe { percpu::read_word(self.0 + core::mem::offset_of!(ffi::Budget, window)) }
+            }
+            fn restart(&self, now: usize) {
+                unsafe { percpu::write_word(self.0 + core::mem::offset_of!(ffi::Budget, window), now) };
+                unsafe { percpu::write_word(self.0 + core::mem::offset_of!(ffi::Budget, used), 0) };
+            }
+            fn take(&self) -> usize {
+                unsafe { percpu::fetch_inc_word(self.0 + core::mem::offset_of!(ffi::Budget, used)) }
+            }
+        }
+        // SAFETY: a plain read of jiffies.
+        self.burst == 0 || ratelimit::allow(&ThisCpu(self.budget), self.burst, unsafe { ffi::hp_c_log_window() } as usize)
     }
 
     /// The calls inside a real function now, and into `out` the names of
@@ -331,7 +359,7 @@ impl Session {
         let mut total = 0;
         for (func, f) in self.functions.iter().enumerate() {
             let inside: u64 =
-                self.sites.iter().filter(|s| s.site.func == func).map(|s| s.inflight.load(Ordering::SeqCst) as u64).sum();
+                self.sites.iter().filter(|s| s.site.func == func).map(SiteRecord::inside).sum();
             if inside > 0 {
                 let _ = write!(names, "{}{}", if total == 0 { "" } else { " " }, f.name());
                 total += inside;
@@ -367,8 +395,8 @@ impl Session {
         }
         // The sites' own counters: with sink printk an event is a line
         // logged and a drop one the rate limit suppressed.
-        let events: u64 = self.sites.iter().map(|s| s.events.load(Ordering::Relaxed)).sum();
-        let dropped: u64 = self.sites.iter().map(|s| s.dropped.load(Ordering::Relaxed)).sum();
+        let events: u64 = self.sites.iter().map(SiteRecord::events).sum();
+        let dropped: u64 = self.sites.iter().map(SiteRecord::dropped).sum();
         let (events_name, dropped_name) = match self.sink {
             Sink::Printk => ("logged", "suppressed"),
             Sink::Trace | Sink::None => ("events", "dropped"),

@@ -13,7 +13,8 @@ use hp_core::leaks::{self, Role, Size};
 use hp_core::proto::{strings, PairRole, Spec};
 use hp_core::sites::{Site, SiteKind, Target};
 
-use crate::ffi::{self, CallEvent, CallFrame};
+use crate::ffi::{self, CallEvent, CallFrame, SiteCounts};
+use crate::percpu;
 use crate::session::{FunctionKind, Intercepted, Session, I386};
 
 pub struct SiteRecord {
@@ -28,26 +29,16 @@ pub struct SiteRecord {
     pub(crate) track_caller: Option<CallerArgs>,
     /// A void function: entered through hp_trampoline_jump, no exit hook.
     pub(crate) jump_through: bool,
-    /// i386: words of `real`'s arguments the trampoline passes on the
-    /// stack, from its arity (0 on x86_64, where it forwards a fixed window).
+    /// Words of `real`'s arguments the trampoline passes on the stack: on
+    /// i386 from its arity; on x86_64 0 or the whole STACK_WORDS window.
     pub(crate) stack_words: u32,
     /// `SiteState` as set by C: planned until kprobes accepts or refuses it.
     pub(crate) state: AtomicU8,
-    pub(crate) hits: AtomicU64,
-    /// Calls the pre-handler sent straight to the callee (counting only:
-    /// no trampoline), as C last summed its per-CPU counters.
-    pub(crate) direct_hits: AtomicU64,
-    /// Calls inside the real function right now; detach waits for 0.
-    /// A word, not a u64: on i386 a u64 decrement is `adc $-1` into a
-    /// `lock cmpxchg8b` loop, after which QEMU 7.2's TCG can compute EFLAGS
-    /// from stale flag state (all ones: VM, NT, TF) and double-fault on the
-    /// next interrupt; seen in 4 of 4 i386 runs with one code layout. A
-    /// word is `lock xadd`, and no more callers than that can be inside.
-    pub(crate) inflight: AtomicUsize,
-    /// Trace events written or lines logged.
-    pub(crate) events: AtomicU64,
-    /// Calls that became no event (no tracer enabled, or rate-limited).
-    pub(crate) dropped: AtomicU64,
+    /// Per-CPU address of this site's `SiteCounts`, set by C before the
+    /// probe is armed (so never 0 where a hook runs).
+    pub(crate) counts: AtomicUsize,
+    /// Their sum over CPUs, as C last read it (hp_attachment_sync).
+    pub(crate) summed: Summed,
     /// Probe hits kprobes did not hand to us, as C last read them.
     pub(crate) missed: AtomicU64,
     /// Bit i: the target's fault rule in slot i selects this site
@@ -120,7 +111,14 @@ pub(crate) fn site_record(
         // and its result is not recorded.
         FunctionKind::Any(spec) => (spec == Spec::Raw || I386, targets[site.func].addr, None, spec.arity()),
     };
-    let stack_words = if I386 { catalogue::i386_stack_words(arity) as u32 } else { 0 };
+    // x86_64: a catalogue function takes at most six register arguments,
+    // so the trampoline copies no stack window for it; any other callee
+    // gets STACK_WORDS, whatever its SPEC says (see hp_trampoline.S).
+    let stack_words = match functions[site.func].kind {
+        _ if I386 => catalogue::i386_stack_words(arity) as u32,
+        FunctionKind::Memory(_) => 0,
+        FunctionKind::Any(_) => hp_core::proto::STACK_WORDS as u32,
+    };
     SiteRecord {
         site,
         key: AtomicU64::new(0),
@@ -129,11 +127,8 @@ pub(crate) fn site_record(
         jump_through,
         stack_words,
         state: AtomicU8::new(SiteState::Planned as u8),
-        hits: AtomicU64::new(0),
-        direct_hits: AtomicU64::new(0),
-        inflight: AtomicUsize::new(0),
-        events: AtomicU64::new(0),
-        dropped: AtomicU64::new(0),
+        counts: AtomicUsize::new(0),
+        summed: Summed::default(),
         missed: AtomicU64::new(0),
         fault_mask: AtomicU8::new(0),
         failed: AtomicU64::new(0),
@@ -191,13 +186,47 @@ impl SiteRecord {
         }
     }
 
-    pub fn set_direct_hits(&self, hits: u64) {
-        self.direct_hits.store(hits, Ordering::Relaxed);
+    /// Where the hooks count (C's per-CPU memory), before the probe is armed.
+    pub fn set_counts(&self, counts: usize) {
+        self.counts.store(counts, Ordering::Relaxed);
     }
 
-    /// Every call intercepted here: through the trampoline, or straight.
+    /// C's sum over CPUs of this site's counters.
+    pub fn set_summed(&self, sum: &SiteCounts) {
+        let s = &self.summed;
+        for (field, value) in [(&s.hits, sum.entries.wrapping_add(sum.passes)), (&s.events, sum.events), (&s.dropped, sum.dropped)] {
+            field.store(value, Ordering::Relaxed);
+        }
+        // Entries are final once no pre-handler runs, and exits never pass
+        // them, so a sum read while calls return is never too low.
+        s.inside.store(sum.entries.wrapping_sub(sum.exits), Ordering::Relaxed);
+    }
+
+    /// Every call intercepted here, as last summed.
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed) + self.direct_hits.load(Ordering::Relaxed)
+        self.summed.hits.load(Ordering::Relaxed)
+    }
+
+    /// Calls inside the real function through hp_trampoline, as last summed.
+    pub fn inside(&self) -> u64 {
+        self.summed.inside.load(Ordering::Relaxed)
+    }
+
+    pub fn events(&self) -> u64 {
+        self.summed.events.load(Ordering::Relaxed)
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.summed.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Adds 1 to one of this CPU's counters of this site.
+    #[inline(always)]
+    fn count(&self, offset: usize) {
+        // SAFETY: C set `counts` before arming the probe that brought us
+        // here, and frees it only after the detach sequence, which waits
+        // for every hook (and for tasks between its exit count and `ret`).
+        unsafe { percpu::inc_u64(self.counts.load(Ordering::Relaxed) + offset) }
     }
 
     /// Nothing at this site needs the trampoline: no sink to record the
@@ -206,18 +235,14 @@ impl SiteRecord {
         self.session().may_count_only() && self.fault_mask.load(Ordering::Acquire) == 0
     }
 
-    /// hits, inflight, events, dropped, missed.
+    /// hits, inside, events, dropped, missed.
     pub fn counters(&self) -> [u64; 5] {
-        let inflight = self.inflight.load(Ordering::Relaxed) as u64;
-        [self.hits(), inflight, self.events.load(Ordering::Relaxed), self.dropped.load(Ordering::Relaxed), self.missed.load(Ordering::Relaxed)]
+        [self.hits(), self.inside(), self.events(), self.dropped(), self.missed.load(Ordering::Relaxed)]
     }
 
-    /// Counts the call and says what to call with which arguments; the C
-    /// detach sequence waits for `inflight` to drain. `caller` is where the
-    /// real function would have returned to.
+    /// Says what to call with which arguments (the pre-handler counted the
+    /// call). `caller` is where the real function would have returned to.
     pub fn enter(&self, args: &RegisterArgs, frame: &mut CallFrame, caller: u64) -> u64 {
-        self.inflight.fetch_add(1, Ordering::SeqCst);
-        self.hits.fetch_add(1, Ordering::Relaxed);
         if self.session().sink == Sink::Trace {
             // SAFETY: reads a clock, any context.
             frame.start_ns = unsafe { ffi::hp_c_now_ns() };
@@ -250,16 +275,16 @@ impl SiteRecord {
         if self.session().checks_leaks {
             self.track_result(args, ret);
         }
-        // Last touch of the session: after this the detach may free it.
-        self.inflight.fetch_sub(1, Ordering::SeqCst);
+        // Last touch of the session: once exits reach entries the detach
+        // may free it (after an RCU-tasks wait for the `ret` that follows).
+        self.count(core::mem::offset_of!(SiteCounts, exits));
         ret
     }
 
-    /// Counts and logs a call to a void function, before it runs; returns
-    /// the function to jump into. Not in `inflight`: once we jump, nothing
-    /// of ours is used, and RCU-tasks covers the time until then.
+    /// Logs a call to a void function, before it runs; returns the
+    /// function to jump into. No exit: once we jump, nothing of ours is
+    /// used, and RCU-tasks covers the time until then.
     pub fn jump_through(&self, args: &RegisterArgs) -> u64 {
-        self.hits.fetch_add(1, Ordering::Relaxed);
         self.record(args, None);
         if self.session().checks_leaks {
             self.track_free(args);
@@ -285,7 +310,7 @@ impl SiteRecord {
     fn trace_call(&self, args: &RegisterArgs, result: Option<Returned>) {
         // SAFETY: reads a static key.
         if !unsafe { ffi::hp_c_trace_enabled() } {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.count(core::mem::offset_of!(SiteCounts, dropped));
             return;
         }
         let session = self.session();
@@ -314,15 +339,15 @@ impl SiteRecord {
         // SAFETY: the event's strings are NUL-terminated and live as long as
         // the session, which outlives this call; `text` outlives it too.
         unsafe { ffi::hp_c_trace_call(&event) };
-        self.events.fetch_add(1, Ordering::Relaxed);
+        self.count(core::mem::offset_of!(SiteCounts, events));
     }
 
     /// Runs in the target's context: no allocation, no lock, no sleep.
     fn log_call(&self, args: &RegisterArgs, result: Option<Returned>) {
         let session = self.session();
         // SAFETY: a plain read of jiffies.
-        if !session.ratelimit.allow(unsafe { ffi::hp_c_log_window() }) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if !session.may_log() {
+            self.count(core::mem::offset_of!(SiteCounts, dropped));
             return;
         }
         let mut line = LineBuf::<256>::default();
@@ -341,8 +366,19 @@ impl SiteRecord {
         };
         // SAFETY: the buffer is NUL-terminated and outlives the call.
         unsafe { ffi::hp_c_emit_call(line.as_c_bytes().as_ptr().cast(), self.site.addr as usize) };
-        self.events.fetch_add(1, Ordering::Relaxed);
+        self.count(core::mem::offset_of!(SiteCounts, events));
     }
+}
+
+/// A site's counters summed over CPUs, as C last read them: written
+/// under hp_lock (or by the drain that owns a detached session), read by
+/// replies and reports. Plain loads and stores.
+#[derive(Default)]
+pub struct Summed {
+    hits: AtomicU64,
+    inside: AtomicU64,
+    events: AtomicU64,
+    dropped: AtomicU64,
 }
 
 /// What the real function gave back, and when it was entered.
