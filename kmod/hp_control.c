@@ -421,7 +421,10 @@ static ssize_t hp_write(struct file *file, const char __user *buf, size_t len,
 	}
 	err = hp_control_parse(text, len, cmd, f->reply);
 	kfree(text);
-	if (!err) {
+	if (!err && cmd->verb == HP_CMD_PROGRESS) {
+		/* Never waits for hp_lock: what a long attach is doing. */
+		hp_progress_reply(f->reply);
+	} else if (!err) {
 		mutex_lock(&hp_lock);
 		hp_capture_errors(f->reply);
 		err = hp_execute(cmd, f->reply, &drains);

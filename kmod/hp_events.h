@@ -41,7 +41,8 @@ TRACE_EVENT(hp_call,
 		__entry->ret2 = e->ret2;
 		__entry->start_ns = e->start_ns;
 		__entry->duration_ns = e->duration_ns;
-		memcpy(__get_dynamic_array(strings), e->strings, e->strings_len);
+		if (e->strings_len)
+			memcpy(__get_dynamic_array(strings), e->strings, e->strings_len);
 	),
 	TP_printk("%s %pS %s(0x%llx, 0x%llx, 0x%llx, 0x%llx, 0x%llx, 0x%llx) = 0x%llx:0x%llx returned=%u duration_ns=%llu",
 		  __get_str(target), (void *)__entry->site, __get_str(callee),

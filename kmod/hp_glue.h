@@ -95,12 +95,12 @@ struct hp_call_event {
 	u64 site;
 	u32 func;
 	u32 returned;		/* 0: a void function, ret and duration are 0 */
-	u64 args[6];
+	const u64 *args;	/* the six register arguments, where the trampoline saved them */
 	u64 ret;
 	u64 ret2;		/* rdx after the call */
 	u64 start_ns;
 	u64 duration_ns;
-	const u8 *strings;	/* hp_core::proto::strings encoding */
+	const u8 *strings;	/* hp_core::proto::strings encoding; NULL when strings_len is 0 */
 	u32 strings_len;
 };
 
@@ -109,6 +109,7 @@ enum hp_verb {
 	HP_CMD_ATTACH = 1, HP_CMD_DETACH, HP_CMD_DETACH_ALL, HP_CMD_PLAN,
 	HP_CMD_TARGETS, HP_CMD_SITES, HP_CMD_STATS, HP_CMD_INFO, HP_CMD_CALLEES,
 	HP_CMD_FAIL, HP_CMD_FAIL_CLEAR, HP_CMD_FAULTS, HP_CMD_LEAKS, HP_CMD_FAIL_NEXT,
+	HP_CMD_PROGRESS,
 };
 #define HP_MAX_COMMAND 1024
 struct hp_command {

@@ -90,6 +90,7 @@ int hp_list_callees(struct module *mod, struct hp_reply *r);
 void hp_attachment_free(struct hp_attachment *att);
 void hp_attachment_sync(struct hp_attachment *att);
 void hp_attachment_route(struct hp_attachment *att);
+void hp_progress_reply(struct hp_reply *r);	/* `progress`, without hp_lock */
 
 /* hp_detach.c: the detach sequence, and the wait for callers after it. */
 extern struct workqueue_struct *hp_wq;

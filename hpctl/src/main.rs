@@ -167,7 +167,7 @@ fn run(command: Cmd) -> Result<()> {
             let sink = sink.into();
             let command =
                 Command::Attach { module: &module, functions: &functions, sink, follow, burst, leaks, kernel_frees };
-            let records = send(&command)?;
+            let records = send_showing_progress(&command)?;
             match Target::all(&records)?.first() {
                 Some(t) => println!("{}", table::attached(t)),
                 None => bail!("attach {module}: the reply has no target line"),
@@ -309,6 +309,41 @@ fn decode(dir: &std::path::Path, json: bool) -> Result<()> {
         capture.missed.len()
     );
     Ok(())
+}
+
+/// An attach arms one probe at a time (btrfs's 957 take 40 s under TCG):
+/// on a terminal, say how far it has got, from `progress`, which the module
+/// answers without waiting for the attach.
+fn send_showing_progress(command: &Command<'_>) -> Result<Vec<hpctl::records::Record>> {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stderr().is_terminal() {
+        return send(command);
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut shown = false;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let Ok(records) = send(&Command::Progress) else { continue };
+                let Some(p) = records.iter().find(|r| r.kind == "progress") else { continue };
+                let (Ok(name), Ok(armed), Ok(sites)) = (p.get("name"), p.num("armed"), p.num("sites")) else { continue };
+                if !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    eprint!("\rhpctl: arming {name}: {armed} of {sites} sites");
+                    let _ = std::io::stderr().flush();
+                    shown = true;
+                }
+            }
+            if shown {
+                eprint!("\r\x1b[K");
+            }
+        })
+    };
+    let reply = send(command);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watcher.join();
+    reply
 }
 
 /// A detach returns once the callers still inside an intercepted call come

@@ -90,6 +90,8 @@ command "detach cr_target"
 # The other sinks: trace with hp_call on in the top instance and nobody
 # reading; printk, rate-limited (most calls become suppressed).
 command "attach cr_target fn=kstrdup,kfree sink=trace"
+# First with hp_call off: the trampoline and hooks without the event.
+measure sink_trace_off "kstrdup kfree"
 echo 1 > $T/events/hp_patcher/hp_call/enable
 measure sink_trace "kstrdup kfree"
 echo 0 > $T/events/hp_patcher/hp_call/enable
@@ -98,19 +100,66 @@ command "detach cr_target"
 command "attach cr_target fn=kstrdup,kfree sink=printk"
 measure sink_printk "kstrdup kfree"
 command "detach cr_target"
-# Kernel memory one attach takes (every catalogue function: all of
-# cr_target's sites, sink none), from /proc/meminfo before and while
-# attached, once a round: HPMEM <sites armed> <slab vmalloc percpu before, kB> <the same after>
-# stat_refresh folds every CPU's pending counts into what meminfo shows.
+# Kernel memory one attach takes (every catalogue function, sink none),
+# from /proc/meminfo before and while attached, once a round, for a small
+# target and a large one: HPMEM <module> <sites armed> <slab vmalloc percpu
+# before, kB> <the same after>. stat_refresh folds every CPU's pending
+# counts into what meminfo shows.
 meminfo_now() { echo 1 > /proc/sys/vm/stat_refresh; awk '$1 == "Slab:" { s = $2 } $1 == "VmallocUsed:" { v = $2 } $1 == "Percpu:" { p = $2 } END { print s, v, p }' /proc/meminfo; }
-r=0
-while [ $r -lt $ROUNDS ]; do
-	r=$((r + 1))
-	before=$(meminfo_now)
-	command "attach cr_target sink=none"
-	after=$(meminfo_now)
-	echo "HPMEM $(target_field cr_target armed) $before $after"
-	command "detach cr_target"
+memory() {
+	r=0
+	while [ $r -lt $ROUNDS ]; do
+		r=$((r + 1))
+		before=$(meminfo_now)
+		command "attach $1 sink=none"
+		after=$(meminfo_now)
+		echo "HPMEM $1 $(target_field $1 armed) $before $after"
+		command "detach $1"
+	done
+}
+for m in $(cat /modules/btrfs.order); do
+	insmod /modules/$m.ko 2>/dev/null || grep -q "^$m " /proc/modules || echo "HPBENCH-ERROR insmod $m"
 done
+memory cr_target
+memory btrfs
+
+# Attach and detach time, against kprobes' own floor: the same addresses
+# registered with one register_kprobes() and removed with one
+# unregister_kprobes() by kp_batch. Ours is the control command's time
+# from a shell (planning, arming, the detach's waits), read from
+# kp_batch's clock: HPATTACH <sites> <ours|bare> <attach ns> <detach ns>.
+# Selections of btrfs's callees near 1, 10 and 100 sites, and all of them.
+rmmod hp_patcher
+insmod $HP raw_pointers=1 || echo "HPBENCH-ERROR insmod hp_patcher raw_pointers=1 failed"
+insmod /modules/kp_batch.ko || echo "HPBENCH-ERROR insmod kp_batch failed"
+KB=/sys/kernel/debug/kp_batch
+hpcmd "plan btrfs" | awk '$1 == "site" && / state=planned/ { for (i = 1; i <= NF; i++) if ($i ~ /^callee=/) n[substr($i, 8)]++ }
+	END { for (f in n) print n[f], f }' > /tmp/btrfs_callees
+nearest() { awk -v want=$1 '{ d = $1 - want; if (d < 0) d = -d; if (best == "" || d < bd) { best = $2; bd = d } } END { print best }' /tmp/btrfs_callees; }
+ATTACH_ROUNDS=3
+for selection in "fn=$(nearest 1)" "fn=$(nearest 10)" "fn=$(nearest 100)" ""; do
+	r=0
+	while [ $r -lt $ATTACH_ROUNDS ]; do
+		r=$((r + 1))
+		t0=$(cat $KB/now)
+		command "attach btrfs $selection sink=none"
+		t1=$(cat $KB/now)
+		sites=$(target_field btrfs armed)
+		hpcmd "sites btrfs" | awk '/ state=armed / { for (i = 1; i <= NF; i++) if ($i ~ /^addr=/) print substr($i, 6) }' > /tmp/addrs
+		t2=$(cat $KB/now)
+		command "detach btrfs"
+		t3=$(cat $KB/now)
+		echo "HPATTACH $sites ours $((t1 - t0)) $((t3 - t2))"
+		echo clear > $KB/ctl
+		dd if=/tmp/addrs of=$KB/addrs bs=128k 2>/dev/null || echo "HPBENCH-ERROR kp_batch took no addresses"
+		t0=$(cat $KB/now)
+		echo arm > $KB/ctl || echo "HPBENCH-ERROR kp_batch arm failed"
+		t1=$(cat $KB/now)
+		echo disarm > $KB/ctl
+		t2=$(cat $KB/now)
+		echo "HPATTACH $(wc -l < /tmp/addrs) bare $((t1 - t0)) $((t2 - t1))"
+	done
+done
+rmmod kp_batch
 rmmod hp_patcher
 echo "HPBENCH-END"

@@ -31,6 +31,21 @@ head -n 8 /tmp/stats.out
 show $HPCTL detach ext4 > /tmp/detach.out
 cat /tmp/detach.out
 expect_log hpctl_ext4.text_identical 'hp_patcher: ext4 text identical to before attach'
+# `progress` answers while an attach holds the lock (what hpctl attach
+# shows on a terminal): polled until the attach ends, it must show it.
+hpcmd "attach ext4 sink=none" > /tmp/progress_attach.out &
+attacher=$!
+seen=""
+while kill -0 $attacher 2>/dev/null; do
+	p=$(hpcmd progress)
+	case $p in *"state=arming name=ext4 "*) seen=$p ;; esac
+	usleep 20000
+done
+wait $attacher
+echo "HPINFO hpctl_ext4: progress during the attach: ${seen:-none seen}"
+[ -n "$seen" ] && pass hpctl_ext4.progress || fail hpctl_ext4.progress "no progress line while attaching: $(cat /tmp/progress_attach.out)"
+expect_eq hpctl_ext4.progress_idle "$(hpcmd progress)" "progress state=idle"
+hpcmd "detach ext4" > /dev/null
 # Any callee, typed from BTF: the journal, the buffer cache, a lock.
 case $(uname -r) in 6.1.*) GETBLK=__getblk_gfp ;; *) GETBLK=bdev_getblk ;; esac
 show $HPCTL callees ext4 > /tmp/callees.out

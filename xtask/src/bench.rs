@@ -28,6 +28,7 @@ const CONFIGURATIONS: &[(&str, &str)] = &[
     ("rule_elsewhere", "sink none, a fault rule on another function (the site's mask is 0)"),
     ("rule_every_unfired", "sink none, a rule on this site that does not fire (every=1000000000)"),
     ("rule_pid_unfired", "sink none, a rule on this site that does not fire (pid=1)"),
+    ("sink_trace_off", "hp_patcher, sink trace, hp_call off (each call counted as dropped): the trampoline and hooks"),
     ("sink_trace", "hp_patcher, sink trace, hp_call on, nobody reading"),
     ("sink_printk", "hp_patcher, sink printk (200 lines per 5 s, the rest suppressed)"),
 ];
@@ -88,7 +89,7 @@ pub fn bench(kernel: &Kernel) -> Result<()> {
     let (out, rounds) = run_guest(kernel, &image, "bench", &["-icount", "shift=0"])?;
     // The same rounds in host time: noisy, so only as ratios within the run.
     println!("bench: booting {} under plain TCG", kernel.release);
-    let (_, tcg_rounds) = run_guest(kernel, &image, "bench-tcg", &[])?;
+    let (tcg_out, tcg_rounds) = run_guest(kernel, &image, "bench-tcg", &[])?;
     let round_count = rounds.values().map(Vec::len).max().unwrap_or(0);
     let median_in = |rounds: &Rounds, config: &str, function: &str| {
         rounds.get(&(config.to_string(), function.to_string())).map(|r| figures(r.clone()).median)
@@ -156,24 +157,8 @@ pub fn bench(kernel: &Kernel) -> Result<()> {
             shown("kfree@bystander")
         )?;
     }
-    let memory: Vec<[f64; 4]> = out.text.lines().filter_map(|l| memory_round(l.strip_prefix("HPMEM ")?)).collect();
-    if !memory.is_empty() {
-        let median_of = |i: usize| figures(memory.iter().map(|m| m[i]).collect()).median;
-        let sites = median_of(0);
-        writeln!(
-            md,
-            "\nKernel memory one attach takes ({sites:.0} sites of cr_target, sink none; /proc/meminfo \
-             before and while attached, after stat_refresh, medians over {} attaches): slab {:.0} kB, \
-             vmalloc {:.0} kB, percpu {:.0} kB; {:.0} bytes a site in all. Coarse: meminfo counts whole \
-             slab pages and vmalloc areas, and misses what kmalloc takes straight from the page allocator \
-             (over 8 kB, such as the copy of the target's text).",
-            memory.len(),
-            median_of(1),
-            median_of(2),
-            median_of(3),
-            (median_of(1) + median_of(2) + median_of(3)) * 1024.0 / sites.max(1.0)
-        )?;
-    }
+    memory_table(&mut md, &out.text)?;
+    attach_table(&mut md, &out.text, &tcg_out.text)?;
     let notes: Vec<&str> = out.text.lines().filter_map(|l| l.strip_prefix("HPINFO bench: ")).collect();
     if !notes.is_empty() {
         writeln!(md, "\nFrom the guest:\n")?;
@@ -183,8 +168,9 @@ pub fn bench(kernel: &Kernel) -> Result<()> {
     }
     writeln!(
         md,
-        "\nNot measured yet (issue 17): bpftrace, attach and detach time against a bare \
-         register_kprobes of the same sites, the event rate at which `hpctl trace` drops."
+        "\nNot measured: bpftrace, which the lab's guests cannot run (a busybox initramfs with \
+         no network, and Debian's bpftrace needs LLVM and libbpf besides), and the event \
+         rate at which `hpctl trace` starts to drop."
     )?;
     let path = repo_root().join("bench/RESULTS.md");
     std::fs::create_dir_all(path.parent().unwrap())?;
@@ -210,12 +196,115 @@ fn run_guest(
     Ok((out, rounds))
 }
 
-/// `<sites> <slab vmalloc percpu before> <the same after>` (kB) -> sites
-/// and the three growths.
-fn memory_round(line: &str) -> Option<[f64; 4]> {
-    let v: Vec<f64> = line.split_whitespace().map(|w| w.parse().ok()).collect::<Option<_>>()?;
+/// `<module> <sites> <slab vmalloc percpu before> <the same after>` (kB)
+/// -> the module, its sites and the three growths.
+fn memory_round(line: &str) -> Option<(&str, [f64; 4])> {
+    let (module, rest) = line.split_once(' ')?;
+    let v: Vec<f64> = rest.split_whitespace().map(|w| w.parse().ok()).collect::<Option<_>>()?;
     let [sites, s0, v0, p0, s1, v1, p1] = v[..] else { return None };
-    Some([sites, s1 - s0, v1 - v0, p1 - p0])
+    Some((module, [sites, s1 - s0, v1 - v0, p1 - p0]))
+}
+
+/// Kernel memory one attach takes, per target measured, and the line
+/// through the two: bytes a site, and what a target takes besides.
+fn memory_table(md: &mut String, text: &str) -> Result<()> {
+    let mut by_module: BTreeMap<&str, Vec<[f64; 4]>> = BTreeMap::new();
+    for (module, round) in text.lines().filter_map(|l| memory_round(l.strip_prefix("HPMEM ")?)) {
+        by_module.entry(module).or_default().push(round);
+    }
+    if by_module.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "\nKernel memory one attach takes (every catalogue function, sink none): /proc/meminfo before and \
+         while attached, after stat_refresh, medians over the attaches. Coarse: meminfo counts whole slab \
+         pages, vmalloc areas and percpu chunks, and misses what kmalloc takes straight from the page \
+         allocator (over 8 kB, such as the copy of the target's text).\n"
+    )?;
+    writeln!(md, "| target | sites | attaches | slab kB | vmalloc kB | percpu kB | in all, kB |")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
+    let mut points = Vec::new();
+    for (module, rounds) in &by_module {
+        let median_of = |i: usize| figures(rounds.iter().map(|m| m[i]).collect()).median;
+        let all = median_of(1) + median_of(2) + median_of(3);
+        writeln!(
+            md,
+            "| {module} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {all:.0} |",
+            median_of(0),
+            rounds.len(),
+            median_of(1),
+            median_of(2),
+            median_of(3)
+        )?;
+        points.push((median_of(0), all));
+    }
+    if let [(s0, m0), (s1, m1)] = points[..] {
+        if (s1 - s0).abs() >= 1.0 {
+            let per_site = (m1 - m0) / (s1 - s0) * 1024.0;
+            let per_target = m0 - per_site * s0 / 1024.0;
+            writeln!(
+                md,
+                "\nThrough the two: about {per_site:.0} bytes a site, and {per_target:.0} kB a target besides."
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `<sites> <ours|bare> <attach ns> <detach ns>` lines, by (sites, who):
+/// the attach and detach times of each round.
+fn attach_rounds(text: &str) -> BTreeMap<(u64, String), Vec<(f64, f64)>> {
+    let mut rounds: BTreeMap<(u64, String), Vec<(f64, f64)>> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("HPATTACH ") else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let [sites, who, attach, detach] = f[..] else { continue };
+        let (Ok(sites), Ok(attach), Ok(detach)) = (sites.parse(), attach.parse(), detach.parse()) else { continue };
+        rounds.entry((sites, who.to_string())).or_default().push((attach, detach));
+    }
+    rounds
+}
+
+/// Attach and detach times against kprobes' own batch floor.
+fn attach_table(md: &mut String, icount: &str, tcg: &str) -> Result<()> {
+    let (rounds, tcg_rounds) = (attach_rounds(icount), attach_rounds(tcg));
+    let median = |rounds: &BTreeMap<(u64, String), Vec<(f64, f64)>>, sites: u64, who: &str, detach: bool| {
+        let r = rounds.get(&(sites, who.to_string()))?;
+        Some(figures(r.iter().map(|&(a, d)| if detach { d } else { a }).collect()).median)
+    };
+    let sizes: Vec<u64> = rounds.keys().filter(|(_, who)| who == "ours").map(|&(s, _)| s).collect();
+    if sizes.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "\nAttach and detach of btrfs's sites (a selection of its callees near 1, 10 and 100 sites, then \
+         all), sink none, timed from a shell in the guest: hp_patcher's control command (planning, \
+         arming, the detach's waits) against kp_batch, a bare module that registers the same addresses \
+         with one `register_kprobes()` and removes them with one `unregister_kprobes()`. Milliseconds \
+         under -icount (medians of the rounds), and the ratio, also under plain TCG.\n"
+    )?;
+    writeln!(
+        md,
+        "| sites | attach | register_kprobes | × | plain TCG × | detach | unregister_kprobes | × | plain TCG × |"
+    )?;
+    writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for sites in sizes {
+        let mut row = format!("| {sites} |");
+        for detach in [false, true] {
+            let ours = median(&rounds, sites, "ours", detach);
+            let bare = median(&rounds, sites, "bare", detach);
+            let tcg_ratio = median(&tcg_rounds, sites, "ours", detach)
+                .zip(median(&tcg_rounds, sites, "bare", detach))
+                .map_or("-".to_string(), |(o, b)| format!("{:.2}", o / b));
+            let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}", v / 1e6));
+            let ratio = ours.zip(bare).map_or("-".to_string(), |(o, b)| format!("{:.2}", o / b));
+            write!(row, " {} | {} | {ratio} | {tcg_ratio} |", ms(ours), ms(bare))?;
+        }
+        writeln!(md, "{row}")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -230,7 +319,9 @@ mod tests {
         assert_eq!((f.median, f.min, f.max), (35.5, 35.0, 36.0));
         assert!(parse("HPBENCH-ERROR refused: attach\n").is_err());
         assert!(parse("HPBENCH nothing kstrdup\n").is_err());
-        assert_eq!(memory_round("37 100 200 10 160 250 12"), Some([37.0, 60.0, 50.0, 2.0]));
-        assert_eq!(memory_round("37 100"), None);
+        assert_eq!(memory_round("cr_target 37 100 200 10 160 250 12"), Some(("cr_target", [37.0, 60.0, 50.0, 2.0])));
+        assert_eq!(memory_round("cr_target 37 100"), None);
+        let attach = attach_rounds("HPATTACH 12 ours 5000000 9000000\nHPATTACH 12 bare 1000000 2000000\n");
+        assert_eq!(attach[&(12, "ours".to_string())], [(5e6, 9e6)]);
     }
 }

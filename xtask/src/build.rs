@@ -115,6 +115,7 @@ pub struct Built {
     pub cr_twin: PathBuf,
     /// A bare or redirect-only kprobe on one call site: the bench's floors.
     pub kp_floor: PathBuf,
+    pub kp_batch: PathBuf,
     /// The module cr_target calls into (any-callee tests); loaded first.
     pub cr_callee: PathBuf,
     /// The static user-space tool (the same for every kernel).
@@ -150,7 +151,7 @@ pub fn build_all(kernel: &Kernel) -> Result<Built> {
     let _ = std::fs::remove_file(cr_dir.join("cr_twin.mod.c"));
     let cr_target = kbuild(kernel, &cr_dir, "cr_target.ko", &out)?;
     // The same Kbuild builds the twin (cr_twin.c), a second target, the
-    // bench's floors (kp_floor.c), and
+    // bench's floors (kp_floor.c per call, kp_batch.c per attach), and
     // cr_callee, which both call.
     let cr_twin = out.join("cr_twin.ko");
     std::fs::copy(cr_dir.join("cr_twin.ko"), &cr_twin)?;
@@ -159,7 +160,9 @@ pub fn build_all(kernel: &Kernel) -> Result<Built> {
     let hpctl = crate::hpctl::build()?;
     let kp_floor = out.join("kp_floor.ko");
     std::fs::copy(cr_dir.join("kp_floor.ko"), &kp_floor)?;
-    Ok(Built { hp_patcher, cr_target, cr_twin, cr_callee, kp_floor, hpctl })
+    let kp_batch = out.join("kp_batch.ko");
+    std::fs::copy(cr_dir.join("kp_batch.ko"), &kp_batch)?;
+    Ok(Built { hp_patcher, cr_target, cr_twin, cr_callee, kp_floor, kp_batch, hpctl })
 }
 
 /// The version of `crate` that a Cargo.lock pins.

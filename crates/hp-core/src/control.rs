@@ -91,6 +91,9 @@ pub enum Command<'a> {
     Faults { module: Option<&'a str> },
     /// What the leak checker holds: outstanding objects by site.
     Leaks { module: Option<&'a str> },
+    /// How far an attach under way has got; answered without waiting for
+    /// the command that holds the lock.
+    Progress,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +200,7 @@ pub fn parse(bytes: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
         "detach" => Command::Detach { module: module(words.next())? },
         "detach-all" => Command::DetachAll,
         "targets" => Command::Targets,
+        "progress" => Command::Progress,
         "sites" => Command::Sites { module: words.next().map(|w| module(Some(w))).transpose()? },
         "stats" => Command::Stats { module: words.next().map(|w| module(Some(w))).transpose()? },
         "info" => Command::Info,
@@ -302,6 +306,7 @@ impl fmt::Display for Command<'_> {
                 functions(f, list)
             }
             Command::Targets => write!(f, "targets"),
+            Command::Progress => write!(f, "progress"),
             Command::Callees { module } => write!(f, "callees {module}"),
             Command::Sites { module } => {
                 write!(f, "sites")?;
@@ -369,6 +374,8 @@ mod tests {
         assert_eq!(parse(b"detach-all").unwrap(), Command::DetachAll);
         assert_eq!(parse(b"plan ext4 fn=kfree").unwrap(), Command::Plan { module: "ext4", functions: "kfree" });
         assert_eq!(parse(b"targets\n").unwrap(), Command::Targets);
+        assert_eq!(parse(b"progress").unwrap(), Command::Progress);
+        assert_eq!(Command::Progress.to_string(), "progress");
         assert_eq!(parse(b"sites").unwrap(), Command::Sites { module: None });
         assert_eq!(parse(b"stats ext4").unwrap(), Command::Stats { module: Some("ext4") });
         assert_eq!(parse(b"info").unwrap(), Command::Info);

@@ -120,6 +120,7 @@ pub const HP_CMD_FAIL_CLEAR: u32 = 11;
 pub const HP_CMD_FAULTS: u32 = 12;
 pub const HP_CMD_LEAKS: u32 = 13;
 pub const HP_CMD_FAIL_NEXT: u32 = 14;
+pub const HP_CMD_PROGRESS: u32 = 15;
 
 /// A parsed command for C (struct hp_command): strings NUL-terminated.
 #[repr(C)]
@@ -185,6 +186,7 @@ pub unsafe extern "C" fn hp_control_parse(bytes: *const u8, len: usize, out: *mu
         Command::FailNext { module } => (HP_CMD_FAIL_NEXT, Some(module), "", Sink::Trace, false),
         Command::Faults { module } => (HP_CMD_FAULTS, module, "", Sink::Trace, false),
         Command::Leaks { module } => (HP_CMD_LEAKS, module, "", Sink::Trace, false),
+        Command::Progress => (HP_CMD_PROGRESS, None, "", Sink::Trace, false),
     };
     out.verb = verb;
     out.sink = match sink {

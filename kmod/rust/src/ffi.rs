@@ -89,7 +89,8 @@ pub struct CallEvent {
     pub site: u64,
     pub func: u32,
     pub returned: u32,
-    pub args: [u64; 6],
+    /// The call's six register arguments, where the trampoline saved them.
+    pub args: *const u64,
     pub ret: u64,
     pub ret2: u64,
     pub start_ns: u64,

@@ -320,25 +320,32 @@ impl SiteRecord {
             Some(r) => (r.ret, r.ret2, r.start_ns, unsafe { ffi::hp_c_now_ns() }.saturating_sub(r.start_ns)),
             None => (0, 0, unsafe { ffi::hp_c_now_ns() }, 0),
         };
-        let mut text = [0u8; strings::CAPACITY];
-        let text_len = read_strings(function, args, &mut text);
         let event = CallEvent {
             target: session.target.as_c_ptr().cast(),
             callee: function.name.as_c_ptr().cast(),
             site: self.site.addr,
             func: function.catalogue_index(),
             returned: result.is_some() as u32,
-            args: *args,
+            args: args.as_ptr(),
             ret,
             ret2,
             start_ns,
             duration_ns,
-            strings: text.as_ptr(),
-            strings_len: text_len as u32,
+            strings: core::ptr::null(),
+            strings_len: 0,
         };
-        // SAFETY: the event's strings are NUL-terminated and live as long as
-        // the session, which outlives this call; `text` outlives it too.
-        unsafe { ffi::hp_c_trace_call(&event) };
+        // Only a SPEC with strings needs the buffer (and its clearing).
+        if has_strings(function) {
+            let mut text = [0u8; strings::CAPACITY];
+            let text_len = read_strings(function, args, &mut text);
+            let event = CallEvent { strings: text.as_ptr(), strings_len: text_len as u32, ..event };
+            // SAFETY: as below; `text` outlives the call.
+            unsafe { ffi::hp_c_trace_call(&event) };
+        } else {
+            // SAFETY: the event's names are NUL-terminated and live as long
+            // as the session, which outlives this call; `args` outlives it.
+            unsafe { ffi::hp_c_trace_call(&event) };
+        }
         self.count(core::mem::offset_of!(SiteCounts, events));
     }
 
@@ -387,6 +394,11 @@ struct Returned {
     ret: u64,
     ret2: u64,
     start_ns: u64,
+}
+
+/// Whether SPEC names string arguments, which the event and line carry.
+fn has_strings(function: &Intercepted) -> bool {
+    matches!(function.kind, FunctionKind::Any(spec) if spec.string_mask() != 0)
 }
 
 /// The string arguments SPEC names, read with a nofault copy (a wrong SPEC
