@@ -87,6 +87,10 @@ u64 hp_target_detach(struct hp_target *t, const char *why);
 int hp_plan_module(struct module *mod, const char *functions,
 		   struct hp_attachment *att);
 int hp_list_callees(struct module *mod, struct hp_reply *r);
+
+/* hp_probes.c: an attachment's probes, their counters, attach progress. */
+int hp_register_probes(const char *name, struct hp_attachment *att,
+		       const struct module *mod, u64 plan_ns);
 void hp_attachment_free(struct hp_attachment *att);
 void hp_attachment_sync(struct hp_attachment *att);
 void hp_attachment_route(struct hp_attachment *att);
