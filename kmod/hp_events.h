@@ -18,9 +18,9 @@ TRACE_EVENT(hp_call,
 	TP_PROTO(const struct hp_call_event *e),
 	TP_ARGS(e),
 	TP_STRUCT__entry(
-		__string(target, e->target)
+		__string_len(target, e->target, e->target_len)
 		__field(unsigned long, site)
-		__string(callee, e->callee)
+		__string_len(callee, e->callee, e->callee_len)
 		__field(u32, func)
 		__field(u32, returned)
 		__array(u64, args, 6)
@@ -31,9 +31,9 @@ TRACE_EVENT(hp_call,
 		__dynamic_array(u8, strings, e->strings_len)
 	),
 	TP_fast_assign(
-		hp_assign_str(target, e->target);
+		hp_assign_str_len(target, e->target, e->target_len);
 		__entry->site = e->site;
-		hp_assign_str(callee, e->callee);
+		hp_assign_str_len(callee, e->callee, e->callee_len);
 		__entry->func = e->func;
 		__entry->returned = e->returned;
 		memcpy(__entry->args, e->args, sizeof(__entry->args));

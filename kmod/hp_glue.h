@@ -102,6 +102,7 @@ struct hp_call_event {
 	u64 duration_ns;
 	const u8 *strings;	/* hp_core::proto::strings encoding; NULL when strings_len is 0 */
 	u32 strings_len;
+	u32 target_len, callee_len;	/* strlen of target and callee, known ahead */
 };
 
 /* A parsed control command (Rust's ControlCommand). */

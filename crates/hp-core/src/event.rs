@@ -77,6 +77,15 @@ impl<const N: usize> LineBuf<N> {
         // Only whole UTF-8 sequences are ever copied in (see write_str).
         core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
     }
+    /// The text's length in bytes, without looking at it.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// The text's address as a C string: the bytes past the text are never
     /// written (text is only appended), so they are still the default NULs.
     pub fn as_c_ptr(&self) -> *const u8 {

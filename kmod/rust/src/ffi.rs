@@ -97,6 +97,9 @@ pub struct CallEvent {
     pub duration_ns: u64,
     pub strings: *const u8,
     pub strings_len: u32,
+    /// The lengths of `target` and `callee`, so the event needs no strlen.
+    pub target_len: u32,
+    pub callee_len: u32,
 }
 
 /// The kernel's `Elf_Sym`: `Elf64_Sym` on x86_64.

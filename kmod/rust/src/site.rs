@@ -333,6 +333,8 @@ impl SiteRecord {
             duration_ns,
             strings: core::ptr::null(),
             strings_len: 0,
+            target_len: session.target.len() as u32,
+            callee_len: function.name.len() as u32,
         };
         // Only a SPEC with strings needs the buffer (and its clearing).
         if has_strings(function) {
