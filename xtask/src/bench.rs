@@ -83,6 +83,8 @@ fn commit() -> String {
 }
 
 pub fn bench(kernel: &Kernel) -> Result<()> {
+    // What is built now is what is measured, whatever is committed meanwhile.
+    let measured_commit = commit();
     let built = build::build_all(kernel)?;
     let image = scenarios::bench_image(kernel, &built)?;
     println!("bench: booting {} under -icount shift=0 (slow: TCG counts every instruction)", kernel.release);
@@ -102,7 +104,7 @@ pub fn bench(kernel: &Kernel) -> Result<()> {
     let mut md = String::new();
     writeln!(md, "# hp_patcher: what it adds per call\n")?;
     writeln!(md, "Written by `cargo xtask bench` on {}.", String::from_utf8_lossy(&date.stdout).trim())?;
-    writeln!(md, "Kernel {}; commit {}.", kernel.release, commit())?;
+    writeln!(md, "Kernel {}; commit {measured_commit}.", kernel.release)?;
     writeln!(
         md,
         "QEMU TCG with `-icount shift=0`: one guest instruction per guest nanosecond, so each figure is \
