@@ -279,7 +279,7 @@ static int hp_attachment_plan(struct module *mod, const char *functions, u32 sin
 			return -ENOMEM;
 		}
 		req.budget = (unsigned long)att->budget;
-		req.budget_share = DIV_ROUND_UP(burst, num_online_cpus());
+		req.budget_share = min_t(u64, div_u64(burst - 1, num_online_cpus()) + 1, ULONG_MAX);
 	}
 	static_sites = hp_static_call_sites(mod, &req.num_static_call_sites);
 	if (IS_ERR(static_sites)) {
