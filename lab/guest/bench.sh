@@ -112,9 +112,15 @@ fi
 # Kernel memory one attach takes (every catalogue function, sink none),
 # from /proc/meminfo before and while attached, once a round, for a small
 # target and a large one: HPMEM <module> <sites armed> <slab vmalloc percpu
-# before, kB> <the same after>. stat_refresh folds every CPU's pending
-# counts into what meminfo shows.
-meminfo_now() { echo 1 > /proc/sys/vm/stat_refresh; awk '$1 == "Slab:" { s = $2 } $1 == "VmallocUsed:" { v = $2 } $1 == "Percpu:" { p = $2 } END { print s, v, p }' /proc/meminfo; }
+# before, kB> <the same after>. Slab is what the objects in use take
+# (/proc/slabinfo: active objects times their size), not meminfo's slab
+# pages, which keep what planning freed; stat_refresh folds every CPU's
+# pending counts into what meminfo shows of the rest.
+meminfo_now() {
+	echo 1 > /proc/sys/vm/stat_refresh
+	s=$(awk 'NR > 2 { b += $2 * $4 } END { printf "%d", b / 1024 }' /proc/slabinfo)
+	awk -v s=$s '$1 == "VmallocUsed:" { v = $2 } $1 == "Percpu:" { p = $2 } END { print s, v, p }' /proc/meminfo
+}
 memory() {
 	r=0
 	while [ $r -lt 3 ]; do

@@ -222,10 +222,11 @@ fn memory_table(md: &mut String, text: &str) -> Result<()> {
     }
     writeln!(
         md,
-        "\nKernel memory one attach takes (every catalogue function, sink none): /proc/meminfo before and \
-         while attached, after stat_refresh, medians over the attaches. Coarse: meminfo counts whole slab \
-         pages, vmalloc areas and percpu chunks, and misses what kmalloc takes straight from the page \
-         allocator (over 8 kB, such as the copy of the target's text).\n"
+        "\nKernel memory one attach takes (every catalogue function, sink none), before and while \
+         attached, medians over the attaches: slab as the objects in use (/proc/slabinfo, active objects \
+         times their size), vmalloc and percpu from /proc/meminfo after stat_refresh (whole areas and \
+         chunks: coarse). Not seen: what kmalloc takes straight from the page allocator (over 8 kB, such \
+         as the copy of the target's text and the sites' arrays).\n"
     )?;
     writeln!(md, "| target | sites | attaches | slab kB | vmalloc kB | percpu kB | in all, kB |")?;
     writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
