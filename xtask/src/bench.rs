@@ -245,8 +245,10 @@ fn memory_table(md: &mut String, text: &str) -> Result<()> {
         )?;
         points.push((median_of(0), all));
     }
+    // A line through two noisy points says nothing when memory does not
+    // grow with the sites: then it is left out.
     if let [(s0, m0), (s1, m1)] = points[..] {
-        if (s1 - s0).abs() >= 1.0 {
+        if (s1 - s0).abs() >= 1.0 && (m1 - m0) * (s1 - s0) > 0.0 {
             let per_site = (m1 - m0) / (s1 - s0) * 1024.0;
             let per_target = m0 - per_site * s0 / 1024.0;
             writeln!(
