@@ -47,12 +47,4 @@ static inline void hp_module_text(const struct module *mod, bool init,
 #define hp_assign_str(field, src) __assign_str(field, src)
 #endif
 
-/* The same for a __string_len field (no strlen per event): 6.10 copies
- * the length __string_len recorded, before that it is said again. */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 10, 0)
-#define hp_assign_str_len(field, src, len) __assign_str(field)
-#else
-#define hp_assign_str_len(field, src, len) __assign_str_len(field, src, len)
-#endif
-
 #endif

@@ -4,6 +4,7 @@
  * Both run in the target's context: nothing here sleeps or allocates.
  */
 #include <linux/module.h>
+#include <linux/trace_clock.h>
 #include <linux/timekeeping.h>
 
 #define CREATE_TRACE_POINTS
@@ -15,16 +16,34 @@ u64 hp_c_now_ns(void)
 	return ktime_get_mono_fast_ns();
 }
 
-/* Whether anyone (a tracefs instance, perf) has the event enabled: if not,
- * Rust counts the call as dropped instead of writing nothing silently. */
+/*
+ * A traced call's entry time, or 0 while nobody has the event enabled:
+ * trace_clock_local(), ftrace's default clock ("local", which hpctl's
+ * instance uses too), as the ring buffer reads it for every event. Any
+ * context, NMI included.
+ */
+u64 hp_c_trace_clock(void)
+{
+	return trace_hp_call_enabled() ? trace_clock_local() : 0;
+}
+
+/* Whether anyone (a tracefs instance, perf) has the event enabled. */
 bool hp_c_trace_enabled(void)
 {
 	return trace_hp_call_enabled();
 }
 
-void hp_c_trace_call(const struct hp_call_event *event)
+/* Writes the event, with its duration; false if nobody has it enabled,
+ * for Rust to count the call as dropped. */
+bool hp_c_trace_call(struct hp_call_event *event)
 {
+	if (!trace_hp_call_enabled())
+		return false;
+	/* A call entered before the event was enabled has no start. */
+	if (event->start_ns)
+		event->duration_ns = trace_clock_local() - event->start_ns;
 	trace_hp_call(event);
+	return true;
 }
 
 void hp_c_trace_fault(const char *target, const char *callee, unsigned long site,

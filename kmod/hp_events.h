@@ -14,13 +14,27 @@
 #include "hp_glue.h"
 #include "hp_compat.h"
 
+#ifndef HP_EVENTS_COPY
+#define HP_EVENTS_COPY
+/* A name padded with NULs to whole words (struct hp_event_site), copied a
+ * word at a time: a name is a few words, where a memcpy call costs more
+ * than the copy. */
+static __always_inline void hp_copy_name(char *dst, const char *src, u32 size)
+{
+	u32 i;
+
+	for (i = 0; i < size; i += 8)
+		__builtin_memcpy(dst + i, src + i, 8);	/* one move */
+}
+#endif
+
 TRACE_EVENT(hp_call,
 	TP_PROTO(const struct hp_call_event *e),
 	TP_ARGS(e),
 	TP_STRUCT__entry(
-		__string_len(target, e->target, e->target_len)
+		__dynamic_array(char, target, e->at->target_size)
 		__field(unsigned long, site)
-		__string_len(callee, e->callee, e->callee_len)
+		__dynamic_array(char, callee, e->at->callee_size)
 		__field(u32, func)
 		__field(u32, returned)
 		__array(u64, args, 6)
@@ -31,10 +45,10 @@ TRACE_EVENT(hp_call,
 		__dynamic_array(u8, strings, e->strings_len)
 	),
 	TP_fast_assign(
-		hp_assign_str_len(target, e->target, e->target_len);
-		__entry->site = e->site;
-		hp_assign_str_len(callee, e->callee, e->callee_len);
-		__entry->func = e->func;
+		hp_copy_name(__get_dynamic_array(target), e->at->target, e->at->target_size);
+		__entry->site = e->at->site;
+		hp_copy_name(__get_dynamic_array(callee), e->at->callee, e->at->callee_size);
+		__entry->func = e->at->func;
 		__entry->returned = e->returned;
 		memcpy(__entry->args, e->args, sizeof(__entry->args));
 		__entry->ret = e->ret;

@@ -56,9 +56,10 @@ enum hp_sink { HP_SINK_TRACE = 0, HP_SINK_PRINTK = 1, HP_SINK_NONE = 2 };
 
 /* hp_trampoline's area for the real call (Rust's CallFrame). */
 struct hp_call_frame {
-	u64 args[6];
-	u64 start_ns;
+	u64 args[6];		/* filled by hp_on_entry only when the real call's arguments differ */
+	u64 start_ns;		/* hp_c_trace_clock() at entry */
 	u64 stack_words;	/* words of stack arguments for the real call: i386 args[3..]; x86_64 0 or STACK_WORDS */
+	const u64 *call_args;	/* the real call's arguments: the saved ones, or args above */
 };
 
 /*
@@ -88,21 +89,26 @@ struct hp_percpu_check {
 	unsigned long word, before;
 };
 
-/* One hp_patcher:hp_call event (Rust's CallEvent). */
-struct hp_call_event {
+/* What every hp_call event of one site says of it, fixed at attach (Rust's EventSite). */
+struct hp_event_site {
 	const char *target;
 	const char *callee;
 	u64 site;
 	u32 func;
-	u32 returned;		/* 0: a void function, ret and duration are 0 */
+	u32 target_size, callee_size;	/* each name, its NUL, and NULs to a multiple of 8 bytes */
+};
+
+/* One hp_patcher:hp_call event (Rust's CallEvent). */
+struct hp_call_event {
+	const struct hp_event_site *at;
 	const u64 *args;	/* the six register arguments, where the trampoline saved them */
 	u64 ret;
 	u64 ret2;		/* rdx after the call */
-	u64 start_ns;
-	u64 duration_ns;
+	u64 start_ns;		/* hp_c_trace_clock() at entry; 0 for a void function */
+	u64 duration_ns;	/* set by hp_c_trace_call */
 	const u8 *strings;	/* hp_core::proto::strings encoding; NULL when strings_len is 0 */
 	u32 strings_len;
-	u32 target_len, callee_len;	/* strlen of target and callee, known ahead */
+	u32 returned;		/* 0: a void function, ret and duration are 0 */
 };
 
 /* A parsed control command (Rust's ControlCommand). */
@@ -207,8 +213,9 @@ u64 hp_c_log_window(void);
 void *hp_c_alloc(size_t size);
 void hp_c_free(void *ptr);
 u64 hp_c_now_ns(void);
+bool hp_c_trace_call(struct hp_call_event *event);
+u64 hp_c_trace_clock(void);
 bool hp_c_trace_enabled(void);
-void hp_c_trace_call(const struct hp_call_event *event);
 u32 hp_c_format_symbol(unsigned long addr, char *buf, u32 len);
 bool hp_c_is_traceable(unsigned long addr);
 int hp_c_read_string(unsigned long addr, u8 *buf, u32 len);

@@ -34,7 +34,7 @@
 /*
  * Both entries are reached through a pointer (the pre-handler's regs->ip),
  * so under IBT each must begin with ENDBR. SYM_FUNC_START emitted one up to
- * 6.x and emits none on 7.x: add it wherever the start left none. (ENDBR is
+ * 6.x and emits none on 7.x: add it wherever the start_ns left none. (ENDBR is
  * empty where IBT is off, and on i386.) `cargo xtask build` checks the built
  * object's entries against the kernel's config.
  */
@@ -47,9 +47,9 @@
 /* Frame layout below %rbp, shared by both. */
 #define SITE	-8
 #define ARGS	-56	/* args[0..6]: rdi, rsi, rdx, rcx, r8, r9 */
-#define CALL	-120	/* struct hp_call_frame: args[0..6] for the real call, start_ns, stack_words (+56) */
-#define RET2	-128	/* rdx after the real call */
-#define STACK	-192	/* STACK_WORDS (hp_core::proto) words of stack arguments, at %rsp for the call */
+#define CALL	-128	/* struct hp_call_frame: args[0..6], start_ns, stack_words (+56), call_args (+64) */
+#define RET2	-136	/* rdx after the real call */
+#define STACK	-208	/* STACK_WORDS (hp_core::proto) words of stack arguments, at %rsp for the call */
 
 .macro SAVE_ARGS
 	push	%rbp
@@ -63,13 +63,13 @@
 	push	%rdi
 .endm
 
-.macro LOAD_ARGS from
-	mov	\from+0(%rbp), %rdi
-	mov	\from+8(%rbp), %rsi
-	mov	\from+16(%rbp), %rdx
-	mov	\from+24(%rbp), %rcx
-	mov	\from+32(%rbp), %r8
-	mov	\from+40(%rbp), %r9
+.macro LOAD_ARGS from, base=%rbp
+	mov	\from+0(\base), %rdi
+	mov	\from+8(\base), %rsi
+	mov	\from+16(\base), %rdx
+	mov	\from+24(\base), %rcx
+	mov	\from+32(\base), %r8
+	mov	\from+40(\base), %r9
 .endm
 
 	.text
@@ -84,7 +84,7 @@ HP_FUNC_START(hp_trampoline)
 	call	hp_on_entry		/* counts, fills the CallFrame, returns what to call */
 	mov	%rax, %r11
 
-	/* The caller's stack arguments start above our return address; a
+	/* The caller's stack arguments start_ns above our return address; a
 	 * function known to take none (stack_words 0) needs no copy. */
 	cmpq	$0, CALL+56(%rbp)
 	je	1f
@@ -94,7 +94,9 @@ HP_FUNC_START(hp_trampoline)
 	.endr
 1:
 
-	LOAD_ARGS CALL
+	/* Usually the saved arguments themselves (call_args = ARGS): no copy. */
+	mov	CALL+64(%rbp), %rax
+	LOAD_ARGS 0, %rax
 	CALL_NOSPEC r11
 	mov	%rdx, RET2(%rbp)
 
@@ -157,14 +159,14 @@ SYM_FUNC_END(hp_fail_return)
 #define SITE32	-4
 /* Also below %ebp. */
 #define ARGS32	-64	/* u64 args[6]: eax, edx, ecx, then 3 stack words */
-#define CALL32	-128	/* struct hp_call_frame (64 bytes) */
-#define REAL32	-132	/* what to call */
-#define RET32	-140	/* eax, edx after the real call */
-#define EBX32	-144
-#define FRAME32	144
+#define CALL32	-136	/* struct hp_call_frame (72 bytes; call_args at +64) */
+#define REAL32	-140	/* what to call */
+#define RET32	-148	/* eax, edx after the real call */
+#define EBX32	-152
+#define FRAME32	152
 
 /* args[i] as u64: the 32-bit value, zero-extended. %ebp is set; \stack is
- * where the caller's stack arguments start above it. */
+ * where the caller's stack arguments start_ns above it. */
 .macro SAVE_ARGS32 stack
 	lea	-FRAME32(%ebp), %esp
 	mov	%eax, ARGS32+0(%ebp)
@@ -202,15 +204,16 @@ HP_FUNC_START(hp_trampoline)
 	 * Push args[3 .. 3 + stack_words], last first: exactly as many as the
 	 * real function takes (hp_on_entry knows its arity, at most 3 here).
 	 */
+	mov	CALL32+64(%ebp), %ebx	/* call_args: usually ARGS32 itself */
 	mov	CALL32+56(%ebp), %ecx
 1:	test	%ecx, %ecx
 	jz	2f
-	pushl	CALL32+16(%ebp,%ecx,8)	/* args[2 + ecx], low half */
+	pushl	16(%ebx,%ecx,8)		/* args[2 + ecx], low half */
 	dec	%ecx
 	jmp	1b
-2:	mov	CALL32+0(%ebp), %eax
-	mov	CALL32+8(%ebp), %edx
-	mov	CALL32+16(%ebp), %ecx
+2:	mov	0(%ebx), %eax
+	mov	8(%ebx), %edx
+	mov	16(%ebx), %ecx
 	mov	REAL32(%ebp), %ebx
 	CALL_NOSPEC ebx
 	mov	%eax, RET32(%ebp)

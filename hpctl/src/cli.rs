@@ -270,7 +270,7 @@ pub enum Cmd {
         hpctl's own (instances/hpctl-<pid>: other tracing is not disturbed), read in binary \
         from every CPU's trace_pipe_raw.\n\n\
         One line per call: <time> cpu=N pid=N comm=X target site callee(args) = ret (dur ns). \
-        The time is the call's entry (CLOCK_MONOTONIC, seconds); a void function has no result \
+        The time is the call's entry (trace clock local, seconds); a void function has no result \
         and no duration. Events of each CPU are in order; CPUs are not merged.\n\n\
         A full buffer drops new events: hpctl reports on stderr whenever that count grows, \
         and at the end prints one line: events received, ring-buffer drops, and per function \

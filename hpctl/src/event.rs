@@ -105,7 +105,9 @@ impl HpCallFormat {
             args,
             ret: uint(data, &self.ret)?,
             ret2: self.ret2.as_ref().map(|f| uint(data, f)).transpose()?,
-            start_ns: uint(data, &self.start_ns)?,
+            // 0 for a void callee, whose event is written as it is called:
+            // its own time stamp is the start.
+            start_ns: Some(uint(data, &self.start_ns)?).filter(|&t| t != 0).unwrap_or(ts),
             duration_ns: uint(data, &self.duration_ns)?,
             strings: self.strings.as_ref().map(|f| dynamic(data, f).map(<[u8]>::to_vec)).transpose()?,
         }))
@@ -440,8 +442,14 @@ print fmt: \"...\"\n";
             p[at..at + 4].copy_from_slice(&(((bytes.len() as u32) << 16) | offset as u32).to_le_bytes());
             tail.extend_from_slice(bytes);
         };
-        loc(8, b"cr_target\0", &mut p);
-        loc(24, format!("{callee}\0").as_bytes(), &mut p);
+        // Names as the module writes them: NUL-padded to whole words.
+        let padded = |name: &str| {
+            let mut b = format!("{name}\0").into_bytes();
+            b.resize(b.len().next_multiple_of(8), 0);
+            b
+        };
+        loc(8, &padded("cr_target"), &mut p);
+        loc(24, &padded(callee), &mut p);
         loc(120, strings, &mut p);
         p[16..24].copy_from_slice(&0xffff_ffff_c0a0_109du64.to_le_bytes());
         p[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -538,6 +546,20 @@ print fmt: \"...\"\n";
             line(&mut r, &format, &data),
             format!("{prefix}mystery(rdi=0x1, rsi=0x2, rdx=0x3, rcx=0x4, r8=0x5, r9=0x6) = 0x55 (812 ns)")
         );
+    }
+
+    #[test]
+    fn a_void_call_starts_at_its_time_stamp() {
+        let format = HpCallFormat::new(&EventFormat::parse(FORMAT).unwrap()).unwrap();
+        let mut data = record("kfree", [0xffff_8880_1000_0000, 0, 0, 0, 0, 0], (0, 0), &[]);
+        data[32..36].copy_from_slice(&0u32.to_le_bytes());
+        data[104..120].fill(0);
+        let ev = format.decode(4_000_000_000, 1, &data).unwrap().unwrap();
+        assert_eq!((ev.target.as_str(), ev.callee.as_str()), ("cr_target", "kfree"));
+        assert_eq!((ev.returned, ev.start_ns, ev.duration_ns), (false, 4_000_000_000, 0));
+        // A call that returns keeps its own entry time.
+        let data = record("kmalloc", [64, 0xcc0, 0, 0, 0, 0], (0xffff_8880_2000_0000, 0), &[]);
+        assert_eq!(format.decode(9_000_000_000, 1, &data).unwrap().unwrap().start_ns, 5_000_000_123_000);
     }
 
     #[test]

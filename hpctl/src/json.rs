@@ -52,7 +52,7 @@ impl Arg {
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Call {
-    /// Ring-buffer time of the event (the instance's trace_clock: mono).
+    /// Ring-buffer time of the event (the instance's trace_clock: local).
     pub ts_ns: u64,
     pub cpu: u32,
     pub pid: i32,

@@ -144,15 +144,15 @@ pub struct Instance {
 
 impl Instance {
     /// Creates `instances/hpctl-<pid>` with a `buffer_kb` buffer per CPU that
-    /// drops new events when full, on the mono clock (the event's own clock).
+    /// drops new events when full, on the local clock (ftrace's default, and
+    /// the one the event's start_ns is read from).
     pub fn create(root: &Path, buffer_kb: u32) -> Result<Instance> {
         let path = root.join("instances").join(format!("hpctl-{}", std::process::id()));
         fs::create_dir(&path).with_context(|| format!("creating the tracefs instance {}", path.display()))?;
         let instance = Instance { root: root.to_path_buf(), path, enabled: false, removed: false };
         write_file(&instance.path.join("buffer_size_kb"), &buffer_kb.to_string())?;
         write_file(&instance.path.join("options/overwrite"), "0")?;
-        // Best effort: an older kernel may lack mono; the time shown is the event's own start_ns anyway.
-        let _ = fs::write(instance.path.join("trace_clock"), "mono");
+        write_file(&instance.path.join("trace_clock"), "local")?;
         Ok(instance)
     }
 

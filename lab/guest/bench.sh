@@ -16,8 +16,17 @@ TWIN=/sys/kernel/debug/cr_twin
 insmod $HP || echo "HPBENCH-ERROR insmod hp_patcher failed"
 kmalloc=$(sym kmalloc)
 
+# `cargo xtask bench --only a,b` puts hp_bench_only=a,b on the command
+# line: only those configurations (and the floors) are measured.
+# A profile (hp_bench_profile, with hp_bench_fn=<function>) takes ten
+# times the calls, of one function, so that they outweigh the boot's.
+ONLY=$(sed -n 's/.*hp_bench_only=\([^ ]*\).*/\1/p' /proc/cmdline)
+FN=$(sed -n 's/.*hp_bench_fn=\([^ ]*\).*/\1/p' /proc/cmdline)
+! grep -q hp_bench_profile /proc/cmdline || N=200000
 measure() {
+	case ",$ONLY,kprobe_redirect," in *",$1,"*) ;; ,,*) ;; *) return ;; esac
 	for f in $2; do
+		[ -z "$FN" ] || [ "$f" = "$FN" ] || continue
 		r=0
 		while [ $r -lt $ROUNDS ]; do
 			r=$((r + 1))
@@ -104,6 +113,9 @@ command "detach cr_target"
 # line): btrfs's 971 sites take minutes an attach under -icount, and
 # memory and attach times need no instruction counts.
 if ! grep -q hp_bench_attach /proc/cmdline; then
+	# For a profile of the guest's instructions by address (bench --only
+	# with HP_BENCH_PLUGIN): where the kernel and the modules are.
+	grep -q hp_bench_profile /proc/cmdline && awk '$2 ~ /^[tT]$/ { print "HPSYM", $0 }' /proc/kallsyms
 	rmmod hp_patcher
 	echo "HPBENCH-END"
 	exit 0

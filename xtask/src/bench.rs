@@ -184,6 +184,22 @@ pub fn bench(kernel: &Kernel) -> Result<()> {
     Ok(())
 }
 
+/// Some configurations under -icount, medians printed, RESULTS.md
+/// untouched; with `profile`, where one function's calls go instead.
+pub fn bench_only(kernel: &Kernel, only: &str, profile: Option<&str>) -> Result<()> {
+    let built = build::build_all(kernel)?;
+    let image = scenarios::bench_image(kernel, &built)?;
+    if let Some(function) = profile {
+        return crate::profile::profile(kernel, &image, only, function);
+    }
+    let (_, rounds) = run_guest(kernel, &image, "bench-only", &format!("hp_bench_only={only}"), &["-icount", "shift=0"])?;
+    for ((config, function), per_call) in rounds {
+        let f = figures(per_call);
+        println!("{config:24} {function:20} {:8.1} ({:.1}-{:.1})", f.median, f.min, f.max);
+    }
+    Ok(())
+}
+
 /// Boots the bench guest with these QEMU arguments; its log and its rounds.
 fn run_guest(
     kernel: &Kernel,

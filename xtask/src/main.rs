@@ -15,6 +15,7 @@ mod lines;
 mod manpages;
 mod package;
 mod probe_point;
+mod profile;
 mod real_modules;
 mod scenarios;
 mod stack;
@@ -85,6 +86,15 @@ enum Cmd {
         /// Debian kernel release or line to boot (default: the lab's kernel).
         #[arg(long)]
         kernel: Option<String>,
+        /// While working on the hot path: only these configurations (comma-
+        /// separated, as bench.sh names them) and the redirect floor, under
+        /// -icount only, printed rather than written to bench/RESULTS.md.
+        #[arg(long)]
+        only: Option<String>,
+        /// With --only <one configuration>: where the calls of this
+        /// function go, per kernel function (a QEMU plugin counts them).
+        #[arg(long, requires = "only")]
+        profile: Option<String>,
     },
     /// The ground truth of a module's callees from its relocations, written
     /// to target/lab/<release>/<module>.callees; with --check, the host
@@ -172,9 +182,12 @@ fn run_command(command: Cmd) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { kernel } => {
+        Cmd::Bench { kernel, only, profile } => {
             let kernel = guest_kernel(kernel)?;
-            bench::bench(&kernel)
+            match only {
+                Some(only) => bench::bench_only(&kernel, &only, profile.as_deref()),
+                None => bench::bench(&kernel),
+            }
         }
         Cmd::CalleesTruth { release, module, check } => {
             if check {

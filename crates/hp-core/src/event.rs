@@ -94,6 +94,13 @@ impl<const N: usize> LineBuf<N> {
     }
 
     /// The text followed by a NUL byte.
+    /// The text, its NUL and the NULs after it, up to a multiple of 8
+    /// bytes: what the trace event copies a word at a time.
+    pub fn c_words(&self) -> &[u8] {
+        const { assert!(N.is_multiple_of(8)) };
+        &self.bytes[..(self.len + 1).next_multiple_of(8)]
+    }
+
     pub fn as_c_bytes(&mut self) -> &[u8] {
         self.bytes[self.len] = 0;
         &self.bytes[..=self.len]
@@ -251,6 +258,18 @@ mod tests {
         write!(b, "0123456789").unwrap();
         assert_eq!(b.as_str(), "0123456");
         assert_eq!(b.as_c_bytes(), b"0123456\0");
+    }
+
+    #[test]
+    fn names_in_whole_words() {
+        let mut b = LineBuf::<64>::default();
+        assert_eq!(b.c_words(), &[0u8; 8]);
+        write!(b, "cr_target").unwrap();
+        assert_eq!(b.c_words(), b"cr_target\0\0\0\0\0\0\0");
+        let mut full = LineBuf::<64>::default();
+        write!(full, "{}", "x".repeat(100)).unwrap();
+        assert_eq!(full.c_words().len(), 64);
+        assert_eq!(full.c_words()[63], 0);
     }
 
     #[test]

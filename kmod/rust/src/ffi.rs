@@ -54,6 +54,8 @@ pub struct CallFrame {
     pub start_ns: u64,
     /// Words of stack arguments for the real call: i386 args[3..]; x86_64 0 or STACK_WORDS.
     pub stack_words: u64,
+    /// The real call's arguments: the saved ones, or `args` when they differ.
+    pub call_args: *const u64,
 }
 
 /// One site's counters on one CPU (struct hp_site_counts), in per-CPU
@@ -81,25 +83,35 @@ pub struct Budget {
     pub used: usize,
 }
 
-/// One `hp_patcher:hp_call` trace event (struct hp_call_event).
+/// What every `hp_call` event of one site says of it, fixed at attach
+/// (struct hp_event_site).
 #[repr(C)]
-pub struct CallEvent {
+pub struct EventSite {
     pub target: *const c_char,
     pub callee: *const c_char,
     pub site: u64,
     pub func: u32,
-    pub returned: u32,
+    /// Bytes of `target` and `callee` to copy: each name, its NUL and NULs
+    /// up to a multiple of 8 (LineBuf::c_words).
+    pub target_size: u32,
+    pub callee_size: u32,
+}
+
+/// One `hp_patcher:hp_call` trace event (struct hp_call_event).
+#[repr(C)]
+pub struct CallEvent {
+    pub at: *const EventSite,
     /// The call's six register arguments, where the trampoline saved them.
     pub args: *const u64,
     pub ret: u64,
     pub ret2: u64,
+    /// hp_c_trace_clock() at entry; 0 for a void function.
     pub start_ns: u64,
+    /// Set by hp_c_trace_call.
     pub duration_ns: u64,
     pub strings: *const u8,
     pub strings_len: u32,
-    /// The lengths of `target` and `callee`, so the event needs no strlen.
-    pub target_len: u32,
-    pub callee_len: u32,
+    pub returned: u32,
 }
 
 /// The kernel's `Elf_Sym`: `Elf64_Sym` on x86_64.
@@ -156,8 +168,9 @@ extern "C" {
     pub fn hp_c_alloc(size: usize) -> *mut u8;
     pub fn hp_c_free(ptr: *mut u8);
     pub fn hp_c_now_ns() -> u64;
+    pub fn hp_c_trace_clock() -> u64;
     pub fn hp_c_trace_enabled() -> bool;
-    pub fn hp_c_trace_call(event: *const CallEvent);
+    pub fn hp_c_trace_call(event: *mut CallEvent) -> bool;
     pub fn hp_c_format_symbol(addr: usize, buf: *mut c_char, len: u32) -> u32;
     pub fn hp_c_is_traceable(addr: usize) -> bool;
     pub fn hp_c_read_string(addr: usize, buf: *mut u8, len: u32) -> i32;

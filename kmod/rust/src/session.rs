@@ -277,6 +277,16 @@ impl Session {
         }
         // SAFETY: raw is a fresh allocation with Session's layout.
         unsafe { raw.write(session) };
+        // The events' names point into the session, now in its place.
+        // SAFETY: just written, and not shared yet.
+        let Session { sites, target, functions, .. } = unsafe { &mut *raw };
+        for site in sites.iter_mut() {
+            let callee = &functions[site.site.func].name;
+            site.event.target = target.as_c_ptr().cast();
+            site.event.target_size = target.c_words().len() as u32;
+            site.event.callee = callee.as_c_ptr().cast();
+            site.event.callee_size = callee.c_words().len() as u32;
+        }
         // SAFETY: just written; under hp_lock, as every attach.
         let session = unsafe { &*raw };
         if let Some(shared) = unsafe { session.shared.as_ref() } {

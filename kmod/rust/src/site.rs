@@ -13,7 +13,7 @@ use hp_core::leaks::{self, Role, Size};
 use hp_core::proto::{strings, PairRole, Spec};
 use hp_core::sites::{Site, SiteKind, Target};
 
-use crate::ffi::{self, CallEvent, CallFrame, SiteCounts};
+use crate::ffi::{self, CallEvent, CallFrame, EventSite, SiteCounts};
 use crate::percpu;
 use crate::session::{FunctionKind, Intercepted, Session, I386};
 
@@ -56,6 +56,11 @@ pub struct SiteRecord {
     pub(crate) unknown_frees: AtomicU64,
     /// The owning session, which outlives every site (both are freed together).
     pub(crate) session: *const Session,
+    /// What this site's trace events say of it; its names point into the
+    /// session (set with `session`, in Session::into_heap).
+    pub(crate) event: EventSite,
+    /// The callee's SPEC names string arguments, which its events carry.
+    pub(crate) strings: bool,
 }
 
 
@@ -137,6 +142,15 @@ pub(crate) fn site_record(
         role,
         unknown_frees: AtomicU64::new(0),
         session: core::ptr::null(),
+        event: EventSite {
+            target: core::ptr::null(),
+            callee: core::ptr::null(),
+            site: site.addr,
+            func: functions[site.func].catalogue_index(),
+            target_size: 0,
+            callee_size: 0,
+        },
+        strings: matches!(functions[site.func].kind, FunctionKind::Any(spec) if spec.string_mask() != 0),
     }
 }
 
@@ -243,15 +257,18 @@ impl SiteRecord {
     /// Says what to call with which arguments (the pre-handler counted the
     /// call). `caller` is where the real function would have returned to.
     pub fn enter(&self, args: &RegisterArgs, frame: &mut CallFrame, caller: u64) -> u64 {
-        if self.session().sink == Sink::Trace {
-            // SAFETY: reads a clock, any context.
-            frame.start_ns = unsafe { ffi::hp_c_now_ns() };
-        }
-        frame.args = match &self.track_caller {
-            Some(t) => t.build(args, caller),
-            None => *args,
-        };
+        // The trampoline calls with `call_args`: the saved arguments as they
+        // are, unless a _track_caller form or a failure needs others.
+        frame.call_args = args.as_ptr();
         frame.stack_words = u64::from(self.stack_words);
+        if self.session().sink == Sink::Trace {
+            // SAFETY: reads a clock (0 while nobody has the event on).
+            frame.start_ns = unsafe { ffi::hp_c_trace_clock() };
+        }
+        if let Some(t) = &self.track_caller {
+            frame.args = t.build(args, caller);
+            frame.call_args = frame.args.as_ptr();
+        }
         // A user's free that returns a value (+freeN) is called through;
         // the catalogue's frees are void, and jumped into. Tested here, not
         // in the out-of-line hook: an allocator's call pays no call for it.
@@ -262,7 +279,9 @@ impl SiteRecord {
         if self.fault_mask.load(Ordering::Acquire) != 0 {
             if let Some(value) = self.injected_failure(args) {
                 // hp_fail_return hands args[0] back as the result.
+                frame.args = *args;
                 frame.args[0] = value;
+                frame.call_args = frame.args.as_ptr();
                 return ffi::hp_fail_return as unsafe extern "C" fn() as usize as u64;
             }
         }
@@ -297,7 +316,9 @@ impl SiteRecord {
     }
 
     /// Sends the call to the session's sink; `result` is None for a call
-    /// we jump into and never see return.
+    /// we jump into and never see return. Inlined into both hooks: a call
+    /// level less on every traced call.
+    #[inline(always)]
     fn record(&self, args: &RegisterArgs, result: Option<Returned>) {
         match self.session().sink {
             Sink::Printk => self.log_call(args, result),
@@ -307,51 +328,52 @@ impl SiteRecord {
     }
 
     /// Runs in the target's context: no allocation, no lock, no sleep.
+    #[inline(always)]
     fn trace_call(&self, args: &RegisterArgs, result: Option<Returned>) {
-        // SAFETY: reads a static key.
-        if !unsafe { ffi::hp_c_trace_enabled() } {
-            self.count(core::mem::offset_of!(SiteCounts, dropped));
-            return;
-        }
-        let session = self.session();
-        let function = self.function();
-        let (ret, ret2, start_ns, duration_ns) = match result {
-            // SAFETY: reads a clock.
-            Some(r) => (r.ret, r.ret2, r.start_ns, unsafe { ffi::hp_c_now_ns() }.saturating_sub(r.start_ns)),
-            None => (0, 0, unsafe { ffi::hp_c_now_ns() }, 0),
-        };
-        let event = CallEvent {
-            target: session.target.as_c_ptr().cast(),
-            callee: function.name.as_c_ptr().cast(),
-            site: self.site.addr,
-            func: function.catalogue_index(),
-            returned: result.is_some() as u32,
+        let r = result.unwrap_or(Returned { ret: 0, ret2: 0, start_ns: 0 });
+        let mut event = CallEvent {
+            at: &self.event,
             args: args.as_ptr(),
-            ret,
-            ret2,
-            start_ns,
-            duration_ns,
+            ret: r.ret,
+            ret2: r.ret2,
+            start_ns: r.start_ns,
+            duration_ns: 0,
             strings: core::ptr::null(),
             strings_len: 0,
-            target_len: session.target.len() as u32,
-            callee_len: function.name.len() as u32,
+            returned: result.is_some() as u32,
         };
-        // Only a SPEC with strings needs the buffer (and its clearing).
-        if has_strings(function) {
-            let mut text = [0u8; strings::CAPACITY];
-            let text_len = read_strings(function, args, &mut text);
-            let event = CallEvent { strings: text.as_ptr(), strings_len: text_len as u32, ..event };
-            // SAFETY: as below; `text` outlives the call.
-            unsafe { ffi::hp_c_trace_call(&event) };
+        let written = if self.strings {
+            self.trace_with_strings(args, &mut event)
         } else {
-            // SAFETY: the event's names are NUL-terminated and live as long
-            // as the session, which outlives this call; `args` outlives it.
-            unsafe { ffi::hp_c_trace_call(&event) };
+            // SAFETY: `event` and what it points to (the site's names, which
+            // live as long as the session; `args`) outlive the call.
+            unsafe { ffi::hp_c_trace_call(&mut event) }
+        };
+        if written {
+            self.count(core::mem::offset_of!(SiteCounts, events));
+        } else {
+            self.count(core::mem::offset_of!(SiteCounts, dropped));
         }
-        self.count(core::mem::offset_of!(SiteCounts, events));
     }
 
-    /// Runs in the target's context: no allocation, no lock, no sleep.
+    /// Out of line: only a SPEC with strings needs the buffer (and its
+    /// clearing), and only when someone will read them.
+    #[inline(never)]
+    fn trace_with_strings(&self, args: &RegisterArgs, event: &mut CallEvent) -> bool {
+        // SAFETY: reads a static key.
+        if !unsafe { ffi::hp_c_trace_enabled() } {
+            return false;
+        }
+        let mut text = [0u8; strings::CAPACITY];
+        event.strings_len = read_strings(self.function(), args, &mut text) as u32;
+        event.strings = text.as_ptr();
+        // SAFETY: as in trace_call; `text` outlives the call too.
+        unsafe { ffi::hp_c_trace_call(event) }
+    }
+
+    /// Runs in the target's context: no allocation, no lock, no sleep. Out
+    /// of line: its line buffers stay out of the other sinks' frames.
+    #[inline(never)]
     fn log_call(&self, args: &RegisterArgs, result: Option<Returned>) {
         let session = self.session();
         // SAFETY: a plain read of jiffies.
@@ -396,11 +418,6 @@ struct Returned {
     ret: u64,
     ret2: u64,
     start_ns: u64,
-}
-
-/// Whether SPEC names string arguments, which the event and line carry.
-fn has_strings(function: &Intercepted) -> bool {
-    matches!(function.kind, FunctionKind::Any(spec) if spec.string_mask() != 0)
 }
 
 /// The string arguments SPEC names, read with a nofault copy (a wrong SPEC
