@@ -39,9 +39,14 @@ bool hp_c_trace_call(struct hp_call_event *event)
 {
 	if (!trace_hp_call_enabled())
 		return false;
-	/* A call entered before the event was enabled has no start. */
-	if (event->start_ns)
-		event->duration_ns = trace_clock_local() - event->start_ns;
+	/* A call entered before the event was enabled has no start. The
+	 * clock is per CPU: a call that moved to a CPU whose clock is behind
+	 * gets 0, not 2^64 - a few. */
+	if (event->start_ns) {
+		u64 now = trace_clock_local();
+
+		event->duration_ns = now > event->start_ns ? now - event->start_ns : 0;
+	}
 	trace_hp_call(event);
 	return true;
 }
