@@ -122,16 +122,20 @@ if ! grep -q hp_bench_attach /proc/cmdline; then
 fi
 
 # Kernel memory one attach takes (every catalogue function, sink none),
-# from /proc/meminfo before and while attached, once a round, for a small
-# target and a large one: HPMEM <module> <sites armed> <slab vmalloc percpu
-# before, kB> <the same after>. Slab is what the objects in use take
-# (/proc/slabinfo: active objects times their size), not meminfo's slab
-# pages, which keep what planning freed; stat_refresh folds every CPU's
-# pending counts into what meminfo shows of the rest.
+# once a round, for a small target and a large one, before, while attached
+# and after the detach: HPMEM <module> <sites armed> <slab vmalloc percpu
+# memfree, kB> before, attached, detached. Slab is what the objects in use
+# take (/proc/slabinfo: active objects times their size), not meminfo's
+# slab pages, which keep what planning freed; MemFree, after dropping the
+# caches, also sees what kmalloc takes straight from the page allocator
+# (the copy of the target's text, the sites' arrays). stat_refresh folds
+# every CPU's pending counts into what meminfo shows.
 meminfo_now() {
+	sync
+	echo 3 > /proc/sys/vm/drop_caches
 	echo 1 > /proc/sys/vm/stat_refresh
 	s=$(awk 'NR > 2 { b += $2 * $4 } END { printf "%d", b / 1024 }' /proc/slabinfo)
-	awk -v s=$s '$1 == "VmallocUsed:" { v = $2 } $1 == "Percpu:" { p = $2 } END { print s, v, p }' /proc/meminfo
+	awk -v s=$s '$1 == "VmallocUsed:" { v = $2 } $1 == "Percpu:" { p = $2 } $1 == "MemFree:" { f = $2 } END { print s, v, p, f }' /proc/meminfo
 }
 memory() {
 	r=0
@@ -139,9 +143,10 @@ memory() {
 		r=$((r + 1))
 		before=$(meminfo_now)
 		command "attach $1 sink=none"
-		after=$(meminfo_now)
-		echo "HPMEM $1 $(target_field $1 armed) $before $after"
+		attached=$(meminfo_now)
+		sites=$(target_field $1 armed)
 		command "detach $1"
+		echo "HPMEM $1 $sites $before $attached $(meminfo_now)"
 	done
 }
 for m in $(cat /modules/btrfs.order); do
