@@ -124,18 +124,22 @@ fi
 # Kernel memory one attach takes (every catalogue function, sink none),
 # once a round, for a small target and a large one, before, while attached
 # and after the detach: HPMEM <module> <sites armed> <slab vmalloc percpu
-# memfree, kB> before, attached, detached. Slab is what the objects in use
+# free, kB> before, attached, detached. Slab is what the objects in use
 # take (/proc/slabinfo: active objects times their size), not meminfo's
-# slab pages, which keep what planning freed; MemFree, after dropping the
-# caches, also sees what kmalloc takes straight from the page allocator
-# (the copy of the target's text, the sites' arrays). stat_refresh folds
-# every CPU's pending counts into what meminfo shows.
+# slab pages, which keep what planning freed. Free memory, after dropping
+# the caches, also sees what kmalloc takes straight from the page
+# allocator (the copy of the target's text, the sites' arrays): MemFree
+# plus the free pages parked in per-CPU lists (/proc/zoneinfo's pageset
+# counts), which MemFree leaves out: a detach's frees land there, 4 MB of
+# them for btrfs. stat_refresh folds every CPU's pending counts into what
+# meminfo shows.
 meminfo_now() {
 	sync
 	echo 3 > /proc/sys/vm/drop_caches
 	echo 1 > /proc/sys/vm/stat_refresh
 	s=$(awk 'NR > 2 { b += $2 * $4 } END { printf "%d", b / 1024 }' /proc/slabinfo)
-	awk -v s=$s '$1 == "VmallocUsed:" { v = $2 } $1 == "Percpu:" { p = $2 } $1 == "MemFree:" { f = $2 } END { print s, v, p, f }' /proc/meminfo
+	c=$(awk '$1 == "count:" { n += $2 } END { print n * 4 }' /proc/zoneinfo)
+	awk -v s=$s -v c=$c '$1 == "VmallocUsed:" { v = $2 } $1 == "Percpu:" { p = $2 } $1 == "MemFree:" { f = $2 } END { print s, v, p, f + c }' /proc/meminfo
 }
 memory() {
 	r=0

@@ -217,10 +217,10 @@ fn run_guest(
     Ok((out, rounds))
 }
 
-/// `<module> <sites>`, then `<slab vmalloc percpu memfree>` (kB) before,
+/// `<module> <sites>`, then `<slab vmalloc percpu free>` (kB) before,
 /// while attached and after the detach -> the module and [sites, slab,
-/// vmalloc and percpu growths, MemFree's drop while attached, MemFree's
-/// drop left after the detach].
+/// vmalloc and percpu growths, free memory's drop while attached, its drop
+/// left after the detach].
 fn memory_round(line: &str) -> Option<(&str, [f64; 6])> {
     let (module, rest) = line.split_once(' ')?;
     let v: Vec<f64> = rest.split_whitespace().map(|w| w.parse().ok()).collect::<Option<_>>()?;
@@ -243,12 +243,14 @@ fn memory_table(md: &mut String, text: &str) -> Result<()> {
         "\nKernel memory one attach takes (every catalogue function, sink none), medians over the \
          attaches, each read after dropping the caches: slab as the objects in use (/proc/slabinfo, \
          active objects times their size), vmalloc and percpu from /proc/meminfo after stat_refresh \
-         (whole areas and chunks: coarse), and how far MemFree fell, which also counts what kmalloc \
-         takes straight from the page allocator (over 8 kB: the copy of the target's text, the sites' \
-         arrays), and any other allocation in the guest meanwhile. The last column is MemFree after \
-         the detach against before the attach: what an attach leaves behind, noise included.\n"
+         (whole areas and chunks: coarse), and how far free memory fell (MemFree plus the free pages in \
+         per-CPU lists, /proc/zoneinfo's pageset counts, which MemFree leaves out), which also counts \
+         what kmalloc takes straight from the page allocator (over 8 kB: the copy of the target's text, \
+         the sites' arrays), and any other allocation in the guest meanwhile. The last column is free \
+         memory after the detach against before the attach: what an attach leaves behind, noise \
+         included.\n"
     )?;
-    writeln!(md, "| target | sites | attaches | slab kB | vmalloc kB | percpu kB | MemFree fell, kB | left after detach, kB |")?;
+    writeln!(md, "| target | sites | attaches | slab kB | vmalloc kB | percpu kB | free memory fell, kB | left after detach, kB |")?;
     writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
     let mut points = Vec::new();
     for (module, rounds) in &by_module {
@@ -267,14 +269,16 @@ fn memory_table(md: &mut String, text: &str) -> Result<()> {
         points.push((median_of(0), median_of(4)));
     }
     // A line through two noisy points says nothing when memory does not
-    // grow with the sites: then it is left out.
+    // grow with the sites, or when it would give a target less than
+    // nothing (one large block, such as the text copy, is not per site):
+    // then it is left out.
     if let [(s0, m0), (s1, m1)] = points[..] {
-        if (s1 - s0).abs() >= 1.0 && (m1 - m0) * (s1 - s0) > 0.0 {
-            let per_site = (m1 - m0) / (s1 - s0) * 1024.0;
-            let per_target = m0 - per_site * s0 / 1024.0;
+        let per_site = (m1 - m0) / (s1 - s0) * 1024.0;
+        let per_target = m0 - per_site * s0 / 1024.0;
+        if (s1 - s0).abs() >= 1.0 && per_site > 0.0 && per_target >= 0.0 {
             writeln!(
                 md,
-                "\nThrough the two (MemFree): about {per_site:.0} bytes a site, and {per_target:.0} kB a target besides."
+                "\nThrough the two (free memory): about {per_site:.0} bytes a site, and {per_target:.0} kB a target besides."
             )?;
         }
     }
