@@ -140,7 +140,7 @@ command "detach cr_target"
 # memory and attach times need no instruction counts.
 if ! grep -q hp_bench_attach /proc/cmdline; then
 	# For a profile of the guest's instructions by address (bench --only
-	# with HP_BENCH_PLUGIN): where the kernel and the modules are.
+	# --profile, xtask/src/profile.rs): where the kernel and the modules are.
 	grep -q hp_bench_profile /proc/cmdline && awk '$2 ~ /^[tT]$/ { print "HPSYM", $0 }' /proc/kallsyms
 	rmmod hp_patcher
 	echo "HPBENCH-END"

@@ -205,7 +205,7 @@ pub fn bench_only(kernel: &Kernel, only: &str, profile: Option<&str>) -> Result<
 }
 
 /// Boots the bench guest with these QEMU arguments; its log and its rounds.
-fn run_guest(
+pub(crate) fn run_guest(
     kernel: &Kernel,
     image: &std::path::Path,
     name: &str,

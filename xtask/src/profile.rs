@@ -14,7 +14,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::kernel::Kernel;
-use crate::{guest, repo_root};
+use crate::repo_root;
 
 /// bench.sh's calls of the profiled function: 5 rounds of 200000.
 const CALLS: f64 = 1_000_000.0;
@@ -80,10 +80,7 @@ pub fn profile(kernel: &Kernel, image: &Path, config: &str, function: &str) -> R
         let cmdline = format!("hp_bench_only={only} hp_bench_profile hp_bench_fn={function}");
         let args = ["-icount", "shift=0", "-plugin", plugin.to_str().context("plugin path")?];
         println!("bench: profiling {only} ({function})");
-        let out = guest::boot_with(kernel, image, "bench-profile", &cmdline, 3600, false, &args)?;
-        if !out.text.contains("HPBENCH-END") || !out.trouble().is_empty() {
-            bail!("the profile guest did not finish cleanly ({})", out.log.display());
-        }
+        let (out, _) = crate::bench::run_guest(kernel, image, "bench-profile", &cmdline, &args)?;
         boots.push(by_function(&counts, &out.text)?);
     }
     let (with, without) = (&boots[0], &boots[1]);
