@@ -123,12 +123,14 @@ if ! grep -q hp_bench_attach /proc/cmdline && case ",$ONLY," in ,,|*,trace_rate,
 	done
 	taskset 1 sh -c "echo 'kfree $RATE_CALLS' > $CR/bench"
 	sleep 1
+	# hpctl's CPU time (user, system; in ticks of 1/100 s): how busy the reader was.
+	cpu_ticks=$(awk '{ print $14, $15 }' /proc/$pid/stat)
 	kill -TERM $pid
 	wait $pid
 	summary=$(grep 'events received' /tmp/rate.err | tail -n 1)
 	received=$(echo "$summary" | sed -n 's/^hpctl: \([0-9]*\) events received.*/\1/p')
 	drops=$(echo "$summary" | sed -n 's/.*, \([0-9]*\) ring-buffer drops.*/\1/p')
-	echo "HPRATE $RATE_CALLS $(cat $CR/bench) ${received:-0} ${drops:-0}"
+	echo "HPRATE $RATE_CALLS $(cat $CR/bench) ${received:-0} ${drops:-0} $cpu_ticks"
 	[ -n "$received" ] || echo "HPBENCH-ERROR hpctl trace gave no summary: $(tail -n 3 /tmp/rate.err)"
 	command "detach cr_target"
 fi

@@ -289,13 +289,14 @@ fn memory_table(md: &mut String, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// `HPRATE <calls> <their ns> <received> <drops>`: how `hpctl trace`
+/// `HPRATE <calls> <their ns> <received> <drops> <hpctl user, system ticks>`: how `hpctl trace`
 /// keeps pace with one CPU making events as fast as it can.
 fn trace_rate(md: &mut String, text: &str) -> Result<()> {
     let Some(line) = text.lines().find_map(|l| l.strip_prefix("HPRATE ")) else { return Ok(()) };
     let v: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    let [calls, ns, received, drops] = v[..] else { bail!("a malformed HPRATE line: {line}") };
+    let [calls, ns, received, drops, user_ticks, system_ticks] = v[..] else { bail!("a malformed HPRATE line: {line}") };
     let seconds = ns / 1e9;
+    let busy = (user_ticks + system_ticks) / 100.0;
     writeln!(
         md,
         "\n`hpctl trace` against one CPU making events as fast as it can: cr_target on CPU 0 calls \
@@ -303,10 +304,14 @@ fn trace_rate(md: &mut String, text: &str) -> Result<()> {
          while hpctl reads on CPU 1 with 64 kB of ring buffer per CPU. hpctl received {received:.0} \
          events ({:.0} a guest second) and the ring buffer dropped {drops:.0} ({:.1}%). Under -icount \
          the two CPUs run by turns on one host thread, so this is a ratio of instruction budgets, not \
-         of wall time.",
+         of wall time. hpctl was busy {busy:.2} guest seconds ({:.2} user, {:.2} system): {:.0} events \
+         a second of its own CPU time.",
         ns / calls,
         received / seconds,
-        100.0 * drops / calls
+        100.0 * drops / calls,
+        user_ticks / 100.0,
+        system_ticks / 100.0,
+        received / busy.max(0.01)
     )?;
     Ok(())
 }
