@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use hp_core::gfp::{write_gfp, GfpName};
+use hp_core::gfp::{write_gfp_from, GfpName};
 use hp_core::proto::{Refusal, Spec, REGISTER_ARGS};
 
 /// A struct returned by value in rax:rdx (System V: at most two eightbytes
@@ -299,6 +299,12 @@ pub fn extend(raw: u64, bytes: u32, signed: bool) -> u64 {
     }
 }
 
+/// A gfp_t value by the running kernel's names (`info`'s gfp records).
+pub fn write_gfp_names(s: &mut String, raw: u64, names: &[(u64, String)]) {
+    let table = names.iter().map(|(mask, name)| GfpName { mask: *mask, name });
+    write_gfp_from(s, raw & 0xffff_ffff, table).expect("writing to a String");
+}
+
 /// The values of one call as text, with what the running kernel says of gfp flags.
 pub struct ValueFormat<'a> {
     pub gfp: &'a [(u64, String)],
@@ -308,9 +314,8 @@ impl ValueFormat<'_> {
     /// One register-sized value of type `ty`.
     pub fn scalar(&self, ty: &CType, raw: u64) -> String {
         if ty.has_typedef("gfp_t") {
-            let table: Vec<GfpName<'_>> = self.gfp.iter().map(|(mask, name)| GfpName { mask: *mask, name }).collect();
             let mut s = String::new();
-            write_gfp(&mut s, raw & 0xffff_ffff, &table).expect("writing to a String");
+            write_gfp_names(&mut s, raw, self.gfp);
             return s;
         }
         match &ty.shape {

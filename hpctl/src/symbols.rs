@@ -1,9 +1,14 @@
 //! Call sites as `symbol+0xoff [module]`, from /proc/kallsyms (module text
 //! symbols only: every site is in a module).
 
+use std::collections::HashMap;
+
 pub struct Kallsyms {
     /// (address, symbol, module), sorted by address.
     syms: Vec<(u64, String, String)>,
+    /// `lookup_in_cached`'s answers by address (module, text): a trace
+    /// asks for the same few sites again and again.
+    cache: HashMap<u64, (String, Option<String>)>,
 }
 
 impl Kallsyms {
@@ -32,7 +37,7 @@ impl Kallsyms {
             }
         }
         syms.sort_by_key(|s| s.0);
-        Kallsyms { syms }
+        Kallsyms { syms, cache: HashMap::new() }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -50,6 +55,15 @@ impl Kallsyms {
     pub fn lookup_in(&self, addr: u64, module: &str) -> Option<String> {
         let i = self.syms.partition_point(|s| s.0 <= addr).checked_sub(1)?;
         (self.syms[i].2 == module).then(|| self.lookup(addr)).flatten()
+    }
+
+    /// `lookup_in`, remembered by address (with the module asked for).
+    pub fn lookup_in_cached(&mut self, addr: u64, module: &str) -> Option<&str> {
+        if self.cache.get(&addr).is_none_or(|(m, _)| m != module) {
+            let text = self.lookup_in(addr, module);
+            self.cache.insert(addr, (module.to_string(), text));
+        }
+        self.cache[&addr].1.as_deref()
     }
 }
 

@@ -115,18 +115,21 @@ impl Stream {
                     continue;
                 }
             };
-            *self.received.entry((ev.target.clone(), ev.callee.clone())).or_default() += 1;
-            if !self.wanted(&ev) {
+            if self.wanted(&ev) {
+                if self.renderer.symbols.lookup_in_cached(ev.site, &ev.target).is_none()
+                    && self.kallsyms_loaded.elapsed() > Duration::from_secs(1)
+                {
+                    // A module loaded since (follow): look again, at most once a second.
+                    self.renderer.symbols = Kallsyms::load();
+                    self.kallsyms_loaded = Instant::now();
+                }
+                let line = if self.opts.json { json::call(&self.renderer.json(&ev)) } else { self.renderer.human(&ev) };
+                self.emit(&line);
+            } else {
                 self.filtered_out += 1;
-                continue;
             }
-            if self.renderer.site_symbol(&ev).is_none() && self.kallsyms_loaded.elapsed() > Duration::from_secs(1) {
-                // A module loaded since (follow): look again, at most once a second.
-                self.renderer.symbols = Kallsyms::load();
-                self.kallsyms_loaded = Instant::now();
-            }
-            let line = if self.opts.json { json::call(&self.renderer.json(&ev)) } else { self.renderer.human(&ev) };
-            self.emit(&line);
+            // The event's own names become the key (no copies made).
+            *self.received.entry((ev.target, ev.callee)).or_default() += 1;
         }
     }
 

@@ -16,6 +16,12 @@ pub struct GfpName<'a> {
 
 /// Writes `flags` as `NAME|NAME|0x..`; `0` when no bit is set.
 pub fn write_gfp(w: &mut impl Write, flags: u64, table: &[GfpName<'_>]) -> fmt::Result {
+    write_gfp_from(w, flags, table.iter().copied())
+}
+
+/// As `write_gfp`, from a table in another shape (the names user space
+/// reads from the module), without collecting it first.
+pub fn write_gfp_from<'a>(w: &mut impl Write, flags: u64, table: impl IntoIterator<Item = GfpName<'a>>) -> fmt::Result {
     if flags == 0 {
         return w.write_str("0");
     }
