@@ -36,24 +36,18 @@ use anyhow::{bail, Context, Result};
 use hp_core::catalogue::{index_of, MEMORY};
 use hp_core::sites::{discover, function_ranges, outgoing, FunctionRange, Mode, Options, SiteKind, Symbol, Target};
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction};
-use object::{
-    Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionFlags, SectionIndex, SymbolIndex,
-    SymbolKind, SymbolSection,
-};
+use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SymbolIndex, SymbolKind};
 
 use crate::kernel::{read_module, Kernel};
 use crate::repo_root;
 
-const R_X86_64_64: u32 = 1;
-const R_X86_64_PC32: u32 = 2;
-const R_X86_64_PLT32: u32 = 4;
-const SHF_ALLOC: u64 = 0x2;
-const SHF_EXECINSTR: u64 = 0x4;
+mod cpu_features;
+mod elf_layout;
 
-/// Where the resident text is laid out, and its init text; made-up
-/// addresses for what the module does not define.
-const MODULE_BASE: u64 = 0xffff_ffff_c000_0000;
-const INIT_BASE: u64 = 0xffff_ffff_d000_0000;
+pub use cpu_features::{Cond, Features, Lit};
+use elf_layout::{alternatives, table_sites, AltEntry, Layout, MODULE_BASE, R_X86_64_PC32, R_X86_64_PLT32};
+
+/// Made-up addresses for what the module does not define.
 const KERNEL_BASE: u64 = 0xffff_ffff_8100_0000;
 /// Room per made-up kernel symbol, so that `sym+off` still maps back.
 const KERNEL_SPACING: u64 = 0x1_0000;
@@ -140,166 +134,6 @@ impl fmt::Display for Class {
             Class::IntoInit => f.write_str("into_init"),
         }
     }
-}
-
-/// A CPU feature as the guest can test it in /proc/cpuinfo.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Feature {
-    /// Shown on the `flags` line under this name.
-    Flag(String),
-    /// Shown on the `bugs` line under this name.
-    Bug(String),
-    /// Not shown in /proc/cpuinfo: the macro's name, or the bit number.
-    Hidden(String),
-}
-
-/// One feature present (or absent).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Lit {
-    pub feature: Feature,
-    pub present: bool,
-}
-
-/// A conjunction of literals; `None` is false, an empty one true.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Cond(pub Option<Vec<Lit>>);
-
-impl Cond {
-    fn and(mut self, lit: Lit) -> Cond {
-        if let Some(lits) = &mut self.0 {
-            if lits.iter().any(|l| l.feature == lit.feature && l.present != lit.present) {
-                return Cond(None);
-            }
-            if !lits.contains(&lit) {
-                lits.push(lit);
-                lits.sort();
-            }
-        }
-        self
-    }
-}
-
-/// `1` (always), `0` (never), or `popcnt&!erms&bug.srso&?X86_FEATURE_FSRS`.
-impl fmt::Display for Cond {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            None => f.write_str("0"),
-            Some(lits) if lits.is_empty() => f.write_str("1"),
-            Some(lits) => {
-                for (i, l) in lits.iter().enumerate() {
-                    let sep = if i > 0 { "&" } else { "" };
-                    let not = if l.present { "" } else { "!" };
-                    match &l.feature {
-                        Feature::Flag(n) => write!(f, "{sep}{not}{n}")?,
-                        Feature::Bug(n) => write!(f, "{sep}{not}bug.{n}")?,
-                        Feature::Hidden(n) => write!(f, "{sep}{not}?{n}")?,
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// The kernel's CPU feature bits (arch/x86/include/asm/cpufeatures.h of the
-/// release's headers) and how /proc/cpuinfo shows them.
-pub struct Features {
-    by_bit: HashMap<u32, (String, Option<String>)>,
-    ncapints: u32,
-}
-
-/// X86_FEATURE_ALWAYS: set on every CPU (alternatives that must always apply).
-const ALWAYS: &str = "ALWAYS";
-/// X86_FEATURE_XENPV: only a Xen PV guest; the lab's guests run under QEMU.
-const XENPV: &str = "XENPV";
-
-impl Features {
-    pub fn parse(header: &str) -> Features {
-        // Before 6.11 a flag is shown unless its comment starts with "";
-        // from then on only when its comment starts with "name".
-        let hidden_by_default = !header.contains("/* \"\"");
-        let ncapints = header
-            .lines()
-            .find_map(|l| l.strip_prefix("#define NCAPINTS"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(21);
-        let mut by_bit = HashMap::new();
-        for line in header.lines() {
-            let Some(rest) = line.strip_prefix("#define X86_") else { continue };
-            let (is_bug, rest) = match (rest.strip_prefix("FEATURE_"), rest.strip_prefix("BUG_")) {
-                (Some(r), _) => (false, r),
-                (_, Some(r)) => (true, r),
-                _ => continue,
-            };
-            let Some((name, value)) = rest.split_once(|c: char| c.is_whitespace()) else { continue };
-            let (value, comment) = match value.split_once("/*") {
-                Some((v, c)) => (v.trim(), c.trim_start()),
-                None => (value.trim(), ""),
-            };
-            let Some(bit) = bit_of(value, is_bug, ncapints) else { continue };
-            let shown = if let Some(q) = comment.strip_prefix('"') {
-                let quoted = q.split('"').next().unwrap_or("");
-                (!quoted.is_empty()).then(|| quoted.to_string())
-            } else if hidden_by_default {
-                None
-            } else {
-                Some(name.to_lowercase())
-            };
-            let prefix = if is_bug { "BUG_" } else { "" };
-            by_bit.entry(bit).or_insert((format!("{prefix}{name}"), shown));
-        }
-        Features { by_bit, ncapints }
-    }
-
-    /// From the kernel's build directory, the source tree an `O=` build
-    /// links as `source` (the debug kernel), or the unpacked headers' common part.
-    fn read(kernel: &Kernel) -> Result<Features> {
-        const HEADER: &str = "arch/x86/include/asm/cpufeatures.h";
-        let mut candidates = vec![kernel.kdir.join(HEADER), kernel.kdir.join("source").join(HEADER)];
-        if let Some(root) = &kernel.root {
-            if let Ok(dirs) = std::fs::read_dir(root.join("usr/src")) {
-                candidates.extend(dirs.flatten().map(|d| d.path().join(HEADER)));
-            }
-        }
-        match candidates.iter().find(|p| p.exists()) {
-            Some(header) => Ok(Features::parse(&std::fs::read_to_string(header)?)),
-            None => bail!("no {HEADER} for {}", kernel.release),
-        }
-    }
-
-    /// The literal "feature `bit` present == `present`", or what the host
-    /// knows of it: Some(true/false) when it is decided here.
-    fn lit(&self, bit: u32, present: bool) -> std::result::Result<Lit, bool> {
-        let Some((name, shown)) = self.by_bit.get(&bit) else {
-            return Ok(Lit { feature: Feature::Hidden(format!("bit{bit}")), present });
-        };
-        if name == ALWAYS {
-            return Err(present);
-        }
-        if name == XENPV {
-            return Err(!present);
-        }
-        let feature = match shown {
-            Some(s) if bit >= self.ncapints * 32 => Feature::Bug(s.clone()),
-            Some(s) => Feature::Flag(s.clone()),
-            None => Feature::Hidden(format!("X86_FEATURE_{name}")),
-        };
-        Ok(Lit { feature, present })
-    }
-}
-
-/// `( 3*32+21)` -> 117; `X86_BUG(14)` or `X86_BUG(1*32 + 0)` -> NCAPINTS*32 + n.
-fn bit_of(value: &str, is_bug: bool, ncapints: u32) -> Option<u32> {
-    let inner = if is_bug { value.strip_prefix("X86_BUG(")?.strip_suffix(')')? } else { value };
-    let inner = inner.trim().trim_start_matches('(').trim_end_matches(')');
-    let bit = match inner.split_once('+') {
-        Some((word, bit)) => {
-            let word: u32 = word.split('*').next()?.trim().parse().ok()?;
-            word * 32 + bit.trim().parse::<u32>().ok()?
-        }
-        None => inner.trim().parse().ok()?,
-    };
-    Some(if is_bug { ncapints * 32 + bit } else { bit })
 }
 
 /// Calls and tail jumps.
@@ -410,143 +244,6 @@ impl Truth {
             classes.join("; ")
         )
     }
-}
-
-/// The resident text as the loader lays it out, and where each section went.
-struct Layout {
-    text: Vec<u8>,
-    /// Resident (MOD_TEXT) sections and init text sections: their address.
-    base: HashMap<SectionIndex, u64>,
-    /// In section header order, as the loader lays them out.
-    resident: Vec<SectionIndex>,
-    names: HashMap<SectionIndex, String>,
-}
-
-impl Layout {
-    fn new(file: &object::File<'_>, module_unload: bool) -> Result<Layout> {
-        let mut text = Vec::new();
-        let mut init_len = 0u64;
-        let mut base = HashMap::new();
-        let mut resident = Vec::new();
-        let mut names = HashMap::new();
-        for section in file.sections() {
-            let SectionFlags::Elf { sh_flags } = section.flags() else { continue };
-            if sh_flags & (SHF_ALLOC | SHF_EXECINSTR) != SHF_ALLOC | SHF_EXECINSTR {
-                continue;
-            }
-            let name = section.name()?.to_string();
-            let align = section.align().max(1);
-            // module_init_layout_section: .init*, and .exit* without MODULE_UNLOAD.
-            let is_init = name.starts_with(".init") || (!module_unload && name.starts_with(".exit"));
-            if is_init {
-                init_len = init_len.next_multiple_of(align);
-                base.insert(section.index(), INIT_BASE + init_len);
-                init_len += section.size();
-            } else {
-                text.resize(text.len().next_multiple_of(align as usize), 0xcc);
-                base.insert(section.index(), MODULE_BASE + text.len() as u64);
-                text.extend_from_slice(section.data()?);
-                resident.push(section.index());
-            }
-            names.insert(section.index(), name);
-        }
-        Ok(Layout { text, base, resident, names })
-    }
-
-    fn text_end(&self) -> u64 {
-        MODULE_BASE + self.text.len() as u64
-    }
-
-    /// A defined symbol's address, if it is in laid-out text.
-    fn symbol_addr(&self, sym: &object::Symbol<'_, '_>) -> Option<u64> {
-        match sym.section() {
-            SymbolSection::Section(i) => Some(self.base.get(&i)? + sym.address()),
-            _ => None,
-        }
-    }
-
-    fn is_resident(&self, addr: u64) -> bool {
-        (MODULE_BASE..self.text_end()).contains(&addr)
-    }
-}
-
-/// The addresses a table section's relocations point at, one per `stride`
-/// bytes at `field` within each entry: `.return_sites` and the like hold
-/// `site - &entry` (PC32 to `.text + off`), `__mcount_loc` the address (64).
-fn table_sites(file: &object::File<'_>, layout: &Layout, section: &str, stride: u64, field: u64) -> Result<Vec<u64>> {
-    let Some(section) = file.section_by_name(section) else { return Ok(Vec::new()) };
-    let mut sites = Vec::new();
-    for (offset, reloc) in section.relocations() {
-        if offset % stride != field {
-            continue;
-        }
-        let RelocationFlags::Elf { r_type } = reloc.flags() else { continue };
-        if r_type != R_X86_64_PC32 && r_type != R_X86_64_64 {
-            continue;
-        }
-        let RelocationTarget::Symbol(sym) = reloc.target() else { continue };
-        if let Some(addr) = layout.symbol_addr(&file.symbol_by_index(sym)?) {
-            sites.push(addr.wrapping_add(reloc.addend() as u64));
-        }
-    }
-    Ok(sites)
-}
-
-/// One `.altinstructions` entry.
-struct AltEntry {
-    instr: u64,
-    instr_len: u64,
-    repl: u64,
-    repl_len: u64,
-    bit: u32,
-    not: bool,
-    direct_call: bool,
-}
-
-/// `.altinstructions`: 14-byte entries from 6.8 (cpuid:16, flags:16 with
-/// ALT_FLAG_NOT 1 and ALT_FLAG_DIRECT_CALL 2), 12-byte ones before (u16
-/// cpuid, bit 15 ALTINSTR_FLAG_INV), both followed by instrlen and
-/// replacementlen (arch/x86/include/asm/alternative.h of each release).
-fn alternatives(file: &object::File<'_>, layout: &Layout) -> Result<Vec<AltEntry>> {
-    let Some(section) = file.section_by_name(".altinstructions") else { return Ok(Vec::new()) };
-    let data = section.data()?;
-    let mut relocs: Vec<(u64, object::Relocation)> = section.relocations().collect();
-    relocs.sort_by_key(|r| r.0);
-    let stride = match relocs.get(2) {
-        Some(r) => r.0 - relocs[0].0,
-        None => data.len() as u64,
-    };
-    if stride != 12 && stride != 14 {
-        bail!(".altinstructions entries of {stride} bytes: neither 6.1's 12 nor 6.12's 14");
-    }
-    let target = |offset: u64| -> Result<Option<u64>> {
-        let Some((_, r)) = relocs.iter().find(|r| r.0 == offset) else { return Ok(None) };
-        let RelocationTarget::Symbol(sym) = r.target() else { return Ok(None) };
-        Ok(layout.symbol_addr(&file.symbol_by_index(sym)?).map(|a| a.wrapping_add(r.addend() as u64)))
-    };
-    let mut entries = Vec::new();
-    for start in (0..data.len() as u64).step_by(stride as usize) {
-        let e = &data[start as usize..(start + stride) as usize];
-        // An entry for init text (not laid out as resident) is no concern here.
-        let (Some(instr), Some(repl)) = (target(start)?, target(start + 4)?) else { continue };
-        let cpuid = u16::from_le_bytes([e[8], e[9]]);
-        let (bit, not, direct_call, lens) = if stride == 14 {
-            let flags = u16::from_le_bytes([e[10], e[11]]);
-            (cpuid as u32, flags & 1 != 0, flags & 2 != 0, &e[12..14])
-        } else {
-            ((cpuid & 0x7fff) as u32, cpuid & 0x8000 != 0, false, &e[10..12])
-        };
-        entries.push(AltEntry {
-            instr,
-            instr_len: lens[0] as u64,
-            repl,
-            repl_len: lens[1] as u64,
-            bit,
-            not,
-            direct_call,
-        });
-    }
-    Ok(entries)
 }
 
 /// A call or jmp rel32 whose displacement a relocation fills.
@@ -1015,47 +712,6 @@ const KNOWN_STATIC_CALLS: &[&str] =
 mod tests {
     use super::*;
     use std::path::Path;
-
-    const OLD_HEADER: &str = "#define NCAPINTS\t\t\t21\n\
-        #define X86_FEATURE_REP_GOOD\t\t( 3*32+16) /* REP microcode works well */\n\
-        #define X86_FEATURE_ALWAYS\t\t( 3*32+21) /* \"\" Always-present feature */\n\
-        #define X86_FEATURE_XENPV\t\t( 8*32+16) /* \"\" Xen paravirtual guest */\n\
-        #define X86_FEATURE_RETPOLINE\t\t(11*32+12) /* \"\" Generic Retpoline mitigation */\n\
-        #define X86_FEATURE_SSE4_2\t\t( 4*32+20) /* \"sse4_2\" SSE-4.2 */\n\
-        #define X86_BUG_SPECTRE_V2\t\tX86_BUG(14) /* CPU is affected by Spectre variant 2 */\n";
-    const NEW_HEADER: &str = "#define NCAPINTS\t\t\t22\n\
-        #define X86_FEATURE_ERMS\t\t( 9*32+ 9) /* \"erms\" Enhanced REP MOVSB/STOSB */\n\
-        #define X86_FEATURE_FSRS\t\t(12*32+11) /* Fast short REP STOSB */\n\
-        #define X86_BUG_SRSO\t\t\tX86_BUG(1*32 + 0) /* \"srso\" AMD SRSO bug */\n";
-
-    #[test]
-    fn feature_names_as_cpuinfo_shows_them() {
-        let old = Features::parse(OLD_HEADER);
-        assert_eq!(old.lit(3 * 32 + 16, true), Ok(Lit { feature: Feature::Flag("rep_good".into()), present: true }));
-        assert_eq!(old.lit(4 * 32 + 20, false), Ok(Lit { feature: Feature::Flag("sse4_2".into()), present: false }));
-        assert_eq!(old.lit(11 * 32 + 12, true).unwrap().feature, Feature::Hidden("X86_FEATURE_RETPOLINE".into()));
-        assert_eq!(old.lit(21 * 32 + 14, true).unwrap().feature, Feature::Bug("spectre_v2".into()));
-        // Decided here: ALWAYS is set, XENPV is not (no Xen PV guest).
-        assert_eq!(old.lit(3 * 32 + 21, true), Err(true));
-        assert_eq!(old.lit(8 * 32 + 16, true), Err(false));
-        assert_eq!(old.lit(8 * 32 + 16, false), Err(true));
-        let new = Features::parse(NEW_HEADER);
-        assert_eq!(new.lit(9 * 32 + 9, true).unwrap().feature, Feature::Flag("erms".into()));
-        assert_eq!(new.lit(12 * 32 + 11, true).unwrap().feature, Feature::Hidden("X86_FEATURE_FSRS".into()));
-        assert_eq!(new.lit(23 * 32, true).unwrap().feature, Feature::Bug("srso".into()));
-    }
-
-    #[test]
-    fn conditions() {
-        let f = |n: &str| Feature::Flag(n.into());
-        let t = Cond(Some(Vec::new()));
-        assert_eq!(t.to_string(), "1");
-        let c = t.and(Lit { feature: f("rep_good"), present: true }).and(Lit { feature: f("erms"), present: false });
-        assert_eq!(c.to_string(), "!erms&rep_good");
-        assert_eq!(c.clone().and(Lit { feature: f("erms"), present: true }).to_string(), "0");
-        let h = c.and(Lit { feature: Feature::Hidden("X86_FEATURE_FSRS".into()), present: false });
-        assert_eq!(h.to_string(), "!erms&rep_good&!?X86_FEATURE_FSRS");
-    }
 
     /// lab/guest/callees_lib.sh under the guest's own busybox, on made-up
     /// kallsyms: aliases, the rewrite rules, and the differences it reports.
