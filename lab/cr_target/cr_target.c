@@ -1099,7 +1099,8 @@ static const struct file_operations cr_leak_fops = {
 /*
  * Material for `cargo xtask bench`, driven by debugfs `bench`: writing
  * "kstrdup N" or "kfree N" makes N calls of kstrdup(NULL) (a catalogue
- * allocator that returns at once) or kfree(NULL) from one site each; reading
+ * allocator that returns at once) or kfree(NULL) from one site each ("kfree
+ * N BURST": in bursts, a millisecond apart); reading
  * gives the nanoseconds the last run took. Under QEMU's -icount shift=0 a
  * nanosecond is one guest instruction.
  */
@@ -1124,10 +1125,23 @@ static noinline void cr_bench_kfree(unsigned int n)
 	}
 }
 
+/* N calls in bursts of `burst`, a millisecond's sleep after each: a steady
+ * rate of events, with the CPU left idle in between. */
+static noinline void cr_bench_kfree_paced(unsigned int n, unsigned int burst)
+{
+	while (n) {
+		unsigned int k = min(n, burst);
+
+		cr_bench_kfree(k);
+		n -= k;
+		usleep_range(1000, 1000);
+	}
+}
+
 static ssize_t cr_bench_write(struct file *file, const char __user *ubuf, size_t count, loff_t *ppos)
 {
 	char buf[32];
-	unsigned int n = 0;
+	unsigned int n = 0, burst = 0;
 	size_t len = min(count, sizeof(buf) - 1);
 	u64 t0;
 
@@ -1137,6 +1151,8 @@ static ssize_t cr_bench_write(struct file *file, const char __user *ubuf, size_t
 	t0 = ktime_get_ns();
 	if (sscanf(buf, "kstrdup %u", &n) == 1)
 		cr_bench_kstrdup(n);
+	else if (sscanf(buf, "kfree %u %u", &n, &burst) == 2 && burst)
+		cr_bench_kfree_paced(n, burst);
 	else if (sscanf(buf, "kfree %u", &n) == 1)
 		cr_bench_kfree(n);
 	else

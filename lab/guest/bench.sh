@@ -106,32 +106,41 @@ measure sink_trace "kstrdup kfree"
 echo 0 > $T/events/hp_patcher/hp_call/enable
 echo > $T/trace
 command "detach cr_target"
-# How fast `hpctl trace` takes events, against how fast one CPU makes
-# them: cr_target, on CPU 0, calls kfree RATE_CALLS times at full speed
-# while hpctl reads on CPU 1 with a 64 kB buffer per CPU. Under -icount
-# the guest's clock counts instructions, so both rates are the same on any
-# host: HPRATE <calls> <their guest ns> <received> <ring-buffer drops>.
-RATE_CALLS=2000000
-# In the -icount boot only.
-if ! grep -q hp_bench_attach /proc/cmdline && case ",$ONLY," in ,,|*,trace_rate,*) true ;; *) false ;; esac; then
-	command "attach cr_target fn=kfree sink=trace"
+# How fast `hpctl trace` takes events: cr_target, on CPU 0, calls kfree
+# in bursts a millisecond apart (BURST calls a burst: a steady rate), and
+# at last at full speed, while hpctl reads on CPU 1 with a 64 kB buffer
+# per CPU. Under -icount the guest's clock counts instructions, so the
+# rates are the same on any host: HPRATE <burst|max> <calls> <their guest
+# ns> <received> <ring-buffer drops> <hpctl's user and system ticks>.
+rate_step() {
+	# Gone first: the wait below must not find the last step's line.
+	rm -f /tmp/rate.err
 	taskset 2 /modules/hpctl trace cr_target --buffer-kb 64 > /dev/null 2> /tmp/rate.err &
 	pid=$!
 	n=0
 	until grep -q '^hpctl: tracing' /tmp/rate.err; do
 		n=$((n + 1)); [ $n -gt 600 ] && break; sleep 0.1
 	done
-	taskset 1 sh -c "echo 'kfree $RATE_CALLS' > $CR/bench"
+	taskset 1 sh -c "echo 'kfree $2 $3' > $CR/bench"
 	sleep 1
 	# hpctl's CPU time (user, system; in ticks of 1/100 s): how busy the reader was.
 	cpu_ticks=$(awk '{ print $14, $15 }' /proc/$pid/stat)
 	kill -TERM $pid
 	wait $pid
 	summary=$(grep 'events received' /tmp/rate.err | tail -n 1)
+	echo "HPINFO trace_rate $1: $(grep -v '^hpctl: tracing' /tmp/rate.err | tr '\n' ' ')"
 	received=$(echo "$summary" | sed -n 's/^hpctl: \([0-9]*\) events received.*/\1/p')
 	drops=$(echo "$summary" | sed -n 's/.*, \([0-9]*\) ring-buffer drops.*/\1/p')
-	echo "HPRATE $RATE_CALLS $(cat $CR/bench) ${received:-0} ${drops:-0} $cpu_ticks"
+	echo "HPRATE $1 $2 $(cat $CR/bench) ${received:-0} ${drops:-0} $cpu_ticks"
 	[ -n "$received" ] || echo "HPBENCH-ERROR hpctl trace gave no summary: $(tail -n 3 /tmp/rate.err)"
+}
+# In the -icount boot only.
+if ! grep -q hp_bench_attach /proc/cmdline && case ",$ONLY," in ,,|*,trace_rate,*) true ;; *) false ;; esac; then
+	command "attach cr_target fn=kfree sink=trace"
+	for burst in 5 10 20 50 100 200; do
+		rate_step $burst $((burst * 300)) $burst
+	done
+	rate_step max 2000000
 	command "detach cr_target"
 fi
 command "attach cr_target fn=kstrdup,kfree sink=printk"
