@@ -424,8 +424,13 @@ static ssize_t hp_write(struct file *file, const char __user *buf, size_t len,
 	if (!err && cmd->verb == HP_CMD_PROGRESS) {
 		/* Never waits for hp_lock: what a long attach is doing. */
 		hp_progress_reply(f->reply);
+	} else if (!err && mutex_lock_interruptible(&hp_lock)) {
+		/*
+		 * A signal while an attach holds the lock (btrfs's arming takes
+		 * 40 s under TCG): nothing was done; the command can be given up.
+		 */
+		err = -ERESTARTSYS;
 	} else if (!err) {
-		mutex_lock(&hp_lock);
 		hp_capture_errors(f->reply);
 		err = hp_execute(cmd, f->reply, &drains);
 		hp_capture_errors(NULL);

@@ -33,17 +33,39 @@ cat /tmp/detach.out
 expect_log hpctl_ext4.text_identical 'hp_patcher: ext4 text identical to before attach'
 # `progress` answers while an attach holds the lock (what hpctl attach
 # shows on a terminal): polled until the attach ends, it must show it.
+# Early in the attach, another command waits for the lock: a signal ends
+# that wait (a user's Ctrl-C), and the attach goes on.
 hpcmd "attach ext4 sink=none" > /tmp/progress_attach.out &
 attacher=$!
 seen=""
+waited=""
 while kill -0 $attacher 2>/dev/null; do
 	p=$(hpcmd progress)
 	case $p in *"state=arming name=ext4 "*) seen=$p ;; esac
+	armed=${p#*armed=}; armed=${armed%% *}; sites=${p#*sites=}
+	if [ -z "$waited" ] && [ -n "$seen" ] && [ $((armed * 2)) -lt "$sites" ]; then
+		printf targets | dd bs=128k of=$HPDEV 2>/dev/null &
+		waiter=$!
+		# Until it sleeps (D) on the lock, up to 10 s.
+		n=0
+		until [ "$(awk '{ print $3 }' /proc/$waiter/stat 2>/dev/null)" = D ] || [ $n -ge 100 ]; do
+			usleep 100000; n=$((n + 1))
+		done
+		kill -KILL $waiter
+		wait $waiter
+		waited="$(hpcmd progress) (from $p)"
+	fi
 	usleep 20000
 done
 wait $attacher
 echo "HPINFO hpctl_ext4: progress during the attach: ${seen:-none seen}"
 [ -n "$seen" ] && pass hpctl_ext4.progress || fail hpctl_ext4.progress "no progress line while attaching: $(cat /tmp/progress_attach.out)"
+case $waited in
+"") skip hpctl_ext4.lock_wait_killable "the attach ended before half its sites were armed: no time to test" ;;
+"progress state=arming name=ext4 "*) pass hpctl_ext4.lock_wait_killable ;;
+*) fail hpctl_ext4.lock_wait_killable "the killed command was reaped only after the attach: $waited" ;;
+esac
+expect_eq hpctl_ext4.attach_after_kill "$(field state ext4 < /tmp/progress_attach.out)" attached
 expect_eq hpctl_ext4.progress_idle "$(hpcmd progress)" "progress state=idle"
 hpcmd "detach ext4" > /dev/null
 # Any callee, typed from BTF: the journal, the buffer cache, a lock.
