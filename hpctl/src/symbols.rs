@@ -84,4 +84,14 @@ mod tests {
         assert_eq!(k.lookup_in(0xffffffffc0a0109d, "ext4"), None);
         assert!(Kallsyms::parse("0000000000000000 t cr_round\t[cr_target]\n").is_empty());
     }
+
+    #[test]
+    fn cached_lookups_answer_as_uncached_ones() {
+        let mut k = Kallsyms::parse("ffffffffc0a01000 t cr_round\t[cr_target]\n");
+        for _ in 0..2 {
+            assert_eq!(k.lookup_in_cached(0xffffffffc0a0109d, "cr_target"), Some("cr_round+0x9d [cr_target]"));
+            // The same address asked for another module is looked up again.
+            assert_eq!(k.lookup_in_cached(0xffffffffc0a0109d, "ext4"), None);
+        }
+    }
 }
