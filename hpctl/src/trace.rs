@@ -242,8 +242,6 @@ pub fn run(opts: Options) -> Result<()> {
     };
 
     let mut result = Ok(());
-    // Whether the last wait ended because poll said a CPU was readable.
-    let mut woken = false;
     while !STOP.load(Ordering::Relaxed) && duration.is_none_or(|d| started.elapsed() < d) {
         let pages = match stream.read_round(&mut readers, &mut buf, 64) {
             Ok(p) => p,
@@ -257,16 +255,7 @@ pub fn run(opts: Options) -> Result<()> {
             last_check = Instant::now();
         }
         if pages == 0 {
-            let wait = Duration::from_millis(50);
-            if woken {
-                // Readable to poll, yet nothing read: do not spin on it.
-                std::thread::sleep(wait);
-                woken = false;
-            } else {
-                woken = tracefs::wait_readable(&readers, wait);
-            }
-        } else {
-            woken = false;
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -8,9 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -115,20 +113,6 @@ impl CpuReader {
     }
 }
 
-/// Waits until a CPU's buffer has an event (the instance's buffer_percent
-/// is 0), a signal, or `timeout`: true if poll said some CPU is readable. A reader that sleeps
-/// a fixed time instead loses a small buffer's events whenever they come
-/// faster than it fills in that time.
-pub fn wait_readable(readers: &[CpuReader], timeout: Duration) -> bool {
-    let mut fds: Vec<libc::pollfd> =
-        readers.iter().map(|r| libc::pollfd { fd: r.file.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: fds is a live, writable array of fds.len() pollfd structs,
-    // each holding a descriptor its reader keeps open for the call.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-    n > 0
-}
-
 /// Per-CPU ring-buffer losses, from `per_cpu/cpuN/stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuStats {
@@ -169,12 +153,6 @@ impl Instance {
         write_file(&instance.path.join("buffer_size_kb"), &buffer_kb.to_string())?;
         write_file(&instance.path.join("options/overwrite"), "0")?;
         write_file(&instance.path.join("trace_clock"), "local")?;
-        // Poll wakes us on any event, not once the buffer is half full: a
-        // "full" waiter makes every commit ask ring_buffer_nr_dirty_pages,
-        // whose page accounting Debian's 6.12 gets wrong under a reader
-        // that takes partial pages (a WARNING in the writer, caught by the
-        // bench with lab/guest/bench.sh's trace_rate steps).
-        write_file(&instance.path.join("buffer_percent"), "0")?;
         Ok(instance)
     }
 
