@@ -341,7 +341,6 @@ impl Renderer {
         Some(self.value(kind, ev.ret))
     }
 
-
     /// `<time> cpu=N pid=N comm=X target site callee(args) = ret (dur ns)`;
     /// the time is the call's entry (`start_ns`) in seconds. A typed void
     /// callee has no `= ret`, only its duration.
