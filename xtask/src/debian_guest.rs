@@ -185,7 +185,7 @@ impl DebianGuest {
             .arg(format!("file={},if=virtio,format=raw,snapshot=on", self.disk.display()))
             .arg("-drive")
             .arg(format!("file={},if=virtio,format=raw,readonly=on", lab_disk.display()));
-        crate::guest::run_serial(qemu, name, &log, timeout_secs, false)
+        crate::guest::run_serial(qemu, name, &log, None, timeout_secs, false)
     }
 }
 

@@ -213,6 +213,7 @@ pub fn boot_with(
     qemu_args: &[&str],
 ) -> Result<GuestOutput> {
     let log = repo_root().join("target/lab").join(&kernel.release).join(format!("{name}.log"));
+    let console = log.with_extension("console");
     let mut qemu = Command::new("timeout");
     qemu.args(["--kill-after=10", &timeout_secs.to_string(), kernel.arch().qemu()])
         // One host thread for both vCPUs. With multi-threaded TCG, QEMU 7.2
@@ -225,7 +226,12 @@ pub fn boot_with(
         .args(["-accel", "tcg,thread=single", "-cpu", kernel.arch().qemu_cpu(), "-smp", "2"])
         // KASAN's shadow and kmemleak's pool want more on the debug kernel.
         .args(["-m", if kernel.slowdown() > 1 { "2048" } else { "1024" }])
-        .args(["-nographic", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
+        // ttyS0, the kernel's console, to a file; ttyS1, lab/guest/init.sh's
+        // output, to us.
+        .args(["-nographic", "-no-reboot", "-monitor", "none"])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .args(["-serial", "stdio"])
         .args(qemu_args)
         .arg("-kernel")
         .arg(kernel.image()?)
@@ -233,13 +239,26 @@ pub fn boot_with(
         .arg(initramfs)
         .arg("-append")
         .arg(format!("console=ttyS0 loglevel=5 panic=-1 oops=panic panic_on_warn=1 rdinit=/init {cmdline}"));
-    run_serial(qemu, name, &log, timeout_secs, echo)
+    run_serial(qemu, name, &log, Some(&console), timeout_secs, echo)
 }
 
 /// Runs a QEMU command line (under `timeout`) whose serial port is its
-/// stdout; logs every line to `log` and returns them.
-pub fn run_serial(mut qemu: Command, name: &str, log: &Path, timeout_secs: u32, echo: bool) -> Result<GuestOutput> {
+/// stdout; logs every line to `log` and returns them. A kernel console
+/// written to a file of its own, `console`, follows them, between
+/// HP-CONSOLE-BEGIN and HP-CONSOLE-END: a guest that died before its
+/// dmesg dump shows why there.
+pub fn run_serial(
+    mut qemu: Command,
+    name: &str,
+    log: &Path,
+    console: Option<&Path>,
+    timeout_secs: u32,
+    echo: bool,
+) -> Result<GuestOutput> {
     std::fs::create_dir_all(log.parent().unwrap())?;
+    if let Some(console) = console {
+        let _ = std::fs::remove_file(console);
+    }
     let mut log_file = std::fs::File::create(log)?;
     let started = Instant::now();
     let mut child = qemu
@@ -260,6 +279,14 @@ pub fn run_serial(mut qemu: Command, name: &str, log: &Path, timeout_secs: u32, 
     }
     let status = child.wait()?;
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(console) = console {
+        let bytes = std::fs::read(console).with_context(|| format!("reading {}", console.display()))?;
+        let kernel_lines = String::from_utf8_lossy(&bytes).replace('\r', "");
+        let section = format!("HP-CONSOLE-BEGIN\n{}\nHP-CONSOLE-END\n", kernel_lines.trim_end());
+        log_file.write_all(section.as_bytes())?;
+        text.push_str(&section);
+        std::fs::remove_file(console)?;
+    }
     if status.code() == Some(124) || status.code() == Some(137) {
         bail!("guest {name} timed out after {timeout_secs} s; log: {}", log.display());
     }
