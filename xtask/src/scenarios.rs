@@ -268,14 +268,19 @@ fn run_boots(kernel: &Kernel, runs: Vec<(&Boot, Vec<&str>)>) -> Result<Outcome> 
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut problems = Vec::new();
     let mut skipped = Vec::new();
-    for (boot, scripts) in runs {
-        if scripts.is_empty() {
-            continue;
-        }
-        let image = initramfs(kernel, &built, boot.name, &scripts, Some(boot))?;
-        println!("guest {}: running {}", boot.name, scripts.join(", "));
-        let timeout = boot.timeout_secs * kernel.slowdown();
-        let out = match guest::boot(kernel, &image, boot.name, boot.cmdline, timeout, false) {
+    let runs: Vec<_> = runs.into_iter().filter(|(_, scripts)| !scripts.is_empty()).collect();
+    let mut jobs = Vec::new();
+    for (boot, scripts) in &runs {
+        jobs.push(guest::BootJob {
+            name: boot.name,
+            scripts: scripts.join(", "),
+            image: initramfs(kernel, &built, boot.name, scripts, Some(boot))?,
+            cmdline: boot.cmdline,
+            timeout_secs: boot.timeout_secs * kernel.slowdown(),
+        });
+    }
+    for ((boot, scripts), out) in runs.iter().zip(guest::boot_all(kernel, &jobs)) {
+        let out = match out {
             Ok(out) => out,
             Err(e) => {
                 failed += 1;
@@ -283,13 +288,12 @@ fn run_boots(kernel: &Kernel, runs: Vec<(&Boot, Vec<&str>)>) -> Result<Outcome> 
                 continue;
             }
         };
-        println!("guest {}: {:.1} s wall", boot.name, out.seconds);
         let checks = Checks::read(boot.name, &out.text);
         passed += checks.passed;
         failed += checks.failed.len();
         problems.extend(checks.failed);
         skipped.extend(checks.skipped);
-        let trouble = out.problems(boot.name, &scripts);
+        let trouble = out.problems(boot.name, scripts);
         failed += trouble.len();
         problems.extend(trouble);
     }

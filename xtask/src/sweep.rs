@@ -95,7 +95,10 @@ pub fn sweep(kernel: &Kernel, only: Option<&str>, table: &Path) -> Result<usize>
     let mut legend = BTreeMap::new();
     let mut boot_seconds = Vec::new();
 
-    for boot in BOOTS.iter().filter(|b| only.is_none_or(|o| o.split(',').any(|o| b.name.contains(o)))) {
+    let boots: Vec<_> =
+        BOOTS.iter().filter(|b| only.is_none_or(|o| o.split(',').any(|o| b.name.contains(o)))).collect();
+    let mut jobs = Vec::new();
+    for boot in &boots {
         let fs = Initramfs::new(boot.name, &[boot.script], kernel.arch())?;
         fs.add_file(&repo_root().join("lab/guest/sweep_lib.sh"), "scripts/sweep_lib.sh")?;
         fs.add_file(&built.hp_patcher, "modules/hp_patcher.ko")?;
@@ -104,9 +107,16 @@ pub fn sweep(kernel: &Kernel, only: Option<&str>, table: &Path) -> Result<usize>
             fs.add_in_tree_module(kernel, module)?;
         }
         make_images(&fs)?;
-        let image = fs.pack()?;
-        println!("guest {}: running {}", boot.name, boot.script);
-        let out = match guest::boot(kernel, &image, boot.name, "", boot.timeout_secs, false) {
+        jobs.push(guest::BootJob {
+            name: boot.name,
+            scripts: boot.script.to_string(),
+            image: fs.pack()?,
+            cmdline: "",
+            timeout_secs: boot.timeout_secs,
+        });
+    }
+    for (boot, out) in boots.iter().zip(guest::boot_all(kernel, &jobs)) {
+        let out = match out {
             Ok(out) => out,
             Err(e) => {
                 failed += 1;
@@ -114,7 +124,6 @@ pub fn sweep(kernel: &Kernel, only: Option<&str>, table: &Path) -> Result<usize>
                 continue;
             }
         };
-        println!("guest {}: {:.1} s wall", boot.name, out.seconds);
         boot_seconds.push((boot.name, out.seconds));
         for line in out.text.lines() {
             if let Some(rest) = line.strip_prefix("HPTEST ") {
