@@ -29,4 +29,17 @@ echo "HP-DMESG-BEGIN"
 dmesg
 echo "HP-DMESG-END"
 echo "HP-GUEST-DONE"
+# poweroff -f does not wait for the serial port: the last lines can still be
+# in ttyS1's buffer (an RT guest lost the end of its dmesg dump so). Closing
+# our hold on the port waits until it has sent everything, when ours is the
+# last; a process a script left behind may still hold it, so then wait until
+# the port's count of bytes sent stops moving (at most 5 s).
+exec >/dev/null 2>&1
+sent() { sed -n 's/^1: .* tx:\([0-9]*\).*/\1/p' /proc/tty/driver/serial; }
+before=-1 n=0
+while [ "$(sent)" != "$before" ] && [ $n -lt 50 ]; do
+	before=$(sent)
+	n=$((n + 1))
+	sleep 0.1
+done
 poweroff -f
