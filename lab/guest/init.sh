@@ -36,10 +36,11 @@ echo "HP-GUEST-DONE"
 # the port's count of bytes sent stops moving (at most 5 s).
 exec >/dev/null 2>&1
 sent() { sed -n 's/^1: .* tx:\([0-9]*\).*/\1/p' /proc/tty/driver/serial; }
-before=-1 n=0
-while [ "$(sent)" != "$before" ] && [ $n -lt 50 ]; do
-	before=$(sent)
+before=-1 now=$(sent) n=0
+while [ "$now" != "$before" ] && [ $n -lt 50 ]; do
+	before=$now
 	n=$((n + 1))
 	sleep 0.1
+	now=$(sent)
 done
 poweroff -f
